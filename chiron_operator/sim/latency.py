@@ -1,0 +1,42 @@
+"""Latency model of one vLLM instance under continuous batching.
+
+decode step ms = a + b*batch_seqs + c*context_tokens (all sequences' KV tokens), and
+prefill ms = a + b*T + c*T^2 for T prompt tokens; fitted to measured tables (see
+`calibration.py`). Times are returned in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyModel:
+    """Fitted step-time coefficients (milliseconds) and the KV capacity of one instance."""
+
+    name: str
+    decode_a_ms: float
+    decode_b_ms_per_seq: float
+    decode_c_ms_per_token: float
+    prefill_a_ms: float
+    prefill_b_ms_per_token: float
+    prefill_c_ms_per_token2: float
+    kv_capacity_tokens: int
+
+    def decode_step_s(self, batch_seqs: int, context_tokens: int) -> float:
+        """One decode iteration for `batch_seqs` sequences holding `context_tokens` KV tokens."""
+        ms = (
+            self.decode_a_ms
+            + self.decode_b_ms_per_seq * batch_seqs
+            + self.decode_c_ms_per_token * context_tokens
+        )
+        return ms / 1000.0
+
+    def prefill_s(self, tokens: int) -> float:
+        """Prefill of one prompt (or chunk) of `tokens` tokens."""
+        ms = (
+            self.prefill_a_ms
+            + self.prefill_b_ms_per_token * tokens
+            + self.prefill_c_ms_per_token2 * tokens * tokens
+        )
+        return ms / 1000.0
