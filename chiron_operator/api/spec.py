@@ -1,0 +1,255 @@
+"""The `LLMServingPool` custom resource: the one object a user writes to run a Chiron pool.
+
+The spec embeds the core tunables (`chiron_operator.core.tuning`) as they are, so the CRD's
+schema, descriptions, bounds and defaults come from the same types the controllers read.
+`LLMServingPoolSpec.to_tuning()` is the only bridge from the wire to the policy.
+
+No scale subresource. A scale subresource exposes one replica count (`specReplicasPath`) per
+object, but a pool has three (interactive, mixed, batch) whose split is the policy itself; any
+single number would be a lie about the other two. It would also invite an HPA or `kubectl scale`
+to drive the pool, which is exactly the fight between autoscalers the operator refuses (it
+reports a Conflict condition instead). Each role's Deployment keeps its own scale subresource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final, Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
+
+from chiron_operator.api.base import SpecModel
+from chiron_operator.api.rules import enforce
+from chiron_operator.api.status import PoolStatus
+from chiron_operator.api.template import PodTemplate
+from chiron_operator.core.enums import Role
+from chiron_operator.core.tuning import (
+    GlobalTuning,
+    GuardTuning,
+    LocalTuning,
+    PoolTuning,
+    RestartTuning,
+    RoleBounds,
+    SloTargets,
+)
+
+# The policy's per-role defaults (interactive keeps one instance, batch runs large batches).
+ROLE_DEFAULTS: Final[Mapping[Role, RoleBounds]] = MappingProxyType(dict(PoolTuning().bounds))
+
+
+class Mode(StrEnum):
+    """What the operator may do to a pool's replica counts and batch sizes.
+
+    Observe: run the controllers and publish signals and decisions in status, act on nothing.
+    Recommend: as Observe, and also publish recommendations in status and as Events.
+    Enforce: apply the decisions to the role Deployments.
+
+    Observe is the default because a new autoscaler has to earn trust: with a wrong SLO, a
+    Prometheus query that returns the wrong pods or a bound set too low, an enforcing pool
+    scales a live service down on its first tick. In Observe the user reads the decisions
+    (`status.decisions`, applied false) first, and enabling them is one field.
+    """
+
+    OBSERVE = "Observe"
+    RECOMMEND = "Recommend"
+    ENFORCE = "Enforce"
+
+
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the pool's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Secret name.")
+    key: str = Field(default="token", min_length=1, description="Key within the Secret.")
+
+
+class PrometheusSpec(SpecModel):
+    """Where the pool's vLLM metrics are read from."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+",
+        max_length=2048,
+        description="Prometheus base URL, e.g. http://prometheus-operated.monitoring.svc:9090.",
+    )
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret holding a bearer token for Prometheus, if it needs one."
+    )
+    window_s: float = Field(
+        default=60.0, gt=0.0, description="Window of rate and quantile queries, seconds."
+    )
+    scrape_interval_s: float = Field(
+        default=15.0, gt=0.0, description="How often Prometheus scrapes the vLLM pods, seconds."
+    )
+    pod_label: str = Field(
+        default="pod", min_length=1, description="Series label holding the pod name."
+    )
+    role_label: str | None = Field(
+        default=None,
+        description="Series label holding the role, if relabelling adds one; without it pods "
+        "are matched to roles by name.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        enforce(self, ("prometheus",))
+        return self
+
+
+class BatchQueueSpec(SpecModel):
+    """Where the batch backlog is read from; without it the pool sees no batch queue.
+
+    `queuedRequestsQuery` is a PromQL instant query returning this pool's queued batch
+    requests, one series per deadline: the series' `deadlineLabel` label holds the deadline as
+    unix seconds, its value the number of requests queued with it. Example, for a queue that
+    exports `batch_queue_requests{pool, deadline}`:
+    `sum by (deadline) (batch_queue_requests{pool="llama-8b"})`. Chiron groups the backlog by
+    deadline to estimate whether the current capacity finishes each group in time (batch
+    backpressure). Series without the label fall back to `spec.slo.batchDeadlineS`.
+    """
+
+    queued_requests_query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL returning queued batch requests, one series per deadline.",
+    )
+    deadline_label: str = Field(
+        default="deadline",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="Label of those series holding the deadline as unix seconds.",
+    )
+
+
+class ControlSpec(SpecModel):
+    """How often the controllers run and how much history status keeps."""
+
+    interval_s: float = Field(
+        default=15.0, ge=1.0, description="Global controller cadence (instance counts), seconds."
+    )
+    local_interval_s: float = Field(
+        default=15.0, ge=1.0, description="Local controller cadence (batch sizes), seconds."
+    )
+    history_limit: int = Field(
+        default=20, ge=0, le=100, description="Decisions kept in status.decisions."
+    )
+
+
+class RolesSpec(SpecModel):
+    """Bounds per instance role. Set maxReplicas (and minReplicas) to 0 to disable a role.
+
+    Fields left out of a role take that role's defaults (shown here), not generic ones: a batch
+    role given only maxReplicas still runs large batches. The CRD's defaults match.
+    """
+
+    interactive: RoleBounds = Field(
+        default=ROLE_DEFAULTS[Role.INTERACTIVE],
+        description="Instances serving interactive requests only.",
+    )
+    mixed: RoleBounds = Field(
+        default=ROLE_DEFAULTS[Role.MIXED],
+        description="Instances serving interactive requests first and batch work in the "
+        "spare capacity (preempted when interactive load arrives).",
+    )
+    batch: RoleBounds = Field(
+        default=ROLE_DEFAULTS[Role.BATCH], description="Instances serving batch requests only."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for role, defaults in ROLE_DEFAULTS.items():
+            given = data.get(role.value)
+            if isinstance(given, dict):
+                merged[role.value] = _fill(given, defaults)
+        return merged
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        enforce(self, ("roles",))
+        return self
+
+    def bounds(self) -> dict[Role, RoleBounds]:
+        """The bounds keyed by core Role."""
+        return {Role.INTERACTIVE: self.interactive, Role.MIXED: self.mixed, Role.BATCH: self.batch}
+
+
+def _fill(given: dict[str, Any], defaults: RoleBounds) -> dict[str, Any]:
+    """`given` with every field it leaves out taken from `defaults` (by wire name)."""
+    filled = dict(given)
+    fields: dict[str, FieldInfo] = getattr(RoleBounds, "__pydantic_fields__")  # noqa: B009
+    for attr, info in fields.items():
+        alias = info.alias or attr
+        if alias not in given and attr not in given:
+            filled[alias] = getattr(defaults, attr)
+    return filled
+
+
+class TuningSpec(SpecModel):
+    """The algorithms' tunables, as chiron_operator.core.tuning defines and defaults them."""
+
+    local: LocalTuning = Field(default=LocalTuning(), description="Local controller.")
+    restart: RestartTuning = Field(
+        default=RestartTuning(), description="When a new batch size is worth restarting pods."
+    )
+    global_scaling: GlobalTuning = Field(
+        default=GlobalTuning(), alias="global", description="Global controller."
+    )
+    guards: GuardTuning = Field(
+        default=GuardTuning(), description="Guard rails: steps, cooldowns, staleness."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        enforce(self, ("tuning",))
+        return self
+
+
+class LLMServingPoolSpec(SpecModel):
+    """A pool of vLLM instances serving one model, autoscaled by Chiron against its SLOs."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Model vLLM serves (Hugging Face id or path), e.g. "
+        "meta-llama/Llama-3.1-8B-Instruct; clients request it by this name.",
+    )
+    # No field descriptions here: the types' docstrings are the fuller `kubectl explain` text.
+    mode: Mode = Mode.OBSERVE
+    template: PodTemplate = Field(description="The vLLM pods every role runs.")
+    slo: SloTargets = Field(default=SloTargets(), description="Latency targets per class.")
+    roles: RolesSpec = Field(default=RolesSpec(), description="Bounds per instance role.")
+    prometheus: PrometheusSpec = Field(description="Where the vLLM metrics are read from.")
+    batch_queue: BatchQueueSpec | None = None
+    control: ControlSpec = Field(default=ControlSpec(), description="Controller cadence.")
+    tuning: TuningSpec = Field(default=TuningSpec(), description="The algorithms' tunables.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        enforce(self, ())
+        return self
+
+    def to_tuning(self) -> PoolTuning:
+        """The policy configuration this spec asks for."""
+        return PoolTuning(
+            slo=self.slo,
+            bounds=self.roles.bounds(),
+            local=self.tuning.local,
+            restart=self.tuning.restart,
+            global_scaling=self.tuning.global_scaling,
+            guards=self.tuning.guards,
+        )
+
+
+class LLMServingPool(SpecModel):
+    """A whole `LLMServingPool` object as stored by the API server."""
+
+    # Literals repeat API_VERSION and KIND because type checkers need them spelled out.
+    api_version: Literal["chiron.io/v1alpha1"] = "chiron.io/v1alpha1"
+    kind: Literal["LLMServingPool"] = "LLMServingPool"
+    metadata: dict[str, Any] = Field(default={})
+    spec: LLMServingPoolSpec
+    status: PoolStatus | None = None

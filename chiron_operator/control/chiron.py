@@ -1,0 +1,123 @@
+"""Chiron's policy: the global controller sets instance counts, the local one batch sizes.
+
+One tick, in order (each stage pure and separately tested):
+  1. global controller -> raw replica proposals per role (interactive and batch backpressure);
+  2. guard rails -> bounded, stabilised, metrics-aware replicas;
+  3. per role: local controller -> target batch size, then the restart-aware layer decides
+     whether the target is worth restarting the role's pods for (the slow path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chiron_operator.control.global_scaling import decide_global
+from chiron_operator.control.guards import apply_guards, metrics_problem
+from chiron_operator.control.local import decide_local, local_signals
+from chiron_operator.control.policy import BoundPolicy
+from chiron_operator.control.restart import decide_restart
+from chiron_operator.core.decision import PoolDecision, RoleDecision, Verdict
+from chiron_operator.core.enums import Reason, Role
+from chiron_operator.core.snapshot import PoolSnapshot
+from chiron_operator.core.state import ChironState, LocalState, RestartState
+from chiron_operator.core.tuning import PoolTuning
+
+POLICY_NAME = "chiron"
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchSizeOutcome:
+    applied: Verdict
+    target_seqs: int
+    local: LocalState
+    restart: RestartState
+
+
+def decide(
+    snapshot: PoolSnapshot, tuning: PoolTuning, state: ChironState
+) -> tuple[PoolDecision, ChironState]:
+    """One control tick of Chiron for a pool."""
+    proposals, observations, global_state = decide_global(snapshot, tuning, state.global_scaling)
+    replicas, guard_states = apply_guards(
+        snapshot, proposals, tuning.role_bounds, tuning.guards, state.guards
+    )
+    roles: dict[Role, RoleDecision] = {}
+    local_states = dict(state.local)
+    restart_states = dict(state.restart)
+    for role, verdict in replicas.items():
+        outcome = _decide_batch_size(
+            snapshot,
+            role,
+            tuning,
+            local_states.get(role, LocalState()),
+            restart_states.get(role, RestartState()),
+        )
+        roles[role] = RoleDecision(role, verdict, outcome.applied, outcome.target_seqs)
+        local_states[role] = outcome.local
+        restart_states[role] = outcome.restart
+    new_state = ChironState(
+        local=local_states,
+        restart=restart_states,
+        guards={**state.guards, **guard_states},
+        global_scaling=global_state,
+    )
+    return PoolDecision(snapshot.now_s, roles, observations), new_state
+
+
+def _decide_batch_size(
+    snapshot: PoolSnapshot,
+    role: Role,
+    tuning: PoolTuning,
+    local_state: LocalState,
+    restart_state: RestartState,
+) -> _BatchSizeOutcome:
+    """Local controller then restart-aware layer for one role."""
+    role_snapshot = snapshot.role(role)
+    bounds = tuning.role_bounds(role)
+    applied_seqs = role_snapshot.max_num_seqs or bounds.initial_batch_size_seqs
+    signals = local_signals(role_snapshot, tuning.guards.metrics_staleness_s)
+    # Batch instances have no ITL SLO: only throughput backpressure shapes their batch size.
+    itl_slo_s = None if role is Role.BATCH else tuning.slo.interactive_itl_s
+    target, new_local = decide_local(
+        signals, applied_seqs, itl_slo_s, bounds, tuning.local, local_state
+    )
+    out_of_bounds = _clamp_to_bounds(applied_seqs, tuning, role)
+    if out_of_bounds is not None:
+        return _BatchSizeOutcome(out_of_bounds, target.value, new_local, restart_state)
+    problem = metrics_problem(snapshot, role, tuning.guards.metrics_staleness_s)
+    if problem is not None and role_snapshot.pods:
+        # A restart costs capacity; never pay it on the strength of data we cannot trust.
+        reason, message = problem
+        held = Verdict(applied_seqs, reason, f"batch size held at {applied_seqs}: {message}")
+        return _BatchSizeOutcome(held, target.value, new_local, restart_state)
+    # Urgent means the ITL SLO itself is breached, even when the halving was clamped at the
+    # minimum: users feel that now, so the shorter dwell applies.
+    urgent = (
+        itl_slo_s is not None
+        and new_local.ewma_itl_s is not None
+        and new_local.ewma_itl_s >= itl_slo_s
+    )
+    applied, new_restart = decide_restart(
+        snapshot.now_s, applied_seqs, target, urgent, tuning.restart, restart_state
+    )
+    return _BatchSizeOutcome(applied, target.value, new_local, new_restart)
+
+
+def _clamp_to_bounds(applied_seqs: int, tuning: PoolTuning, role: Role) -> Verdict | None:
+    """Bounds are the user's guarantee: an edited spec is honoured at once, not after a dwell."""
+    bounds = tuning.role_bounds(role)
+    clamped = min(max(applied_seqs, bounds.min_batch_size_seqs), bounds.max_batch_size_seqs)
+    if clamped == applied_seqs:
+        return None
+    reason = Reason.CLAMPED_TO_MIN if clamped > applied_seqs else Reason.CLAMPED_TO_MAX
+    return Verdict(clamped, reason, f"batch size {applied_seqs} outside bounds: set to {clamped}")
+
+
+def initial_state() -> ChironState:
+    """A pool's state before its first tick."""
+    return ChironState()
+
+
+def bound(tuning: PoolTuning) -> BoundPolicy[PoolTuning, ChironState]:
+    """Chiron with its tuning bound, for the operator and the simulator."""
+    return BoundPolicy(POLICY_NAME, tuning, decide, initial_state())

@@ -1,0 +1,114 @@
+"""The CLT waiting-time bound of Chiron/QLM and the batch backpressure built on it.
+
+A queued request waits for every output token ahead of it: W = tokens ahead / throughput. The
+tokens of n requests sum to about n*mu with spread sigma*sqrt(n) (central limit theorem), so
+W_p = (n*mu + z*sigma*sqrt(n)) / Theta is exceeded with probability about 1 - p. The relative
+margin z*sigma / (mu*sqrt(n)) shrinks as the queue grows: a long backlog is predictable, which
+is why batch work may wait for its deadline instead of forcing scale-out on queue length.
+
+Groups are served earliest-deadline-first, so a group waits for its own requests and for every
+group due no later than it (ties included: equal deadlines are served in no promised order).
+
+Unknown output lengths (mu or sigma NaN, as before any batch request has completed) make every
+bound NaN rather than a guess from a prior: the caller sees "unknown" and holds, instead of
+scaling on a number that only looks measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import accumulate
+
+from chiron_operator.core.snapshot import BatchQueue, is_known
+
+
+def queued_tokens_bound(
+    queued_requests: float, output_tokens_mean: float, output_tokens_std: float, z: float
+) -> float:
+    """Upper bound n*mu + z*sigma*sqrt(n) on the output tokens of n queued requests (tokens)."""
+    if queued_requests <= 0:
+        return 0.0
+    return queued_requests * output_tokens_mean + z * output_tokens_std * math.sqrt(queued_requests)
+
+
+def waiting_time_bound_s(
+    queued_requests: float,
+    output_tokens_mean: float,
+    output_tokens_std: float,
+    throughput_tokens_per_s: float,
+    z: float,
+) -> float:
+    """Conservative time (s) to drain n queued requests at Theta tokens/s.
+
+    0 for an empty queue; inf when there is work and no throughput; NaN when any input is NaN.
+    """
+    if math.isnan(queued_requests) or math.isnan(throughput_tokens_per_s):
+        return math.nan
+    if queued_requests <= 0:
+        return 0.0
+    tokens = queued_tokens_bound(queued_requests, output_tokens_mean, output_tokens_std, z)
+    if throughput_tokens_per_s <= 0:
+        return math.nan if math.isnan(tokens) else math.inf
+    return tokens / throughput_tokens_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAssessment:
+    """How the batch backlog stands against its deadlines at one throughput.
+
+    `required_throughput_tokens_per_s` is inf when a deadline has already passed (no throughput
+    saves it); `open_required_throughput_tokens_per_s` is the same least throughput over the
+    groups still open, which is what more capacity can still help. With unknown output lengths
+    (or a NaN throughput) the float fields are NaN and `groups_at_risk` counts only the overdue
+    groups, which are late whatever the lengths.
+    """
+
+    backpressure_ratio: float
+    groups_at_risk: int
+    groups: int
+    worst_slack_s: float
+    required_throughput_tokens_per_s: float
+    open_required_throughput_tokens_per_s: float
+
+
+def assess_batch(
+    queue: BatchQueue, now_s: float, throughput_tokens_per_s: float, z: float
+) -> BatchAssessment:
+    """Batch backpressure (BBP): the share of deadline groups whose bound exceeds time left.
+
+    Empty groups are ignored: they have nothing to be late with.
+    """
+    groups = sorted((g for g in queue.groups if g.queued_requests > 0), key=lambda g: g.deadline_s)
+    time_left_s = [g.deadline_s - now_s for g in groups]
+    overdue = sum(1 for t in time_left_s if t <= 0)
+    if not groups:
+        return BatchAssessment(0.0, 0, 0, math.inf, 0.0, 0.0)
+    mean, std = queue.output_tokens_mean, queue.output_tokens_std
+    if not (is_known(mean) and is_known(std)) or math.isnan(throughput_tokens_per_s):
+        nan = math.nan
+        return BatchAssessment(nan, overdue, len(groups), nan, nan, nan)
+    ahead = _requests_ahead([g.deadline_s for g in groups], [g.queued_requests for g in groups])
+    tokens = [queued_tokens_bound(n, mean, std, z) for n in ahead]
+    slack_s = [
+        t - waiting_time_bound_s(n, mean, std, throughput_tokens_per_s, z)
+        for n, t in zip(ahead, time_left_s, strict=True)
+    ]
+    at_risk = sum(1 for s in slack_s if s < 0)
+    needs = [k / t if t > 0 else math.inf for k, t in zip(tokens, time_left_s, strict=True)]
+    open_needs = [need for need, t in zip(needs, time_left_s, strict=True) if t > 0]
+    return BatchAssessment(
+        backpressure_ratio=at_risk / len(groups),
+        groups_at_risk=at_risk,
+        groups=len(groups),
+        worst_slack_s=min(slack_s),
+        required_throughput_tokens_per_s=max(needs),
+        open_required_throughput_tokens_per_s=max(open_needs, default=0.0),
+    )
+
+
+def _requests_ahead(deadlines_s: list[float], counts: list[int]) -> list[int]:
+    """Per group (sorted by deadline), the requests due no later than it, its own included."""
+    cumulative = list(accumulate(counts))
+    by_deadline = dict(zip(deadlines_s, cumulative, strict=True))  # last of a tie run wins
+    return [by_deadline[d] for d in deadlines_s]
