@@ -7,7 +7,7 @@ prefill ms = a + b*T + c*T^2 for T prompt tokens; fitted to measured tables (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +40,19 @@ class LatencyModel:
             + self.prefill_c_ms_per_token2 * tokens * tokens
         )
         return ms / 1000.0
+
+
+def with_step_overhead(
+    model: LatencyModel, overhead_ms: float, *, name: str | None = None
+) -> LatencyModel:
+    """`model` with `overhead_ms` added to every decode and prefill step.
+
+    For sensitivity sweeps of the per-step CPU/small-kernel cost that kernel-sum calibrations
+    miss (0.5-3 ms in real vLLM, see docs/LATENCY_MODEL.md). Negative values remove overhead.
+    """
+    return replace(
+        model,
+        name=model.name if name is None else name,
+        decode_a_ms=model.decode_a_ms + overhead_ms,
+        prefill_a_ms=model.prefill_a_ms + overhead_ms,
+    )

@@ -1,0 +1,177 @@
+"""Calibration of the latency model against the vendored tables, and the committed profiles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pytest
+
+from chiron_operator.sim import calibration, profiles
+from chiron_operator.sim.latency import LatencyModel, with_step_overhead
+
+# The model's prefill form (a + bT + cT^2) cannot follow the flat-then-linear shape of the 8B
+# kernel sums below ~512 tokens nor the noise of the 70B H100 rows: the best relative fit is
+# 3-9% MAPE there (docs/LATENCY_MODEL.md). Decode steps meet the 5% target everywhere.
+DECODE_MAPE_MAX = 0.05
+PREFILL_MAPE_MAX = 0.10
+
+
+@pytest.fixture(scope="module")
+def fits() -> list[calibration.ProfileFit]:
+    return calibration.calibrate_all()
+
+
+def _mape_table(fits: list[calibration.ProfileFit]) -> str:
+    lines = [f"{'profile':<22} decode  prefill"]
+    lines += [f"{f.profile:<22} {f.decode.mape:6.1%}  {f.prefill.mape:6.1%}" for f in fits]
+    return "\n".join(lines)
+
+
+def test_decode_fits_within_5_percent_mape(fits: list[calibration.ProfileFit]) -> None:
+    bad = [f.profile for f in fits if f.decode.mape > DECODE_MAPE_MAX]
+    assert not bad, f"decode MAPE above {DECODE_MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
+
+
+def test_prefill_fits_within_documented_bound(fits: list[calibration.ProfileFit]) -> None:
+    bad = [f.profile for f in fits if f.prefill.mape > PREFILL_MAPE_MAX]
+    assert not bad, f"prefill MAPE above {PREFILL_MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
+
+
+def test_fits_explain_most_variance(fits: list[calibration.ProfileFit]) -> None:
+    # The 70B A100 TP2 decode rows vary by only ~30%, mostly noise, hence the lower bound.
+    assert all(f.decode.r2 > 0.85 and f.prefill.r2 > 0.95 for f in fits), _mape_table(fits)
+
+
+def test_committed_constants_match_a_refit(fits: list[calibration.ProfileFit]) -> None:
+    for f in fits:
+        decode, prefill = profiles.FITTED_MS[f.profile]
+        np.testing.assert_allclose(decode, f.decode.coef, rtol=1e-6, err_msg=f.profile)
+        np.testing.assert_allclose(prefill, f.prefill.coef, rtol=1e-6, err_msg=f.profile)
+
+
+def test_profiles_sources_and_constants_cover_the_same_names() -> None:
+    names = profiles.profile_names()
+    assert set(names) == set(calibration.SOURCES) == set(profiles.FITTED_MS)
+    assert len(names) == 8
+
+
+def test_composed_prefill_fits_reproduce_the_reference_relative_fits(
+    fits: list[calibration.ProfileFit],
+) -> None:
+    ref = calibration.reference_fits()
+    composed = [
+        f for f in fits if isinstance(calibration.SOURCES[f.profile], calibration.ComposedSource)
+    ]
+    assert len(composed) == 2
+    for f in composed:
+        _, prefill_name = calibration.SOURCES[f.profile].reference_names()
+        np.testing.assert_allclose(f.prefill.coef, ref[prefill_name][0], rtol=1e-6)
+
+
+def test_decode_mapes_match_the_reference_within_half_a_point(
+    fits: list[calibration.ProfileFit],
+) -> None:
+    # Reference decode fits minimise absolute error, ours relative error: same quality.
+    ref = calibration.reference_fits()
+    for f in fits:
+        decode_name, _ = calibration.SOURCES[f.profile].reference_names()
+        assert abs(f.decode.mape - ref[decode_name][1]) < 0.005, f.profile
+
+
+def test_least_squares_recovers_exact_coefficients() -> None:
+    t = np.array([1.0, 10.0, 100.0, 1000.0, 5000.0])
+    x = np.column_stack([np.ones_like(t), t, t * t])
+    coef = np.array([5.0, 0.02, 1e-6])
+    np.testing.assert_allclose(calibration.least_squares(x, x @ coef), coef, rtol=1e-9)
+
+
+def test_least_squares_keeps_coefficients_non_negative() -> None:
+    t = np.linspace(100.0, 8000.0, 20)
+    y = 30.0 + 0.4 * t - 5e-6 * t * t  # concave: an unconstrained fit wants c < 0
+    x = np.column_stack([np.ones_like(t), t, t * t])
+    coef = calibration.least_squares(x, y)
+    assert (coef >= 0).all()
+    assert coef[2] == 0.0
+
+
+def test_profile_adds_the_kernel_sum_overhead_only_to_8b() -> None:
+    for name in profiles.profile_names():
+        model = profiles.profile(name)
+        (da, _, _), (pa, _, _) = profiles.FITTED_MS[name]
+        overhead = profiles.KERNEL_SUM_STEP_OVERHEAD_MS if "8b" in name else 0.0
+        assert model.decode_a_ms == pytest.approx(da + overhead)
+        assert model.prefill_a_ms == pytest.approx(pa + overhead)
+        assert model.name == name
+
+
+def test_profiles_are_monotone_in_work() -> None:
+    for name in profiles.profile_names():
+        m = profiles.profile(name)
+        assert m.decode_step_s(1, 100) < m.decode_step_s(64, 100) < m.decode_step_s(64, 100_000)
+        assert 0 < m.prefill_s(16) < m.prefill_s(1024) < m.prefill_s(8192)
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=re.escape("llama2-70b-h100-tp8")):
+        profiles.profile("gpt-5")
+
+
+def test_kv_bytes_per_token() -> None:
+    assert profiles.LLAMA31_8B.kv_bytes_per_token() == 131_072
+    assert profiles.LLAMA2_70B.kv_bytes_per_token() == 327_680
+
+
+def test_kv_capacity_8b_h100_is_near_the_reported_400k() -> None:
+    capacity = profiles.profile("llama31-8b-h100").kv_capacity_tokens
+    assert 300_000 <= capacity <= 500_000
+    assert capacity % profiles.KV_BLOCK_TOKENS == 0
+
+
+def test_kv_capacity_70b_tp2_agrees_with_splitwise_runs() -> None:
+    # Splitwise ran batch 32 x (512 + 128) tokens at TP2 but not batch 64 (README: likely OOM).
+    for gpu in ("a100", "h100"):
+        capacity = profiles.profile(f"llama2-70b-{gpu}-tp2").kv_capacity_tokens
+        assert 32 * 640 <= capacity < 64 * 640
+
+
+def test_kv_capacity_grows_with_tp_and_rejects_a_model_that_does_not_fit() -> None:
+    caps = [profiles.profile(f"llama2-70b-a100-tp{tp}").kv_capacity_tokens for tp in (2, 4, 8)]
+    assert caps == sorted(caps)
+    with pytest.raises(ValueError, match="does not fit"):
+        profiles.kv_capacity_tokens(profiles.LLAMA2_70B, profiles.A100_80GB, 1)
+
+
+def test_with_step_overhead_shifts_both_intercepts() -> None:
+    base = LatencyModel("m", 5.0, 0.1, 1e-5, 4.0, 0.01, 1e-6, 1000)
+    more = with_step_overhead(base, 2.0, name="m+2")
+    assert more.decode_step_s(8, 500) == pytest.approx(base.decode_step_s(8, 500) + 0.002)
+    assert more.prefill_s(100) == pytest.approx(base.prefill_s(100) + 0.002)
+    assert (more.name, more.kv_capacity_tokens) == ("m+2", 1000)
+
+
+def test_rendered_constants_round_trip(fits: list[calibration.ProfileFit], tmp_path: Path) -> None:
+    target = tmp_path / "profiles.py"
+    target.write_text(profiles.__doc__ or "")
+    with pytest.raises(ValueError, match="no generated block"):
+        calibration.write_profiles(fits, target)
+    target.write_text(f"x = 1\n{calibration.BEGIN_MARK}\nstale\n{calibration.END_MARK}\ny = 2\n")
+    calibration.write_profiles(fits, target)
+    namespace: dict[str, object] = {"Final": Final, "Coefficients": profiles.Coefficients}
+    exec(target.read_text(), namespace)
+    written = namespace["FITTED_MS"]
+    assert isinstance(written, dict)
+    assert written.keys() == profiles.FITTED_MS.keys()
+    for name, coefs in written.items():
+        np.testing.assert_allclose(coefs, profiles.FITTED_MS[name], rtol=1e-9)
+    assert (namespace["x"], namespace["y"]) == (1, 2)
+
+
+def test_main_prints_every_report_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert calibration.main([]) == 0
+    out = capsys.readouterr().out
+    for heading in ("## Fits", "## Against latency_model_fits.csv", "## Profiles", "## Cold"):
+        assert heading in out
+    assert out.count("| llama2-70b-h100-tp8 |") == 3
