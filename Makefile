@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,sim,operator]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,sim,operator,demo]'
 	touch $(STAMP)
 
 ## test: lint, types, layering and the whole pytest suite (what CI runs)

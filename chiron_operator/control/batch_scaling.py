@@ -1,0 +1,195 @@
+"""Batch backpressure: size the batch role from the CLT waiting-time bound against deadlines.
+
+Add batch instances only while deadlines are at risk and mixed instances have no idle capacity
+to absorb the work; remove one while every deadline would still hold without it, with a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from chiron_operator.control.pool_view import CEIL_EPS, batch_running, fresh_pods
+from chiron_operator.control.waiting_time import BatchAssessment, assess_batch
+from chiron_operator.core.decision import Verdict
+from chiron_operator.core.enums import Reason, Role
+from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, is_known
+from chiron_operator.core.state import GlobalState
+from chiron_operator.core.tuning import PoolTuning
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContext:
+    """What the batch rule needs beyond the snapshot, computed once per tick."""
+
+    assessment: BatchAssessment
+    throughput_tokens_per_s: float
+    instance_tokens_per_s: float
+    mixed_utilization_ratio: float  # NaN when no mixed pod has a fresh load sample
+
+
+def update_instance_estimate(
+    snapshot: PoolSnapshot, tuning: PoolTuning, state: GlobalState
+) -> GlobalState:
+    """EWMA of what one saturated batch instance generates (tokens/s).
+
+    Only saturated pods measure capacity (an unsaturated one reports its load), and a saturated
+    pod generating nothing is stalled, not slow, so it is left out too.
+    """
+    threshold = tuning.local.saturation_ratio
+    samples = [
+        p.generation_tokens_per_s
+        for p in fresh_pods(snapshot, Role.BATCH, tuning.guards.metrics_staleness_s)
+        if is_known(p.generation_tokens_per_s)
+        and p.generation_tokens_per_s > 0
+        and _saturated(p, threshold)
+    ]
+    if not samples:
+        return state
+    sample = sum(samples) / len(samples)
+    old = state.batch_instance_tokens_per_s
+    weight = tuning.global_scaling.throughput_ewma_weight_ratio
+    estimate = sample if old is None or old <= 0 else weight * sample + (1 - weight) * old
+    return GlobalState(batch_instance_tokens_per_s=estimate)
+
+
+def _saturated(pod: PodSignals, threshold_ratio: float) -> bool:
+    full = is_known(pod.running_requests) and (
+        pod.running_requests >= threshold_ratio * max(pod.max_num_seqs, 1)
+    )
+    return full or (is_known(pod.waiting_requests) and pod.waiting_requests > 0)
+
+
+def _batch_throughput(snapshot: PoolSnapshot, staleness_s: float) -> float:
+    """Token throughput batch work gets now (tokens/s).
+
+    Batch pods give it all they generate. A mixed pod gives it its generation rate apportioned by
+    the batch share of its running requests: the spare capacity batch actually fills. When the
+    source cannot split a mixed pod's load by class, the pod counts for nothing, since all of its
+    output may be interactive; under-counting errs towards deadlines, not cost.
+    """
+    total = sum(
+        p.generation_tokens_per_s
+        for p in fresh_pods(snapshot, Role.BATCH, staleness_s)
+        if is_known(p.generation_tokens_per_s)
+    )
+    for pod in fresh_pods(snapshot, Role.MIXED, staleness_s):
+        batch = batch_running(pod)
+        if is_known(batch) and is_known(pod.generation_tokens_per_s) and pod.running_requests > 0:
+            total += pod.generation_tokens_per_s * batch / pod.running_requests
+    return total
+
+
+def mixed_utilization(snapshot: PoolSnapshot, staleness_s: float) -> float:
+    """Mean running/max-num-seqs over fresh mixed pods (all classes); NaN when none reports."""
+    ratios = [
+        p.running_requests / max(p.max_num_seqs, 1)
+        for p in fresh_pods(snapshot, Role.MIXED, staleness_s)
+        if is_known(p.running_requests)
+    ]
+    return sum(ratios) / len(ratios) if ratios else math.nan
+
+
+def batch_context(snapshot: PoolSnapshot, tuning: PoolTuning, state: GlobalState) -> BatchContext:
+    staleness_s = tuning.guards.metrics_staleness_s
+    throughput = _batch_throughput(snapshot, staleness_s)
+    estimate = state.batch_instance_tokens_per_s
+    if estimate is None or estimate <= 0:
+        estimate = tuning.global_scaling.batch_instance_prior_tokens_per_s
+    assessment = assess_batch(
+        snapshot.batch_queue, snapshot.now_s, throughput, tuning.global_scaling.waiting_time_z
+    )
+    utilization = mixed_utilization(snapshot, staleness_s)
+    return BatchContext(assessment, throughput, estimate, utilization)
+
+
+def decide_batch(snapshot: PoolSnapshot, tuning: PoolTuning, context: BatchContext) -> Verdict:
+    """Batch rule, in order: stale queue, empty queue, unknown lengths, at risk, safe, hold."""
+    current = snapshot.role(Role.BATCH).replicas
+    queue = snapshot.batch_queue
+    staleness_s = tuning.guards.metrics_staleness_s
+    if queue.sample_age_s > staleness_s:
+        why = f"batch queue sample {queue.sample_age_s:.0f} s old (> {staleness_s:.0f} s)"
+        return Verdict(current, Reason.METRICS_MISSING, f"{why}: hold {current} batch")
+    if queue.queued_requests == 0:
+        floor = tuning.role_bounds(Role.BATCH).min_replicas
+        return Verdict(
+            floor, Reason.BATCH_QUEUE_EMPTY, f"batch queue empty: batch to its min {floor}"
+        )
+    assessment = context.assessment
+    if math.isnan(assessment.backpressure_ratio):
+        return _unknown_lengths(snapshot, current)
+    knobs = tuning.global_scaling
+    if assessment.backpressure_ratio > knobs.bbp_threshold_ratio:
+        return _batch_at_risk(snapshot, tuning, context)
+    margin = knobs.batch_scale_down_margin_ratio
+    without_one = context.throughput_tokens_per_s - context.instance_tokens_per_s
+    needed = assessment.required_throughput_tokens_per_s / margin if margin > 0 else math.inf
+    bbp = f"batch backpressure {assessment.backpressure_ratio:.2f}"
+    floor = tuning.role_bounds(Role.BATCH).min_replicas
+    if current > floor and without_one >= needed:
+        message = (
+            f"{bbp}: deadlines hold within {margin:.0%} of time left with one instance fewer "
+            f"({without_one:.0f} >= {needed:.0f} tokens/s): remove 1 batch"
+        )
+        return Verdict(current - 1, Reason.BATCH_DEADLINES_SAFE, message)
+    why_not = (
+        f"at its min {floor}"
+        if current <= floor
+        else f"one fewer leaves {max(without_one, 0.0):.0f} < {needed:.0f} tokens/s"
+    )
+    message = (
+        f"{bbp} <= {knobs.bbp_threshold_ratio:.2f}, worst slack {assessment.worst_slack_s:.0f} s,"
+        f" {why_not}: hold {current} batch"
+    )
+    return Verdict(current, Reason.NO_CHANGE, message)
+
+
+def _unknown_lengths(snapshot: PoolSnapshot, current: int) -> Verdict:
+    """No length statistics yet: hold, unless nothing serves batch and none could ever arrive."""
+    queued = snapshot.batch_queue.queued_requests
+    why = f"batch output lengths unknown ({queued} requests queued)"
+    if current == 0 and snapshot.role(Role.MIXED).replicas == 0:
+        # Statistics come from completed requests: without an instance they never would.
+        message = f"{why} and no batch or mixed instance to serve them: start 1 batch"
+        return Verdict(1, Reason.BATCH_DEADLINES_AT_RISK, message)
+    return Verdict(current, Reason.METRICS_MISSING, f"{why}: hold {current} batch")
+
+
+def _batch_at_risk(snapshot: PoolSnapshot, tuning: PoolTuning, context: BatchContext) -> Verdict:
+    """Deadlines at risk: mixed spare capacity absorbs it first, else add batch instances."""
+    current = snapshot.role(Role.BATCH).replicas
+    assessment = context.assessment
+    theta = context.throughput_tokens_per_s
+    required = assessment.required_throughput_tokens_per_s
+    # Overdue groups need infinite throughput; size for the groups capacity can still save.
+    need = required if math.isfinite(required) else assessment.open_required_throughput_tokens_per_s
+    why = (
+        f"batch backpressure {assessment.backpressure_ratio:.2f} > "
+        f"{tuning.global_scaling.bbp_threshold_ratio:.2f} ({assessment.groups_at_risk} of "
+        f"{assessment.groups} groups at risk, need {need:.0f} tokens/s, have {theta:.0f})"
+    )
+    utilization = context.mixed_utilization_ratio
+    idle_below = 1 - tuning.global_scaling.mixed_idle_ratio
+    if snapshot.role(Role.MIXED).replicas > 0 and utilization < idle_below:
+        message = (
+            f"{why}, but mixed instances are {utilization:.0%} busy (< {idle_below:.0%}): "
+            f"hold {current} batch, mixed absorbs it"
+        )
+        return Verdict(current, Reason.BATCH_ABSORBED_BY_MIXED, message)
+    per_instance = context.instance_tokens_per_s
+    instances = (need - theta) / per_instance
+    # A vanishing per-instance estimate makes the count unbounded: ask for the role's max and
+    # let the guard rails step towards it.
+    ceiling = tuning.role_bounds(Role.BATCH).max_replicas
+    wanted = max(1, math.ceil(instances - CEIL_EPS)) if math.isfinite(instances) else ceiling
+    # Batch pods requested but not yet measured deliver soon; adding for them again every tick
+    # of a multi-minute cold start would overshoot.
+    staleness_s = tuning.guards.metrics_staleness_s
+    pending = max(0, current - len(fresh_pods(snapshot, Role.BATCH, staleness_s)))
+    add = wanted - pending
+    if add <= 0:
+        message = f"{why}: {pending} batch instance(s) already starting cover the {wanted} needed"
+        return Verdict(current, Reason.PENDING_CAPACITY, message)
+    message = f"{why}: add {add} batch at {per_instance:.0f} tokens/s each"
+    return Verdict(current + add, Reason.BATCH_DEADLINES_AT_RISK, message)

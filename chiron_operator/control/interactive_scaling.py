@@ -1,0 +1,217 @@
+"""Interactive backpressure: add mixed instances above the IBP band, remove one below it.
+
+IBP = busy / sampled interactive+mixed instances. Scale-out is netted against capacity already
+starting; scale-in is projected on the survivors' grown load so it cannot flap straight back.
+"""
+
+from __future__ import annotations
+
+import math
+
+from chiron_operator.control.pool_view import (
+    CEIL_EPS,
+    allowed,
+    batch_running,
+    fresh_pods,
+    hold_all,
+    interactive_load,
+)
+from chiron_operator.core.decision import Verdict
+from chiron_operator.core.enums import Reason, Role
+from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, is_known
+from chiron_operator.core.tuning import PoolTuning, SloTargets
+
+
+def is_busy(
+    pod: PodSignals, busy_running_ratio: float, slo: SloTargets | None = None
+) -> bool | None:
+    """Whether interactive load fills the pod (or waits); None when the pod reports no load.
+
+    A mixed pod whose load the source cannot split by class (real vLLM exports no per-priority
+    gauges) is judged by its latency instead when `slo` is given: with priority scheduling its
+    batch work yields to interactive requests, so a pod full of batch work is busy for
+    interactive traffic only once interactive latency suffers.
+    """
+    if (
+        slo is not None
+        and pod.role is Role.MIXED
+        and not is_known(pod.interactive_running_requests)
+    ):
+        breach = _latency_breach(pod, slo)
+        if breach is not None:
+            return breach
+    running, waiting = interactive_load(pod)
+    if not (is_known(running) or is_known(waiting)):
+        return None
+    full = is_known(running) and running >= busy_running_ratio * max(pod.max_num_seqs, 1)
+    queued = is_known(waiting) and waiting > 0
+    return bool(full or queued)
+
+
+def _latency_breach(pod: PodSignals, slo: SloTargets) -> bool | None:
+    """Whether TTFT or ITL at the SLO percentile misses its target; None when neither is known."""
+    pairs = ((pod.ttft_s, slo.interactive_ttft_s), (pod.itl_s, slo.interactive_itl_s))
+    known = [(observed, target) for observed, target in pairs if is_known(observed)]
+    if not known:
+        return None
+    return any(observed > target for observed, target in known)
+
+
+def interactive_backpressure_counts(
+    snapshot: PoolSnapshot,
+    busy_running_ratio: float,
+    staleness_s: float,
+    slo: SloTargets | None = None,
+) -> tuple[int, int]:
+    """(busy, sampled) over ready interactive and mixed pods with a fresh load sample."""
+    pods = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
+    pods += fresh_pods(snapshot, Role.MIXED, staleness_s)
+    flags = [f for f in (is_busy(p, busy_running_ratio, slo) for p in pods) if f is not None]
+    return sum(flags), len(flags)
+
+
+def decide_interactive(
+    snapshot: PoolSnapshot, tuning: PoolTuning, busy: int, sampled: int
+) -> dict[Role, Verdict]:
+    """IBP band rule over the interactive and mixed roles the bounds allow."""
+    roles = [r for r in (Role.INTERACTIVE, Role.MIXED) if allowed(tuning, r)]
+    if not roles:
+        return {}
+    if sampled == 0:
+        why = "no ready interactive or mixed pod has a fresh load sample"
+        return hold_all(snapshot, roles, Reason.METRICS_MISSING, why)
+    knobs = tuning.global_scaling
+    ibp = busy / sampled
+    summary = f"interactive backpressure {ibp:.2f}"
+    counts = f"({busy} of {sampled} instances busy)"
+    if ibp > knobs.ibp_high_ratio:
+        why = f"{summary} > {knobs.ibp_high_ratio:.2f} {counts}"
+        return _scale_out_interactive(snapshot, tuning, roles, busy, sampled, why=why)
+    if ibp < knobs.ibp_low_ratio:
+        why = f"{summary} < {knobs.ibp_low_ratio:.2f} {counts}"
+        return _scale_in_interactive(snapshot, tuning, roles, busy, sampled, why=why)
+    why = f"{summary} in [{knobs.ibp_low_ratio:.2f}, {knobs.ibp_high_ratio:.2f}] {counts}"
+    return hold_all(snapshot, roles, Reason.INTERACTIVE_BACKPRESSURE_IN_BAND, why)
+
+
+def _scale_out_interactive(
+    snapshot: PoolSnapshot,
+    tuning: PoolTuning,
+    roles: list[Role],
+    busy: int,
+    sampled: int,
+    *,
+    why: str,
+) -> dict[Role, Verdict]:
+    """Add mixed instances (interactive if mixed is not allowed), net of capacity on its way."""
+    knobs = tuning.global_scaling
+    # Mixed instances keep the new headroom useful: batch fills it until interactive needs it.
+    role = Role.MIXED if Role.MIXED in roles else Role.INTERACTIVE
+    mid = (knobs.ibp_low_ratio + knobs.ibp_high_ratio) / 2
+    wanted = _instances_to_add(busy, sampled, mid)
+    # Pods already requested but not sampled yet (starting, or not yet scheduled) are capacity
+    # on its way: without netting them out, every tick of a cold start would add again.
+    pending = sum(snapshot.role(r).replicas for r in roles) - sampled
+    add = wanted - max(0, pending)
+    if add <= 0:
+        message = f"{why}: {pending} instance(s) already starting cover the {wanted} needed"
+        return hold_all(snapshot, roles, Reason.PENDING_CAPACITY, message)
+    verdicts = hold_all(snapshot, roles, Reason.INTERACTIVE_BACKPRESSURE_HIGH, why)
+    current = snapshot.role(role).replicas
+    message = f"{why}: add {add} {role.value} (to reach {mid:.2f})"
+    verdicts[role] = Verdict(current + add, Reason.INTERACTIVE_BACKPRESSURE_HIGH, message)
+    return verdicts
+
+
+def _instances_to_add(busy: int, sampled: int, target_ratio: float) -> int:
+    """Instances that bring busy/total down to the target if busy load spreads evenly."""
+    if target_ratio <= 0:
+        return 1
+    return max(1, math.ceil(busy / target_ratio - sampled - CEIL_EPS))
+
+
+def _scale_in_interactive(
+    snapshot: PoolSnapshot,
+    tuning: PoolTuning,
+    roles: list[Role],
+    busy: int,
+    sampled: int,
+    *,
+    why: str,
+) -> dict[Role, Verdict]:
+    """Remove one interactive instance, else one mixed instance, else say why not."""
+    reason = Reason.INTERACTIVE_BACKPRESSURE_LOW
+    projected = _projected_backpressure_without_one(snapshot, tuning)
+    if projected > tuning.global_scaling.ibp_high_ratio:
+        # The freed load spreads over the rest; if that makes them busy it would flap back.
+        return hold_all(snapshot, roles, reason, f"{why}, but {projected:.2f} without one")
+    victim, note = _scale_in_victim(snapshot, tuning, roles)
+    if victim is None:
+        return hold_all(snapshot, roles, reason, f"{why}; {note}")
+    verdicts = hold_all(snapshot, roles, reason, why)
+    current = snapshot.role(victim).replicas
+    message = f"{why}: remove 1 {victim.value}"
+    verdicts[victim] = Verdict(current - 1, reason, message)
+    return verdicts
+
+
+def _projected_backpressure_without_one(snapshot: PoolSnapshot, tuning: PoolTuning) -> float:
+    """IBP if one instance went and its interactive load spread evenly over the others.
+
+    Keeping the busy count fixed would be wrong: the survivors' load grows by n/(n-1), and a
+    pool just under the busy threshold would then be removed, overloaded, and re-grown forever.
+    """
+    staleness_s = tuning.guards.metrics_staleness_s
+    pods = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
+    pods += fresh_pods(snapshot, Role.MIXED, staleness_s)
+    loads = [interactive_load(p) for p in pods]
+    known = [(p, r, w) for p, (r, w) in zip(pods, loads, strict=True) if is_known(r)]
+    if len(known) <= 1:
+        return 0.0 if not known or known[0][1] == 0 else math.inf
+    growth = len(known) / (len(known) - 1)
+    ratio = tuning.global_scaling.busy_running_ratio
+    busy = sum(
+        1
+        for pod, running, waiting in known
+        if (running + (waiting if is_known(waiting) else 0.0)) * growth
+        >= ratio * max(pod.max_num_seqs, 1)
+    )
+    return busy / (len(known) - 1)
+
+
+def _scale_in_victim(
+    snapshot: PoolSnapshot, tuning: PoolTuning, roles: list[Role]
+) -> tuple[Role | None, str]:
+    """The role to lose an instance, or None and why no role may."""
+
+    def above_min(role: Role) -> bool:
+        floor = tuning.role_bounds(role).min_replicas
+        return role in roles and snapshot.role(role).replicas > floor
+
+    if above_min(Role.INTERACTIVE):
+        return Role.INTERACTIVE, ""
+    if not above_min(Role.MIXED):
+        return None, "interactive and mixed at their min"
+    if _batch_needs_mixed(snapshot, tuning.guards.metrics_staleness_s):
+        return None, "interactive at its min, and mixed carry batch work no batch instance takes"
+    return Role.MIXED, ""
+
+
+def _batch_needs_mixed(snapshot: PoolSnapshot, staleness_s: float) -> bool:
+    """Whether removing a mixed instance could strand batch work.
+
+    Batch work has somewhere else to go when a batch instance is ready (the batch rule then
+    sizes the batch role for it). Otherwise any batch work counts: queued requests, or batch
+    requests running on mixed pods. What cannot be seen (a stale queue, a mixed pod whose load
+    is not split by class or not reported) is assumed to be batch work.
+    """
+    if snapshot.role(Role.BATCH).ready_replicas > 0:
+        return False
+    queue = snapshot.batch_queue
+    if queue.sample_age_s > staleness_s or queue.queued_requests > 0:
+        return True
+    mixed = snapshot.role(Role.MIXED)
+    fresh = fresh_pods(snapshot, Role.MIXED, staleness_s)
+    if len(fresh) < mixed.ready_replicas:
+        return True
+    return any(batch_running(p) != 0.0 for p in fresh)  # NaN (unsplit) counts as work
