@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -19,14 +18,10 @@ from chiron_operator.control.waiting_time import (
     waiting_time_bound_s,
 )
 from chiron_operator.core.snapshot import BatchGroup, BatchQueue
+from chiron_operator.sim.workloads import length_samples
 
 NOW_S = 1000.0
 P99_Z = 2.33
-LENGTH_FILES = {
-    "sharegpt": "sharegpt_lengths_llama2/sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
-    "arxiv": "vidur_arxiv_summarization_lengths/"
-    "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv",
-}
 # Queue-length bins for the coverage test: small queues first.
 N_BINS = ((20, 50), (50, 200), (200, 1000), (1000, 5001))
 QUEUES_PER_BIN = 4000
@@ -169,21 +164,11 @@ def test_required_throughput_is_the_least_that_fits(
     assert assess_batch(q, NOW_S, required * (1 - 1e-6), z).groups_at_risk >= 1
 
 
-def data_dir() -> Path:
-    configured = os.environ.get("CHIRON_DATA_DIR")
-    default = Path(__file__).resolve().parents[3] / "shared" / "data"
-    path = Path(configured) if configured else default
-    if not path.is_dir():
-        pytest.fail(f"real data directory {path} is missing: set CHIRON_DATA_DIR to shared/data")
-    return path
-
-
 def output_lengths(name: str) -> np.ndarray:
-    path = data_dir() / LENGTH_FILES[name]
-    if not path.is_file():
-        pytest.fail(f"length file {path} is missing from the data directory")
-    lengths: np.ndarray = np.loadtxt(path, delimiter=",", skiprows=1, usecols=1)
-    return lengths
+    """Real output lengths, from the copies of the public data sets the package ships."""
+    source: Literal["sharegpt", "arxiv"] = "sharegpt" if name == "sharegpt" else "arxiv"
+    _, outputs = length_samples(source)
+    return np.asarray(outputs, dtype=float)
 
 
 def sample_queues(
