@@ -1,0 +1,60 @@
+"""The simulator's clock: a heap of events totally ordered by (time, priority, sequence).
+
+Ties in time are broken by the event kind (its value is its priority), then by insertion order,
+so a run is deterministic without ever comparing payloads.
+"""
+
+from __future__ import annotations
+
+import heapq
+from enum import IntEnum
+
+
+class EventKind(IntEnum):
+    """What an event does; the value orders events that fall at the same instant.
+
+    An arrival sorts before an iteration boundary at the same time, so a request that arrives
+    exactly when an iteration ends is admitted at that boundary (in both step modes). Scrapes
+    and control ticks come last, so they see the state after everything else at that instant.
+    """
+
+    INSTANCE_READY = 0
+    ACTUATION = 1
+    ARRIVAL = 2
+    ITERATION = 3
+    DRAIN_DEADLINE = 4
+    SCRAPE = 5
+    CONTROL_TICK = 6
+
+
+Event = tuple[float, int, int, object, int]
+"""(time_s, kind, sequence, payload, version): `version` lets an owner invalidate its events."""
+
+
+class EventQueue:
+    """A min-heap of events; stale events are skipped by their owners, never removed."""
+
+    __slots__ = ("_sequence", "heap")
+
+    def __init__(self) -> None:
+        # Public so the engine's loop can pop without a method call per event.
+        self.heap: list[Event] = []
+        self._sequence = 0
+
+    def push(
+        self, time_s: float, kind: EventKind, payload: object = None, version: int = 0
+    ) -> None:
+        """Schedule `kind` at `time_s`; `version` comes back with it for staleness checks."""
+        self._sequence += 1
+        heapq.heappush(self.heap, (time_s, kind, self._sequence, payload, version))
+
+    def pop(self) -> Event:
+        """The earliest event; raises IndexError when empty."""
+        return heapq.heappop(self.heap)
+
+    def peek_time_s(self) -> float:
+        """Time of the earliest event, +inf when empty."""
+        return self.heap[0][0] if self.heap else float("inf")
+
+    def __len__(self) -> int:
+        return len(self.heap)

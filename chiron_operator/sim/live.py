@@ -1,0 +1,79 @@
+"""The mutable state of one request while the simulation runs.
+
+`RequestSpec` is the workload's immutable input; `LiveRequest` follows it through the router and
+instances (dispatches, preemptions, re-queues) and becomes a `RequestRecord` at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from chiron_operator.core.enums import RequestClass
+from chiron_operator.sim.requests import RequestSpec
+
+if TYPE_CHECKING:
+    from chiron_operator.sim.instance import Instance
+
+INTERACTIVE_PRIORITY = 0
+BATCH_PRIORITY = 1
+
+
+class LiveRequest:
+    """One request in flight. Plain slotted class: the hot path touches these fields millions of
+    times, and attribute access on a slotted class is the cheapest Python offers.
+
+    `generated` is the number of output tokens emitted before the current run on an instance
+    (non-zero after a preemption or an abort); on re-admission the instance recomputes the
+    prompt plus these tokens, as vLLM's recompute preemption does.
+    """
+
+    __slots__ = (
+        "admit_serial",
+        "arrival_s",
+        "completion_s",
+        "deadline_s",
+        "dispatch_s",
+        "drop_reason",
+        "finish_iter",
+        "first_token_s",
+        "generated",
+        "is_interactive",
+        "last_token_s",
+        "output_tokens",
+        "pod_dispatch_s",
+        "preemptions",
+        "priority",
+        "prompt_tokens",
+        "request_class",
+        "request_id",
+        "requeues",
+        "running_on",
+    )
+
+    def __init__(self, spec: RequestSpec, default_deadline_s: float) -> None:
+        self.request_id = spec.request_id
+        self.request_class = spec.request_class
+        self.is_interactive = spec.request_class is RequestClass.INTERACTIVE
+        self.priority = INTERACTIVE_PRIORITY if self.is_interactive else BATCH_PRIORITY
+        self.arrival_s = spec.arrival_s
+        self.prompt_tokens = spec.prompt_tokens
+        self.output_tokens = spec.output_tokens
+        if spec.deadline_s is not None:
+            self.deadline_s = spec.deadline_s
+        elif self.is_interactive:
+            self.deadline_s = math.inf
+        else:
+            self.deadline_s = spec.arrival_s + default_deadline_s
+        self.dispatch_s = math.nan
+        self.pod_dispatch_s = math.nan
+        self.first_token_s = math.nan
+        self.last_token_s = math.nan
+        self.completion_s = math.nan
+        self.generated = 0
+        self.finish_iter = 0
+        self.admit_serial = 0
+        self.running_on: Instance | None = None
+        self.preemptions = 0
+        self.requeues = 0
+        self.drop_reason = ""
