@@ -1,0 +1,306 @@
+"""vLLM V1-like scheduling for one emulated engine: admission, KV blocks and preemption.
+
+Pure bookkeeping with no clock and no I/O, so every rule can be tested step by step. At each
+iteration boundary `schedule` returns the iteration's work:
+
+- the running sequences each need KV room for one more token. While the blocks do not fit, the
+  scheduler preempts a victim (FCFS: the most recently admitted; priority: the worst priority,
+  latest arrival among equals). vLLM preempts by recompute: the victim returns to the front of
+  the waiting queue, keeps its emitted tokens and later prefills prompt + emitted tokens again.
+  As in vLLM, nothing is admitted at a boundary where this happened;
+- otherwise waiting requests are admitted in order (FCFS: arrival, preempted first; priority:
+  lower value first, then arrival) while the batch-size cap, the KV blocks and the token budget
+  allow, with head-of-line blocking. Under the priority policy a head that does not fit evicts
+  running sequences of strictly worse priority, as vLLM V1 does.
+
+A sequence holds KV blocks for prompt + emitted + 1 tokens while it runs (the +1 is the token
+the current iteration produces). `complete` then gives every scheduled sequence its token.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+from chiron_operator.sim.latency import LatencyModel
+
+
+class Policy(StrEnum):
+    """vLLM's `--scheduling-policy` values."""
+
+    FCFS = "fcfs"
+    PRIORITY = "priority"
+
+
+class SeqState(Enum):
+    """Where a sequence is in its life."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    """One request as the scheduler sees it (identity equality: one object per request)."""
+
+    request_id: str
+    prompt_tokens: int
+    max_tokens: int
+    priority: int = 0
+    serial: int = 0
+    generated: int = 0
+    held_blocks: int = 0
+    preemptions: int = 0
+    state: SeqState = SeqState.WAITING
+
+    @property
+    def context_tokens(self) -> int:
+        """Prompt plus emitted tokens: what a (re)admission prefills and what decode attends."""
+        return self.prompt_tokens + self.generated
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The work of one iteration, with the token counts fixed when it was scheduled."""
+
+    decodes: tuple[Sequence, ...]
+    prefills: tuple[Sequence, ...]
+    preempted: tuple[Sequence, ...]
+    prefill_lengths: tuple[int, ...]
+    decode_context_tokens: int
+
+    @property
+    def scheduled(self) -> tuple[Sequence, ...]:
+        """Every sequence that produces a token in this iteration."""
+        return self.decodes + self.prefills
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the iteration processes: whole prefills plus one per decode."""
+        return sum(self.prefill_lengths) + len(self.decodes)
+
+    def duration_s(self, model: LatencyModel) -> float:
+        """Modelled iteration time: the batch's decode step plus each admitted prompt's prefill."""
+        decode = (
+            model.decode_step_s(len(self.decodes), self.decode_context_tokens)
+            if self.decodes
+            else 0.0
+        )
+        return decode + sum(model.prefill_s(n) for n in self.prefill_lengths)
+
+
+class WaitQueue:
+    """Waiting sequences in admission order; aborted entries are dropped lazily."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._by_priority = policy is Policy.PRIORITY
+        self._heap: list[tuple[int, int, Sequence]] = []
+        self._fifo: deque[Sequence] = deque()
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def push(self, seq: Sequence, *, front: bool = False) -> None:
+        """Queue `seq`; `front` (a preempted sequence under FCFS) puts it first, as vLLM does."""
+        self._len += 1
+        if self._by_priority:
+            # A preempted sequence keeps its arrival serial, so it regains its old place.
+            heapq.heappush(self._heap, (seq.priority, seq.serial, seq))
+        elif front:
+            self._fifo.appendleft(seq)
+        else:
+            self._fifo.append(seq)
+
+    def peek(self) -> Sequence | None:
+        """The next sequence to admit, if any."""
+        while True:
+            if self._by_priority:
+                head = self._heap[0][2] if self._heap else None
+            else:
+                head = self._fifo[0] if self._fifo else None
+            if head is None or head.state is SeqState.WAITING:
+                return head
+            self._drop_head()
+
+    def pop(self) -> Sequence:
+        """Remove and return the head (call after `peek` returned it)."""
+        head = self.peek()
+        if head is None:
+            raise IndexError("pop from an empty wait queue")
+        self._drop_head()
+        self._len -= 1
+        return head
+
+    def discard(self, seq: Sequence) -> None:
+        """Forget `seq`, whose state the caller has already moved out of WAITING."""
+        self._len -= 1
+
+    def _drop_head(self) -> None:
+        if self._by_priority:
+            heapq.heappop(self._heap)
+        else:
+            self._fifo.popleft()
+
+
+class Scheduler:
+    """Admission, KV-block accounting and preemption of one engine."""
+
+    def __init__(
+        self,
+        *,
+        max_num_seqs: int,
+        kv_blocks: int,
+        block_size: int,
+        policy: Policy,
+        max_num_batched_tokens: int,
+    ) -> None:
+        self.max_num_seqs = max_num_seqs
+        self.kv_blocks = kv_blocks
+        self.block_size = block_size
+        self.policy = policy
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.used_blocks = 0
+        self.num_preemptions = 0
+        self._running: list[Sequence] = []
+        self._waiting = WaitQueue(policy)
+        self._serial = 0
+
+    @property
+    def num_running(self) -> int:
+        """Sequences in the batch."""
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences queued, preempted ones included."""
+        return len(self._waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        """Share of KV blocks in use, 0-1 (vLLM's kv_cache_usage_perc)."""
+        return self.used_blocks / self.kv_blocks
+
+    @property
+    def has_work(self) -> bool:
+        """True while anything runs or waits."""
+        return bool(self._running) or len(self._waiting) > 0
+
+    def blocks_for(self, tokens: int) -> int:
+        """KV blocks that hold `tokens` tokens."""
+        return -(-tokens // self.block_size)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new request."""
+        self._serial += 1
+        seq.serial = self._serial
+        seq.state = SeqState.WAITING
+        self._waiting.push(seq)
+
+    def abort(self, seq: Sequence) -> bool:
+        """Drop `seq` wherever it is; False when it had already finished or been aborted."""
+        if seq.state is SeqState.WAITING:
+            seq.state = SeqState.ABORTED
+            self._waiting.discard(seq)
+            return True
+        if seq.state is SeqState.RUNNING:
+            self._release(seq, SeqState.ABORTED)
+            return True
+        return False
+
+    def schedule(self) -> Step:
+        """Plan the next iteration (see the module docstring for the rules)."""
+        preempted: list[Sequence] = []
+        self._grow_running(preempted)
+        admitted = [] if preempted else self._admit(preempted)
+        # Admitted sequences were appended last; everything before them decodes.
+        decodes = tuple(self._running[: len(self._running) - len(admitted)])
+        return Step(
+            decodes=decodes,
+            prefills=tuple(admitted),
+            preempted=tuple(preempted),
+            prefill_lengths=tuple(s.context_tokens for s in admitted),
+            decode_context_tokens=sum(s.context_tokens for s in decodes),
+        )
+
+    def complete(self, step: Step) -> list[Sequence]:
+        """Give each scheduled sequence still running its token; returns those sequences.
+
+        Sequences that reach max_tokens are FINISHED and release their blocks.
+        """
+        emitted: list[Sequence] = []
+        for seq in step.scheduled:
+            if seq.state is not SeqState.RUNNING:
+                continue
+            seq.generated += 1
+            emitted.append(seq)
+            if seq.generated >= seq.max_tokens:
+                self._release(seq, SeqState.FINISHED)
+        return emitted
+
+    def _grow_running(self, preempted: list[Sequence]) -> None:
+        while self._running and self._growth_blocks() > self.kv_blocks - self.used_blocks:
+            self._preempt(self._victim(), preempted)
+        for seq in self._running:
+            self._hold(seq, self.blocks_for(seq.context_tokens + 1))
+
+    def _growth_blocks(self) -> int:
+        return sum(
+            max(0, self.blocks_for(s.context_tokens + 1) - s.held_blocks) for s in self._running
+        )
+
+    def _victim(self) -> Sequence:
+        if self.policy is Policy.PRIORITY:
+            return max(self._running, key=lambda s: (s.priority, s.serial))
+        return self._running[-1]
+
+    def _admit(self, preempted: list[Sequence]) -> list[Sequence]:
+        admitted: list[Sequence] = []
+        # As in vLLM, every decode uses one token of the iteration's budget.
+        budget = self.max_num_batched_tokens - len(self._running)
+        while (head := self._waiting.peek()) is not None:
+            tokens = head.context_tokens
+            # Prefill is not chunked here: a prompt over the budget runs alone rather than never.
+            if admitted and tokens > budget:
+                break
+            if not self._make_room(head, preempted):
+                break
+            self._waiting.pop()
+            head.state = SeqState.RUNNING
+            self._hold(head, self.blocks_for(tokens + 1))
+            self._running.append(head)
+            admitted.append(head)
+            budget -= tokens
+        return admitted
+
+    def _make_room(self, head: Sequence, preempted: list[Sequence]) -> bool:
+        need = self.blocks_for(head.context_tokens + 1)
+        while len(self._running) >= self.max_num_seqs or need > self.kv_blocks - self.used_blocks:
+            if self.policy is not Policy.PRIORITY or not self._running:
+                return False
+            victim = self._victim()
+            if victim.priority <= head.priority:
+                return False
+            self._preempt(victim, preempted)
+        return True
+
+    def _preempt(self, seq: Sequence, preempted: list[Sequence]) -> None:
+        self._release(seq, SeqState.WAITING)
+        seq.preemptions += 1
+        self.num_preemptions += 1
+        self._waiting.push(seq, front=True)
+        preempted.append(seq)
+
+    def _hold(self, seq: Sequence, blocks: int) -> None:
+        self.used_blocks += blocks - seq.held_blocks
+        seq.held_blocks = blocks
+
+    def _release(self, seq: Sequence, state: SeqState) -> None:
+        self._running.remove(seq)
+        self.used_blocks -= seq.held_blocks
+        seq.held_blocks = 0
+        seq.state = state
