@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chiron_operator.emulator.args import EmulatorConfig, parse_args
 from chiron_operator.emulator.server import EmulatorServer
 
-SAMPLE_DIR = Path(__file__).parent / "data" / "vllm_metrics_sample"
+SAMPLE_DIR = Path(__file__).parents[1] / "data" / "vllm_metrics_sample"
 
 # The families the operator reads (DESIGN.md section 2), by family name (counters lose _total).
 OPERATOR_FAMILIES = (

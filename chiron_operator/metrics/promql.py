@@ -1,0 +1,263 @@
+"""PromQL for one pool: one batched query per signal, constant in the pool's pod count.
+
+Every query selects the pool's pods at once, by namespace and a pod-name regex, and groups by
+pod; no query is ever issued per pod. A tick issues at most eight queries (seven for the pods,
+one for a configured batch queue) whether the pool runs two pods or two hundred.
+
+Queries that need more than one vector join them with `or` and tag each side with the label
+`chiron_part` (`label_replace(expr, "chiron_part", "<part>", "", "")`): the tags make the
+sides' label sets disjoint, so `or` keeps every series, and the parser reads each side back by
+its tag. This folds a signal's companions into the signal's own query instead of spending more
+round trips on them:
+
+- running requests carry each pod's newest sample timestamp (its age);
+- KV-cache usage and ITL query both vLLM name generations side by side, which is also how the
+  adapter discovers which generation each pod exports (no separate discovery query, and no
+  cache that could lag a rolling upgrade);
+- latency quantiles carry the rate of their histogram's `_count`, which tells "no traffic"
+  (rate 0: the quantile is NaN, the load is known to be zero) from "no data" (absent).
+
+Pod names: the operator's Deployments are `<pool>-<role>`, so their pods are
+`<pool>-<role>-<template hash>-<random>`. The regex allows one or two suffix segments (long names
+are truncated by the API server's generateName, which can swallow the hash) but not three, so pool
+`a` never selects pool `a-batch`'s pods (`a-batch-interactive-<hash>-<random>`).
+
+A scrape job per pod is the common setup, but two jobs scraping one pod (a PodMonitor and an
+annotation-based job, say) are a frequent accident: every per-pod aggregation first takes
+`max by (pod, engine)`, so duplicated series count once while vLLM's data-parallel engines
+(the `engine` label) still add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from chiron_operator.api.spec import LLMServingPoolSpec
+from chiron_operator.api.status import MetricNames
+
+PART_LABEL: Final = "chiron_part"
+ROLE_LABEL: Final = "chiron_role"
+ENGINE_LABEL: Final = "engine"
+ROLES_REGEX: Final = "(interactive|mixed|batch)"
+# Deployment pod names end in `-<template hash>-<random>`; see the module docstring.
+POD_SUFFIX_REGEX: Final = "[a-z0-9]+(-[a-z0-9]+)?"
+
+RUNNING: Final = "vllm:num_requests_running"
+WAITING: Final = "vllm:num_requests_waiting"
+GENERATION_TOKENS: Final = "vllm:generation_tokens_total"
+TTFT: Final = "vllm:time_to_first_token_seconds"
+OUTPUT_LENGTH: Final = "vllm:request_generation_tokens"
+KV_CACHE: Final[Mapping[MetricNames, str]] = {
+    MetricNames.V1: "vllm:kv_cache_usage_perc",
+    MetricNames.LEGACY: "vllm:gpu_cache_usage_perc",
+}
+ITL: Final[Mapping[MetricNames, str]] = {
+    MetricNames.V1: "vllm:inter_token_latency_seconds",
+    MetricNames.LEGACY: "vllm:time_per_output_token_seconds",
+}
+GENERATIONS: Final = (MetricNames.V1, MetricNames.LEGACY)
+
+
+class Signal(StrEnum):
+    """One query of a tick; the value names it in errors and in the query count."""
+
+    RUNNING = "running"
+    WAITING = "waiting"
+    KV_CACHE = "kv_cache"
+    GENERATION_TOKENS = "generation_tokens"
+    ITL = "itl"
+    TTFT = "ttft"
+    OUTPUT_LENGTH = "output_length"
+    BATCH_QUEUE = "batch_queue"
+
+
+class Part(StrEnum):
+    """Values of the `chiron_part` tag inside one query."""
+
+    VALUE = "value"
+    TIMESTAMP = "timestamp"
+    QUANTILE = "quantile"
+    OBSERVATIONS = "observations"
+    BUCKET = "bucket"
+    SUM = "sum"
+
+
+def part_tag(part: Part, generation: MetricNames | None = None) -> str:
+    """The tag of a part, qualified by the name generation it was read from, if any."""
+    return part.value if generation is None else f"{part.value}:{generation.value}"
+
+
+def string_literal(value: str) -> str:
+    """A PromQL double-quoted string holding `value` exactly."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def regex_literal(value: str) -> str:
+    """`value` as an RE2 pattern matching only itself (pool names may contain dots)."""
+    return "".join("\\" + ch if ch in r"\.+*?()|[]{}^$" else ch for ch in value)
+
+
+def duration(seconds: float) -> str:
+    """A PromQL range duration; PromQL has no fractional units, so sub-second parts use ms."""
+    millis = round(seconds * 1000)
+    if millis <= 0:
+        raise ValueError(f"a range must be positive, got {seconds} s")
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSelector:
+    """Which series belong to a pool: its namespace and its pods' names."""
+
+    namespace: str
+    pool: str
+    pod_label: str = "pod"
+    namespace_label: str = "namespace"
+
+    def pod_regex(self) -> str:
+        """Names of the pool's Deployment pods, any role."""
+        return f"{regex_literal(self.pool)}-{ROLES_REGEX}-{POD_SUFFIX_REGEX}"
+
+    def matchers(self) -> str:
+        """The label matchers every query of the pool uses (without braces)."""
+        return (
+            f"{self.namespace_label}={string_literal(self.namespace)},"
+            f"{self.pod_label}=~{string_literal(self.pod_regex())}"
+        )
+
+    def select(self, metric: str) -> str:
+        """An instant selector of `metric` restricted to the pool."""
+        return f"{metric}{{{self.matchers()}}}"
+
+    def deduplicated(self, inner: str, keep: tuple[str, ...] = ()) -> str:
+        """`inner` reduced to one series per (pod, engine, *keep) whichever jobs scraped it."""
+        return f"max by ({_labels(self.pod_label, ENGINE_LABEL, *keep)}) ({inner})"
+
+    def per_pod(self, aggregation: str, inner: str, keep: tuple[str, ...] = ()) -> str:
+        """`aggregation by (pod, *keep)` over the deduplicated `inner`."""
+        grouped = _labels(self.pod_label, *keep)
+        return f"{aggregation} by ({grouped}) ({self.deduplicated(inner, keep)})"
+
+
+def _labels(*names: str) -> str:
+    return ", ".join(names)
+
+
+def tagged(expr: str, tag: str) -> str:
+    """`expr` with every series labelled `chiron_part=tag`."""
+    return f'label_replace({expr}, "{PART_LABEL}", "{tag}", "", "")'
+
+
+def union(*exprs: str) -> str:
+    """The series of every expression (their tags keep the label sets disjoint)."""
+    return " or ".join(exprs)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolQuery:
+    """Everything needed to read one pool: selector, windows, percentile and batch queue.
+
+    `window_s` is the range of rates and quantiles. `length_window_s` is the range of the
+    output-length statistics, which may be longer: lengths are a slowly moving distribution
+    and a short window sees few completions.
+    """
+
+    selector: PoolSelector
+    window_s: float
+    quantile: float
+    length_window_s: float
+    queue_query: str | None = None
+    deadline_label: str = "deadline"
+
+    @classmethod
+    def from_spec(
+        cls,
+        namespace: str,
+        pool: str,
+        spec: LLMServingPoolSpec,
+        length_window_s: float | None = None,
+    ) -> PoolQuery:
+        """The query a pool's spec asks for; the length window defaults to the spec's window."""
+        prometheus = spec.prometheus
+        queue = spec.batch_queue
+        return cls(
+            selector=PoolSelector(namespace, pool, pod_label=prometheus.pod_label),
+            window_s=prometheus.window_s,
+            quantile=spec.slo.percentile_ratio,
+            length_window_s=length_window_s or prometheus.window_s,
+            queue_query=queue.queued_requests_query if queue else None,
+            deadline_label=queue.deadline_label if queue else "deadline",
+        )
+
+    def queries(self) -> dict[Signal, str]:
+        """The tick's queries in issue order (pod signals first, the batch queue last)."""
+        found = {
+            Signal.RUNNING: self._running(),
+            Signal.WAITING: self.selector.per_pod("sum", self.selector.select(WAITING)),
+            Signal.KV_CACHE: self._kv_cache(),
+            Signal.GENERATION_TOKENS: self.selector.per_pod(
+                "sum", self._rate(GENERATION_TOKENS, self.window_s)
+            ),
+            Signal.ITL: union(*(self._latency(ITL[g], g) for g in GENERATIONS)),
+            Signal.TTFT: self._latency(TTFT, None),
+            Signal.OUTPUT_LENGTH: self._output_length(),
+        }
+        if self.queue_query is not None:
+            found[Signal.BATCH_QUEUE] = self.queue_query
+        return found
+
+    def _rate(self, series: str, window_s: float) -> str:
+        return f"rate({self.selector.select(series)}[{duration(window_s)}])"
+
+    def _running(self) -> str:
+        selected = self.selector.select(RUNNING)
+        pod = self.selector.pod_label
+        return union(
+            tagged(self.selector.per_pod("sum", selected), part_tag(Part.VALUE)),
+            tagged(f"max by ({pod}) (timestamp({selected}))", part_tag(Part.TIMESTAMP)),
+        )
+
+    def _kv_cache(self) -> str:
+        # avg, not sum: each data-parallel engine has its own cache, and the ratio is per cache.
+        return union(
+            *(
+                tagged(
+                    self.selector.per_pod("avg", self.selector.select(KV_CACHE[g])),
+                    part_tag(Part.VALUE, g),
+                )
+                for g in GENERATIONS
+            )
+        )
+
+    def _latency(self, histogram: str, generation: MetricNames | None) -> str:
+        buckets = self.selector.per_pod(
+            "sum", self._rate(f"{histogram}_bucket", self.window_s), ("le",)
+        )
+        count = self.selector.per_pod("sum", self._rate(f"{histogram}_count", self.window_s))
+        return union(
+            tagged(
+                f"histogram_quantile({self.quantile!r}, {buckets})",
+                part_tag(Part.QUANTILE, generation),
+            ),
+            tagged(count, part_tag(Part.OBSERVATIONS, generation)),
+        )
+
+    def _output_length(self) -> str:
+        return union(
+            tagged(self._per_role(f"{OUTPUT_LENGTH}_bucket", ("le",)), part_tag(Part.BUCKET)),
+            tagged(self._per_role(f"{OUTPUT_LENGTH}_sum", ()), part_tag(Part.SUM)),
+        )
+
+    def _per_role(self, series: str, keep: tuple[str, ...]) -> str:
+        # Per role, not per pod: the batch queue's lengths come from the pods serving batch
+        # work, and the result stays a handful of series however many pods there are.
+        pod = self.selector.pod_label
+        rates = self.selector.deduplicated(self._rate(series, self.length_window_s), keep)
+        role_regex = f"{regex_literal(self.selector.pool)}-{ROLES_REGEX}-.*"
+        with_role = (
+            f'label_replace({rates}, "{ROLE_LABEL}", "$1", "{pod}", {string_literal(role_regex)})'
+        )
+        return f"sum by ({_labels(ROLE_LABEL, *keep)}) ({with_role})"

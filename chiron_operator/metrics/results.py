@@ -1,0 +1,94 @@
+"""What one fetch from Prometheus returns: per-pod values, per-role lengths, the batch queue.
+
+Unknown is NaN (or `math.inf` for an age), never zero, exactly as in the core snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from chiron_operator.api.status import MetricNames
+from chiron_operator.core.enums import Role
+
+NAN = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class PodMetrics:
+    """One pod's signals as Prometheus reported them at the fetch.
+
+    `*_observations_per_s` is the rate of the latency histogram's count: 0 with a NaN latency
+    means no traffic (the load is known to be zero), NaN means no data. `sample_age_s` is the
+    age of the pod's newest `vllm:num_requests_running` sample when the query ran, on
+    Prometheus's clock (inf when absent). `names` is the metric generation read for this pod.
+    """
+
+    running_requests: float = NAN
+    waiting_requests: float = NAN
+    kv_cache_usage_ratio: float = NAN
+    generation_tokens_per_s: float = NAN
+    itl_s: float = NAN
+    itl_observations_per_s: float = NAN
+    ttft_s: float = NAN
+    ttft_observations_per_s: float = NAN
+    sample_age_s: float = math.inf
+    names: MetricNames | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLengths:
+    """Output length (tokens) of requests completed over the length window, one role's pods.
+
+    `mean` is exact (rate of the histogram's sum over rate of its count); `std` is estimated
+    from the buckets (see `chiron_operator.metrics.parse.histogram_mean_std`).
+    """
+
+    requests_per_s: float = NAN
+    mean: float = NAN
+    std: float = NAN
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedGroup:
+    """Queued batch requests sharing a deadline (unix seconds; None: the series had none)."""
+
+    deadline_s: float | None
+    queued_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMetrics:
+    """The result of the user's batch-queue query; `error` is set when it failed."""
+
+    groups: tuple[QueuedGroup, ...] = ()
+    error: str = ""
+
+
+def _frozen_pods() -> Mapping[str, PodMetrics]:
+    return MappingProxyType({})
+
+
+def _frozen_lengths() -> Mapping[Role, OutputLengths]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMetrics:
+    """One fetch for one pool.
+
+    `error` is set when any pod-signal query failed: then every signal is unknown, never a
+    partial picture. `queue` is None when the pool has no batch queue configured; a failed
+    queue query sets only `queue.error` (the pods' signals stay usable). `queries` counts the
+    queries issued, `fetched_at_s` is the operator's unix time when the fetch started.
+    """
+
+    pods: Mapping[str, PodMetrics] = field(default_factory=_frozen_pods)
+    output_lengths: Mapping[Role, OutputLengths] = field(default_factory=_frozen_lengths)
+    metric_names: MetricNames | None = None
+    queue: QueueMetrics | None = None
+    error: str = ""
+    queries: int = 0
+    fetched_at_s: float = NAN

@@ -1,0 +1,178 @@
+"""The PromQL builders: golden strings, escaping, the pod-name regex and the query budget."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chiron_operator.api.spec import LLMServingPoolSpec
+from chiron_operator.metrics.promql import (
+    PoolQuery,
+    PoolSelector,
+    Signal,
+    duration,
+    regex_literal,
+    string_literal,
+)
+
+SEL = 'namespace="prod",pod=~"llama-(interactive|mixed|batch)-[a-z0-9]+(-[a-z0-9]+)?"'
+ROLE = '"chiron_role", "$1", "pod", "llama-(interactive|mixed|batch)-.*"'
+
+
+def tag(expr: str, part: str) -> str:
+    return f'label_replace({expr}, "chiron_part", "{part}", "", "")'
+
+
+def latency(histogram: str, suffix: str) -> str:
+    buckets = f"rate({histogram}_bucket{{{SEL}}}[60s])"
+    count = f"rate({histogram}_count{{{SEL}}}[60s])"
+    return (
+        tag(
+            f"histogram_quantile(0.95, sum by (pod, le) (max by (pod, engine, le) ({buckets})))",
+            f"quantile{suffix}",
+        )
+        + " or "
+        + tag(f"sum by (pod) (max by (pod, engine) ({count}))", f"observations{suffix}")
+    )
+
+
+GOLDEN = {
+    Signal.RUNNING: tag(
+        f"sum by (pod) (max by (pod, engine) (vllm:num_requests_running{{{SEL}}}))", "value"
+    )
+    + " or "
+    + tag(f"max by (pod) (timestamp(vllm:num_requests_running{{{SEL}}}))", "timestamp"),
+    Signal.WAITING: f"sum by (pod) (max by (pod, engine) (vllm:num_requests_waiting{{{SEL}}}))",
+    Signal.KV_CACHE: tag(
+        f"avg by (pod) (max by (pod, engine) (vllm:kv_cache_usage_perc{{{SEL}}}))", "value:v1"
+    )
+    + " or "
+    + tag(
+        f"avg by (pod) (max by (pod, engine) (vllm:gpu_cache_usage_perc{{{SEL}}}))",
+        "value:legacy",
+    ),
+    Signal.GENERATION_TOKENS: (
+        f"sum by (pod) (max by (pod, engine) (rate(vllm:generation_tokens_total{{{SEL}}}[60s])))"
+    ),
+    Signal.ITL: latency("vllm:inter_token_latency_seconds", ":v1")
+    + " or "
+    + latency("vllm:time_per_output_token_seconds", ":legacy"),
+    Signal.TTFT: latency("vllm:time_to_first_token_seconds", ""),
+    Signal.OUTPUT_LENGTH: tag(
+        "sum by (chiron_role, le) (label_replace(max by (pod, engine, le) "
+        f"(rate(vllm:request_generation_tokens_bucket{{{SEL}}}[600s])), {ROLE}))",
+        "bucket",
+    )
+    + " or "
+    + tag(
+        "sum by (chiron_role) (label_replace(max by (pod, engine) "
+        f"(rate(vllm:request_generation_tokens_sum{{{SEL}}}[600s])), {ROLE}))",
+        "sum",
+    ),
+}
+
+
+def pool_query(queue: str | None = None) -> PoolQuery:
+    return PoolQuery(PoolSelector("prod", "llama"), 60.0, 0.95, 600.0, queue_query=queue)
+
+
+@pytest.mark.parametrize("signal", list(GOLDEN))
+def test_golden_query(signal: Signal) -> None:
+    assert pool_query().queries()[signal] == GOLDEN[signal]
+
+
+def test_issue_order_and_budget() -> None:
+    assert list(pool_query().queries()) == list(GOLDEN)
+    with_queue = pool_query('sum by (deadline) (q{pool="llama"})').queries()
+    assert list(with_queue)[-1] is Signal.BATCH_QUEUE
+    assert with_queue[Signal.BATCH_QUEUE] == 'sum by (deadline) (q{pool="llama"})'
+    assert len(with_queue) == 8
+
+
+def test_no_query_names_a_pod() -> None:
+    # Batched: the pod set enters only through the regex, so the text is the same for any size.
+    for query in pool_query().queries().values():
+        assert "llama-interactive-" not in query
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(60.0, "60s"), (5.0, "5s"), (0.5, "500ms"), (1.25, "1250ms"), (3600.0, "3600s")],
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, 0.0004])
+def test_duration_must_be_positive(seconds: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        duration(seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [("prod", '"prod"'), ('a"b', '"a\\"b"'), ("a\\.b", '"a\\\\.b"')],
+)
+def test_string_literal(value: str, literal: str) -> None:
+    assert string_literal(value) == literal
+
+
+def test_regex_literal_escapes_metacharacters() -> None:
+    assert regex_literal("llama.v2") == "llama\\.v2"
+    assert re.fullmatch(regex_literal("a+b(c)"), "a+b(c)")
+
+
+@pytest.mark.parametrize(
+    ("name", "selected"),
+    [
+        ("llama-interactive-7d9f8b6c5-abcde", True),
+        ("llama-mixed-6b5c4-x2x9z", True),
+        ("llama-batch-58f7b-kkkkk", True),
+        ("llama-batch-abcde", True),  # generateName truncation swallowed the hash
+        ("llama-batch-interactive-6c7d8-xxxxx", False),  # pool "llama-batch"'s pod
+        ("llama2-interactive-7d9f8-abcde", False),
+        ("llama-gateway-7d9f8-abcde", False),
+        ("llama-interactive-", False),
+        ("xllama-interactive-7d9f8-abcde", False),
+    ],
+)
+def test_pod_regex_selects_only_the_pools_deployment_pods(name: str, selected: bool) -> None:
+    # Prometheus anchors regex matchers: fullmatch is its semantics.
+    assert bool(re.fullmatch(PoolSelector("prod", "llama").pod_regex(), name)) is selected
+
+
+def test_dotted_pool_name_is_literal() -> None:
+    regex = PoolSelector("prod", "llama.v2").pod_regex()
+    assert re.fullmatch(regex, "llama.v2-batch-58f7b-kkkkk")
+    assert not re.fullmatch(regex, "llamaxv2-batch-58f7b-kkkkk")
+
+
+def test_custom_labels() -> None:
+    selector = PoolSelector("prod", "llama", pod_label="kubernetes_pod_name", namespace_label="ns")
+    waiting = PoolQuery(selector, 60.0, 0.9, 60.0).queries()[Signal.WAITING]
+    assert waiting.startswith("sum by (kubernetes_pod_name) (max by (kubernetes_pod_name, engine)")
+    assert 'ns="prod",kubernetes_pod_name=~"llama-' in waiting
+
+
+def test_from_spec() -> None:
+    spec = LLMServingPoolSpec.model_validate(
+        {
+            "model": "m",
+            "template": {"image": "vllm/vllm-openai:v0.11.0"},
+            "prometheus": {"url": "http://p:9090", "windowS": 30, "podLabel": "pod_name"},
+            "slo": {"percentileRatio": 0.99},
+            "batchQueue": {"queuedRequestsQuery": "sum by (d) (q)", "deadlineLabel": "d"},
+        }
+    )
+    query = PoolQuery.from_spec("prod", "llama", spec)
+    assert query == PoolQuery(
+        PoolSelector("prod", "llama", pod_label="pod_name"),
+        window_s=30.0,
+        quantile=0.99,
+        length_window_s=30.0,
+        queue_query="sum by (d) (q)",
+        deadline_label="d",
+    )
+    assert PoolQuery.from_spec("prod", "llama", spec, length_window_s=900.0).length_window_s == 900
+    assert "histogram_quantile(0.99, " in query.queries()[Signal.ITL]
