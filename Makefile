@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint types layers unit crd fmt bench demo clean
+.PHONY: test lint types layers unit crd fmt bench demo clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,13 @@ $(STAMP): pyproject.toml
 
 ## test: lint, types, layering and the whole pytest suite (what CI runs)
 test: lint types layers unit
+
+## system-deps: the real Prometheus server the integration tests run (Debian package)
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check chiron_operator tests
@@ -24,7 +31,7 @@ types: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+unit: $(STAMP) system-deps
 	$(BIN)/pytest -q
 
 ## crd: regenerate crds/ from the pydantic models (the single source)

@@ -14,7 +14,7 @@ and wait once.
         prom.query("up")
 
 Import the fixtures into a conftest.py (`from tests.support.prometheus import
-prometheus_factory`) to use them. Without the binary the tests skip, saying how to install it.
+prometheus_factory`) to use them. Without the binary the tests fail, saying how to install it.
 """
 
 from __future__ import annotations
@@ -82,13 +82,14 @@ def static_job(
 
 
 def prometheus_binary() -> str:
-    """The prometheus executable, or skip the test saying how to get it."""
+    """The prometheus executable; its absence fails the test (`make test` installs it)."""
     found = shutil.which("prometheus") or (
         "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
     )
     if found is None:
-        pytest.skip(
-            "prometheus not installed: apt-get install -y --no-install-recommends prometheus"
+        pytest.fail(
+            "prometheus not installed: run `make system-deps` "
+            "(apt-get install -y --no-install-recommends prometheus)"
         )
     return found
 
