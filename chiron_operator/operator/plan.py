@@ -15,18 +15,7 @@ from chiron_operator.api.spec import Mode
 from chiron_operator.api.status import DecisionController, DecisionField, DecisionRecord
 from chiron_operator.core.decision import PoolDecision, Verdict
 from chiron_operator.core.enums import Role
-
-
-@dataclass(frozen=True, slots=True)
-class RoleFacts:
-    """What the cluster says about one role's Deployment right now."""
-
-    role: Role
-    exists: bool
-    spec_replicas: int
-    ready_replicas: int
-    starting_replicas: int
-    applied_seqs: int
+from chiron_operator.metrics import RoleFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +54,8 @@ def plan(
     changes: list[Change] = []
     for role, role_decision in decision.roles.items():
         fact = facts.get(role)
-        current_replicas = fact.spec_replicas if fact else 0
-        current_seqs = fact.applied_seqs if fact else role_decision.max_num_seqs.value
+        current_replicas = fact.replicas if fact else 0
+        current_seqs = fact.max_num_seqs if fact else role_decision.max_num_seqs.value
         replicas = role_decision.replicas
         if replicas.value != current_replicas:
             changes.append(
@@ -148,7 +137,7 @@ def records(
 
 
 def _current(fact: RoleFacts, field: DecisionField) -> int:
-    return fact.spec_replicas if field is DecisionField.REPLICAS else fact.applied_seqs
+    return fact.replicas if field is DecisionField.REPLICAS else fact.max_num_seqs
 
 
 def _record(

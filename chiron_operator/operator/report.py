@@ -36,7 +36,8 @@ from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import ChironState, to_wire
 from chiron_operator.core.tuning import PoolTuning
-from chiron_operator.operator.plan import Plan, RoleFacts
+from chiron_operator.metrics import RoleFacts
+from chiron_operator.operator.plan import Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,9 @@ def _role_statuses(report: TickReport) -> RoleStatuses:
         role_decision = report.decision.roles.get(role)
         statuses[role.value] = RoleStatus(
             desired_replicas=report.decision.replicas(role),
-            current_replicas=fact.spec_replicas if fact else 0,
+            current_replicas=fact.replicas if fact else 0,
             ready_replicas=fact.ready_replicas if fact else 0,
-            batch_size_seqs=fact.applied_seqs if fact and fact.exists else None,
+            batch_size_seqs=fact.max_num_seqs if fact else None,
             target_batch_size_seqs=role_decision.target_max_num_seqs if role_decision else None,
         )
     return RoleStatuses.model_validate(statuses)
@@ -182,7 +183,7 @@ def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple
         now=now,
         generation=gen,
     )
-    ready = all(f.ready_replicas >= f.spec_replicas for f in report.facts.values() if f.exists)
+    ready = all(f.ready_replicas >= f.replicas for f in report.facts.values())
     ready_condition = condition(
         ConditionType.READY,
         ready and not problem,

@@ -12,7 +12,8 @@ from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, RoleSnapshot
 from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
-from chiron_operator.operator.plan import RoleFacts, plan, records
+from chiron_operator.metrics import RoleFacts
+from chiron_operator.operator.plan import plan, records
 from chiron_operator.operator.report import TickReport, build_status
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -33,8 +34,8 @@ def decision(mixed_replicas: int, mixed_seqs: int, reason: Reason) -> PoolDecisi
 
 
 FACTS = {
-    Role.INTERACTIVE: RoleFacts(Role.INTERACTIVE, True, 1, 1, 0, 32),
-    Role.MIXED: RoleFacts(Role.MIXED, True, 1, 1, 0, 64),
+    Role.INTERACTIVE: RoleFacts(1, 1, 0, 32),
+    Role.MIXED: RoleFacts(1, 1, 0, 64),
 }
 
 

@@ -1,0 +1,190 @@
+"""The operator's reads and writes of a pool's objects (blocking; called via to_thread)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chiron_operator.api import GROUP, PLURAL, VERSION, LLMServingPoolSpec
+from chiron_operator.api.status import DecisionField
+from chiron_operator.core.enums import Role
+from chiron_operator.core.snapshot import PoolSnapshot
+from chiron_operator.kube import (
+    KubeClient,
+    applied_max_num_seqs,
+    build_deployment,
+    build_services,
+    deletion_costs,
+    deployment_name,
+    max_num_seqs_patch,
+    vllm_args,
+)
+from chiron_operator.kube.labels import ANNOTATION_APPLIED_REPLICAS
+from chiron_operator.operator.context import PoolRef
+from chiron_operator.operator.plan import Change, Plan
+
+Json = dict[str, Any]
+POOLS = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}/{{name}}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """What one tick reads from the API server about a pool."""
+
+    deployments: list[Json]
+    pods: list[Json]
+    hpas: list[Json]
+    scaled_objects: list[Json]
+
+
+def read_cluster(kube: KubeClient, ref: PoolRef) -> ClusterState:
+    """The pool's Deployments and pods, and the namespace's other autoscalers."""
+    return ClusterState(
+        deployments=kube.list_deployments(ref.namespace, ref.name),
+        pods=kube.list_pods(ref.namespace, ref.name),
+        hpas=kube.list_hpas(ref.namespace),
+        scaled_objects=kube.list_scaled_objects(ref.namespace),
+    )
+
+
+def ensure_objects(
+    kube: KubeClient, ref: PoolRef, spec: LLMServingPoolSpec, existing: Sequence[Json]
+) -> list[str]:
+    """Create missing role Deployments and the Services; roll template changes into existing ones.
+
+    An existing Deployment keeps its replicas and its applied --max-num-seqs (they are the
+    controllers' to change), so a spec edit never resets a running pool.
+    """
+    by_name = {str(d["metadata"]["name"]): d for d in existing}
+    bounds = spec.to_tuning()
+    touched = []
+    for role in Role:
+        role_bounds = bounds.role_bounds(role)
+        name = deployment_name(ref.name, role)
+        current = by_name.get(name)
+        if current is None and role_bounds.max_replicas == 0:
+            continue
+        body = _deployment_body(
+            ref,
+            spec,
+            role,
+            current,
+            min_replicas=role_bounds.min_replicas,
+            initial_seqs=role_bounds.initial_batch_size_seqs,
+        )
+        if current is None or _template_differs(current, body):
+            kube.apply_deployment(body)
+            touched.append(name)
+    for service in build_services(ref.name, ref.namespace, ref.uid, spec):
+        kube.apply_service(service)
+    return touched
+
+
+def _deployment_body(
+    ref: PoolRef,
+    spec: LLMServingPoolSpec,
+    role: Role,
+    current: Json | None,
+    *,
+    min_replicas: int,
+    initial_seqs: int,
+) -> Json:
+    if current is None:
+        return build_deployment(
+            ref.name,
+            ref.namespace,
+            ref.uid,
+            spec,
+            role,
+            replicas=min_replicas,
+            max_num_seqs=initial_seqs,
+        )
+    seqs = applied_max_num_seqs(current) or initial_seqs
+    replicas = int((current.get("spec") or {}).get("replicas") or 0)
+    body = build_deployment(
+        ref.name, ref.namespace, ref.uid, spec, role, replicas=replicas, max_num_seqs=seqs
+    )
+    # Replicas belong to the controllers and to conflict detection: a template edit must not
+    # overwrite them, nor the record of what the operator last applied.
+    body["spec"].pop("replicas", None)
+    body["metadata"].get("annotations", {}).pop(ANNOTATION_APPLIED_REPLICAS, None)
+    return body
+
+
+def _template_differs(current: Json, body: Json) -> bool:
+    have = (current.get("spec") or {}).get("template") or {}
+    want = body["spec"]["template"]
+    have_container = ((have.get("spec") or {}).get("containers") or [{}])[0]
+    want_container = want["spec"]["containers"][0]
+    keys = ("image", "args", "env", "resources")
+    return any(have_container.get(k) != want_container.get(k) for k in keys) or (
+        (have.get("spec") or {}).get("nodeSelector") != want["spec"].get("nodeSelector")
+    )
+
+
+def apply_plan(
+    kube: KubeClient,
+    ref: PoolRef,
+    spec: LLMServingPoolSpec,
+    the_plan: Plan,
+    *,
+    snapshot: PoolSnapshot,
+    pods: Sequence[Json],
+) -> list[Change]:
+    """Apply every change of an enforcing plan; the changes applied, in order."""
+    applied = []
+    for change in the_plan.changes:
+        name = deployment_name(ref.name, change.role)
+        if change.field is DecisionField.REPLICAS:
+            if change.to_value < change.from_value:
+                _mark_victims(kube, ref, change, snapshot, pods)
+            kube.scale_deployment(ref.namespace, name, change.to_value)
+        else:
+            args = vllm_args(spec, change.role, change.to_value)
+            kube.patch_deployment(ref.namespace, name, max_num_seqs_patch(args, change.to_value))
+        applied.append(change)
+    return applied
+
+
+def _mark_victims(
+    kube: KubeClient, ref: PoolRef, change: Change, snapshot: PoolSnapshot, pods: Sequence[Json]
+) -> None:
+    """Mark the least-loaded pods of the role to go first (pod-deletion-cost)."""
+    loads: dict[str, float] = {}
+    for pod in snapshot.role(change.role).pods:
+        load = pod.running_requests + (
+            pod.waiting_requests if math.isfinite(pod.waiting_requests) else 0.0
+        )
+        # A pod whose load is unknown may be busy: never choose it over one known to be idle.
+        loads[pod.name] = load if math.isfinite(load) else math.inf
+    role_pods = [p for p in pods if p["metadata"]["name"] in loads]
+    costs = deletion_costs(loads, change.from_value - change.to_value)
+    kube.apply_deletion_costs(ref.namespace, role_pods, costs)
+
+
+def patch_status(kube: KubeClient, ref: PoolRef, status: Mapping[str, Any]) -> None:
+    """Merge-patch the pool's status subresource."""
+    kube.request(
+        "PATCH",
+        POOLS + "/status",
+        params={"namespace": ref.namespace, "name": ref.name},
+        body={"status": dict(status)},
+        content_type="application/merge-patch+json",
+    )
+
+
+def read_secret_key(kube: KubeClient, namespace: str, name: str, key: str) -> str | None:
+    """One key of a Secret, decoded; None when the Secret or key is absent."""
+    try:
+        secret = kube.request(
+            "GET",
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            params={"namespace": namespace, "name": name},
+        )
+    except Exception:
+        return None
+    encoded = (secret.get("data") or {}).get(key)
+    return base64.b64decode(encoded).decode().strip() if encoded else None

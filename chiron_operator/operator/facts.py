@@ -1,0 +1,77 @@
+"""Kubernetes objects -> the facts the controllers and the plan read. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from chiron_operator.core.enums import Role
+from chiron_operator.kube import applied_max_num_seqs, max_num_seqs_of
+from chiron_operator.kube.labels import ANNOTATION_MAX_NUM_SEQS, LABEL_ROLE
+from chiron_operator.metrics import PodFacts, RoleFacts
+
+Json = Mapping[str, Any]
+
+
+def _role_of(obj: Json) -> Role | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    try:
+        return Role(labels.get(LABEL_ROLE, ""))
+    except ValueError:
+        return None
+
+
+def _pod_ready(pod: Json) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _pod_max_num_seqs(pod: Json) -> int:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    raw = annotations.get(ANNOTATION_MAX_NUM_SEQS)
+    if raw is not None and str(raw).isdigit():
+        return int(raw)
+    containers = (pod.get("spec") or {}).get("containers") or []
+    for container in containers:
+        found = max_num_seqs_of(container.get("args") or [])
+        if found is not None:
+            return found
+    return 0
+
+
+def pod_facts(pods: Iterable[Json]) -> list[PodFacts]:
+    """Pods of the pool with their role (from labels), readiness and batch-size cap."""
+    facts = []
+    for pod in pods:
+        role = _role_of(pod)
+        if role is None:
+            continue
+        name = str(pod["metadata"]["name"])
+        facts.append(PodFacts(name, role, _pod_ready(pod), _pod_max_num_seqs(pod)))
+    return facts
+
+
+def role_facts(deployments: Iterable[Json], pods: Iterable[PodFacts]) -> dict[Role, RoleFacts]:
+    """Each existing role Deployment: spec replicas, ready and starting pods, applied batch size.
+
+    Starting pods are counted from the pods themselves (alive, not ready), not from the
+    Deployment's status, whose counters lag a watch event behind.
+    """
+    pod_list = list(pods)
+    facts: dict[Role, RoleFacts] = {}
+    for deployment in deployments:
+        role = _role_of(deployment)
+        if role is None:
+            continue
+        replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
+        mine = [p for p in pod_list if p.role is role]
+        ready = sum(1 for p in mine if p.ready)
+        facts[role] = RoleFacts(
+            replicas=replicas,
+            ready_replicas=ready,
+            starting_replicas=max(0, min(replicas, len(mine)) - ready),
+            max_num_seqs=applied_max_num_seqs(deployment) or 0,
+        )
+    return facts

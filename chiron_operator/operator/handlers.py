@@ -1,0 +1,114 @@
+"""kopf handlers, registered on a registry per operator process (no module globals).
+
+Thin on purpose: object reconciliation on spec events, and one daemon per pool that runs the
+control tick at the pool's cadence. All logic lives in tick.py and the packages below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from chiron_operator.api import GROUP, PLURAL, VERSION, parse_spec
+from chiron_operator.operator import cluster
+from chiron_operator.operator.context import OperatorContext, PoolRef
+from chiron_operator.operator.tick import report_invalid_spec, run_tick
+
+log = logging.getLogger(__name__)
+DEFAULT_INTERVAL_S = 15.0
+ANNOTATION_PREFIX = "chiron.io"
+FINALIZER = "chiron.io/kopf-finalizer"
+
+
+def pool_ref(body: Mapping[str, Any]) -> PoolRef:
+    meta = body["metadata"]
+    return PoolRef(str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", "")))
+
+
+def interval_s(body: Mapping[str, Any]) -> float:
+    """The pool's control cadence; the default while the spec is invalid."""
+    control = (body.get("spec") or {}).get("control") or {}
+    value = control.get("intervalS", DEFAULT_INTERVAL_S)
+    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_INTERVAL_S
+
+
+def configure(settings: kopf.OperatorSettings, mandatory_peering: bool) -> None:
+    """kopf settings: progress in annotations (the status schema is ours), quiet Events."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # Our own Events explain decisions; kopf's per-handler ones would drown them.
+    settings.posting.level = logging.WARNING
+    settings.peering.mandatory = mandatory_peering
+    settings.watching.server_timeout = 300
+
+
+async def reconcile_objects(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
+    """Create or update the pool's Deployments and Services from its spec."""
+    ref = pool_ref(body)
+    generation = int(body["metadata"].get("generation") or 0)
+    if await report_invalid_spec(ctx, ref, body, generation):
+        return
+    spec = parse_spec(body.get("spec") or {})
+    existing = await asyncio.to_thread(ctx.kube.list_deployments, ref.namespace, ref.name)
+    touched = await asyncio.to_thread(cluster.ensure_objects, ctx.kube, ref, spec, existing)
+    if touched:
+        log.info("pool %s/%s: applied %s", ref.namespace, ref.name, ", ".join(touched))
+
+
+async def control_loop(
+    ctx: OperatorContext, body: Mapping[str, Any], stopped: kopf.DaemonStopped
+) -> None:
+    """Tick until the pool is deleted or the operator stops; a failed tick never ends the loop.
+
+    `body` is kopf's live view of the pool, so spec edits reach the next tick without a
+    restart of the daemon.
+    """
+    ref = pool_ref(body)
+    while not stopped:
+        try:
+            await run_tick(ctx, ref, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One bad tick (an API hiccup, a Prometheus timeout) must not stop autoscaling:
+            # the next tick starts from the cluster's state again.
+            log.exception("pool %s/%s: tick failed", ref.namespace, ref.name)
+        await stopped.wait(interval_s(body))
+
+
+def register(
+    registry: kopf.OperatorRegistry, ctx: OperatorContext, *, mandatory_peering: bool
+) -> None:
+    """Register every handler of the operator on `registry`, bound to `ctx`."""
+
+    @kopf.on.startup(registry=registry)
+    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, mandatory_peering)
+
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    async def _reconcile(body: kopf.Body, **_: Any) -> None:
+        await reconcile_objects(ctx, body)
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    async def _control(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await control_loop(ctx, body, stopped)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
+    def _forget(body: kopf.Body, **_: Any) -> None:
+        # Owned objects go with the pool (ownerReferences); only our own memory is left.
+        ctx.forget(pool_ref(body))

@@ -1,0 +1,94 @@
+"""`python -m chiron_operator`: parse flags, serve /healthz and /metrics, run kopf."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import kopf
+
+from chiron_operator.kube import KubeClient
+from chiron_operator.operator import health
+from chiron_operator.operator.context import OperatorContext
+from chiron_operator.operator.handlers import register
+
+DEFAULT_PEERING = "chiron-operator"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chiron-operator", description="SLO-aware autoscaling of vLLM LLMServingPools."
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", action="append", default=[], help="watch this namespace")
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="/metrics and /healthz")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--peering", help="kopf peering name (leader election), mandatory")
+    peering.add_argument("--standalone", action="store_true", help="no peering at all")
+    parser.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster or $KUBECONFIG)")
+    parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.namespace and not args.all_namespaces:
+        args.all_namespaces = True
+    return args
+
+
+def _logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.log_format == "json":
+        fmt = (
+            '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+        )
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt)
+
+
+def _token() -> str | None:
+    path = os.environ.get("CHIRON_PROMETHEUS_TOKEN_FILE")
+    return Path(path).read_text().strip() if path else None
+
+
+async def serve(
+    args: argparse.Namespace,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
+) -> None:
+    """Run one operator until `stop_flag` is set (or forever)."""
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's login reads it too
+    ctx = OperatorContext(
+        kube=KubeClient.from_environment(args.kubeconfig), prometheus_token=_token()
+    )
+    ready = ready_flag or threading.Event()
+    registry = kopf.OperatorRegistry()
+    register(registry, ctx, mandatory_peering=args.peering is not None)
+    runner = await health.start(ctx.telemetry, ready, args.metrics_host, args.metrics_port)
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=args.all_namespaces,
+            namespaces=args.namespace,
+            standalone=args.standalone,
+            peering_name=args.peering or DEFAULT_PEERING,
+            stop_flag=stop_flag,
+            ready_flag=ready,
+        )
+    finally:
+        await runner.cleanup()
+        ctx.kube.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _logging(args)
+    asyncio.run(serve(args))
+    return 0
