@@ -1,0 +1,79 @@
+{{/*
+The operator's API permissions, as data. Every rule is one thing the operator (or kopf under
+it) does; nothing is a wildcard. docs/INSTALL.md lists the same table, and tests/chart checks
+the rendered rules against it.
+
+"chiron-operator.rbac.poolRules": namespaced resources in the namespaces the operator serves.
+"chiron-operator.rbac.clusterRules": cluster-scoped resources; always in a ClusterRole.
+"chiron-operator.rbac.secretRules": the Prometheus token Secret, by name, in the release namespace.
+*/}}
+
+{{- define "chiron-operator.rbac.poolRules" -}}
+# The pools: watched by kopf, patched for its finalizer and progress annotations.
+- apiGroups: ["chiron.io"]
+  resources: ["llmservingpools"]
+  verbs: ["get", "list", "watch", "patch"]
+# The pools' status: decisions, conditions and the state that survives restarts.
+- apiGroups: ["chiron.io"]
+  resources: ["llmservingpools/status"]
+  verbs: ["get", "patch"]
+# One vLLM Deployment per role: created, then scaled and patched (--max-num-seqs).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The Services of the traffic classes (<pool>-interactive, <pool>-batch).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "create", "patch"]
+# vLLM pods: read for readiness, patched with controller.kubernetes.io/pod-deletion-cost.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+# Events about pools (kopf posts through the core API; the operator also through events.k8s.io).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Conflict detection: an HPA or a KEDA ScaledObject targeting a pool's Deployment.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch"]
+{{- if and .Values.peering.enabled .Values.watchNamespaces }}
+# kopf peering of an operator serving listed namespaces: a KopfPeering in each of them.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
+
+{{- define "chiron-operator.rbac.clusterRules" -}}
+# kopf's discovery of custom resources (runtime observation of CRDs).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- if not .Values.watchNamespaces }}
+# Serving every namespace.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- if .Values.peering.enabled }}
+# kopf peering of a cluster-wide operator: one ClusterKopfPeering.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "chiron-operator.rbac.secretRules" -}}
+# The Prometheus bearer token, and no other Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: [{{ .Values.prometheus.authSecret.name | quote }}]
+  verbs: ["get"]
+{{- end }}

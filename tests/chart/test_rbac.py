@@ -1,0 +1,168 @@
+"""RBAC: least privilege, exactly the documented rules, and nothing else, in every values case."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.chart.rbac import (
+    CLUSTER,
+    DOCUMENTED,
+    Where,
+    allows,
+    expected_grants,
+    rendered_grants,
+)
+from tests.chart.support import (
+    CASES,
+    NAMESPACE,
+    ROOT,
+    merged_values,
+    objects,
+    of_kind,
+    parse,
+    render,
+)
+
+RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+DANGEROUS_VERBS = {"delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
+
+
+def service_account(case: str) -> tuple[str, str]:
+    values = merged_values(case)
+    name = values["serviceAccount"]["name"] or "chiron-operator"
+    return NAMESPACE, name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rules_have_no_wildcards_and_no_dangerous_verbs(case: str) -> None:
+    for role in of_kind(objects(case), "Role") + of_kind(objects(case), "ClusterRole"):
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert all("*" not in item for item in rule.get(key, [])), (role, rule)
+            assert not set(rule["verbs"]) & DANGEROUS_VERBS, rule
+            assert "nonResourceURLs" not in rule
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_secrets_only_by_name(case: str) -> None:
+    values = merged_values(case)
+    secret_rules = [
+        (role, rule)
+        for role in of_kind(objects(case), "Role") + of_kind(objects(case), "ClusterRole")
+        for rule in role["rules"]
+        if "secrets" in rule["resources"]
+    ]
+    name = values["prometheus"]["authSecret"]["name"]
+    if not name:
+        assert secret_rules == []
+        return
+    assert len(secret_rules) == 1
+    role, rule = secret_rules[0]
+    assert role["kind"] == "Role"
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": [name],
+        "verbs": ["get"],
+    }
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rules_equal_the_documented_list(case: str) -> None:
+    values = merged_values(case)
+    granted = rendered_grants(objects(case), service_account(case))
+    expected = expected_grants(values, NAMESPACE)
+    assert granted - expected == set(), "granted beyond the documented list"
+    assert expected - granted == set(), "documented but not granted"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_role_is_bound_to_the_operator_only(case: str) -> None:
+    objs = objects(case)
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+        for o in objs
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+    bound = set()
+    for binding in of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": service_account(case)[1],
+                "namespace": NAMESPACE,
+            }
+        ]
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        bound.add((ref["kind"], namespace, ref["name"]))
+    assert bound == roles
+
+
+def test_namespaced_scope_grants_nothing_cluster_wide_but_crd_discovery() -> None:
+    case = "namespaced-values"
+    granted = rendered_grants(objects(case), service_account(case))
+    cluster = {(g.group, g.resource) for g in granted if g.namespace == CLUSTER}
+    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions")}
+    watched = merged_values(case)["watchNamespaces"]
+    for namespace in watched:
+        assert allows(granted, namespace, "apps", "deployments", "patch")
+        assert allows(granted, namespace, "kopf.dev", "kopfpeerings", "patch")
+    assert not allows(granted, "default", "apps", "deployments", "patch")
+    assert not allows(granted, None, "", "namespaces", "list")
+
+
+def test_cluster_scope_serving_all_namespaces_uses_the_cluster_peering() -> None:
+    granted = rendered_grants(objects("default"), service_account("default"))
+    assert allows(granted, "anywhere", "chiron.io", "llmservingpools", "watch")
+    assert allows(granted, None, "kopf.dev", "clusterkopfpeerings", "patch")
+    assert allows(granted, None, "", "namespaces", "watch")
+    assert not allows(granted, "anywhere", "kopf.dev", "kopfpeerings", "patch")
+    assert not allows(granted, NAMESPACE, "", "secrets", "get", "anything")
+
+
+def test_standalone_grants_no_peering() -> None:
+    case = "everything-values"
+    assert not merged_values(case)["peering"]["enabled"]
+    granted = rendered_grants(objects(case), service_account(case))
+    assert not {g for g in granted if g.group == "kopf.dev"}
+
+
+def test_auth_secret_is_readable_by_name_only() -> None:
+    case = "auth-secret-values"
+    name = merged_values(case)["prometheus"]["authSecret"]["name"]
+    granted = rendered_grants(objects(case), service_account(case))
+    assert allows(granted, NAMESPACE, "", "secrets", "get", name)
+    assert not allows(granted, NAMESPACE, "", "secrets", "get", "another-secret")
+    assert not allows(granted, NAMESPACE, "", "secrets", "list")
+    assert not allows(granted, "llm", "", "secrets", "get", name)
+
+
+def test_rbac_off_renders_no_rbac() -> None:
+    objs = parse(render({"rbac": {"create": False}}))
+    assert not [o for o in objs if o["kind"] in RBAC_KINDS]
+
+
+def test_install_guide_lists_the_same_rules() -> None:
+    """docs/INSTALL.md's permission table is the documented list, row for row."""
+    text = (ROOT / "docs" / "INSTALL.md").read_text()
+    table = text.split("<!-- BEGIN rbac -->")[1].split("<!-- END rbac -->")[0]
+    rows = set()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[1].startswith("`"):
+            continue
+        group = cells[0].strip("`").replace('""', "")
+        resource = cells[1].strip("`")
+        verbs = frozenset(re.split(r",\s*", cells[2]))
+        rows.add((group, resource, verbs))
+    assert rows == {(r.group, r.resource, r.verbs) for r in DOCUMENTED}
+    # Every place the table names must be one of the rules' places.
+    assert {w.value for w in Where} >= {
+        line.split("|")[4].strip()
+        for line in table.splitlines()
+        if line.startswith("| `") or line.startswith('| ""')
+    }
