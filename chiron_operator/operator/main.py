@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--peering", help="kopf peering name (leader election), mandatory")
     peering.add_argument("--standalone", action="store_true", help="no peering at all")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (highest active replica leads; default: derived from POD_ID)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster or $KUBECONFIG)")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
     parser.add_argument("--verbose", action="store_true")
@@ -50,6 +58,16 @@ def _logging(args: argparse.Namespace) -> None:
     else:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt)
+
+
+def default_priority(identity: str) -> int:
+    """A stable per-replica peering priority in [1, 2**20].
+
+    kopf pauses every peer when the highest priority is shared, so replicas of one Deployment
+    (same flags) must differ; a hash of the pod's name makes them differ without coordination.
+    """
+    digest = hashlib.sha256(identity.encode()).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % (1 << 20)
 
 
 def _token() -> str | None:
@@ -79,6 +97,9 @@ async def serve(
             namespaces=args.namespace,
             standalone=args.standalone,
             peering_name=args.peering or DEFAULT_PEERING,
+            priority=args.priority
+            if args.priority is not None
+            else default_priority(os.environ.get("POD_ID") or socket.gethostname()),
             stop_flag=stop_flag,
             ready_flag=ready,
         )
