@@ -1,0 +1,11 @@
+"""A local stand-in for a Kubernetes cluster: an API server and a kubelet, for tests and demos.
+
+- `apiserver.start_apiserver()` serves a kube-apiserver emulation (kmock 0.8 with the fixes
+  kopf, kubectl and the kubernetes client need) in the running event loop;
+  `apiserver.write_kubeconfig()` points clients at it.
+- `kubelet.Kubelet` runs the operator's Deployments as local processes (a `PodRuntime` decides
+  which: `processes.ContainerRuntime(("chiron-emulator",))` for the vLLM emulator), reports pod
+  and Deployment status, and writes a Prometheus file_sd file of the ready pods.
+
+A top-level package: it may use every layer below it but the operator, and nothing imports it.
+"""
