@@ -83,6 +83,18 @@ def ensure_objects(
     return touched
 
 
+def missing_roles(ref: PoolRef, spec: LLMServingPoolSpec, existing: Sequence[Json]) -> list[Role]:
+    """Roles the spec allows (maxReplicas > 0) whose Deployment does not exist."""
+    names = {str(d["metadata"]["name"]) for d in existing}
+    tuning = spec.to_tuning()
+    return [
+        role
+        for role in Role
+        if tuning.role_bounds(role).max_replicas > 0
+        and deployment_name(ref.name, role) not in names
+    ]
+
+
 def _deployment_body(
     ref: PoolRef,
     spec: LLMServingPoolSpec,

@@ -56,8 +56,9 @@ def pod_facts(pods: Iterable[Json]) -> list[PodFacts]:
 def role_facts(deployments: Iterable[Json], pods: Iterable[PodFacts]) -> dict[Role, RoleFacts]:
     """Each existing role Deployment: spec replicas, ready and starting pods, applied batch size.
 
-    Starting pods are counted from the pods themselves (alive, not ready), not from the
-    Deployment's status, whose counters lag a watch event behind.
+    Starting capacity is every requested pod not ready yet (created or still to be): all of it
+    is on its way, which is what the guard rails must not ask for twice. Readiness is counted
+    from the pods themselves, not from the Deployment's status, which lags a watch event.
     """
     pod_list = list(pods)
     facts: dict[Role, RoleFacts] = {}
@@ -71,7 +72,7 @@ def role_facts(deployments: Iterable[Json], pods: Iterable[PodFacts]) -> dict[Ro
         facts[role] = RoleFacts(
             replicas=replicas,
             ready_replicas=ready,
-            starting_replicas=max(0, min(replicas, len(mine)) - ready),
+            starting_replicas=max(0, replicas - ready),
             max_num_seqs=applied_max_num_seqs(deployment) or 0,
         )
     return facts

@@ -131,7 +131,7 @@ async def run_tick(ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]) 
         return
     spec = parse_spec(body.get("spec") or {})
     tuning = spec.to_tuning()
-    state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
+    state = await _read_complete(ctx, ref, spec)
     pods = pod_facts(state.pods)
     facts = role_facts(state.deployments, pods)
     source = ctx.source_for(ref, spec.prometheus.url, await _token(ctx, ref, spec))
@@ -175,6 +175,21 @@ async def run_tick(ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]) 
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, wire)
     await announce(ctx, ref, report, previous, status)
     publish(ctx.telemetry, ref, report, metrics.queries, time.perf_counter() - started)
+
+
+async def _read_complete(
+    ctx: OperatorContext, ref: PoolRef, spec: LLMServingPoolSpec
+) -> cluster.ClusterState:
+    """The pool's objects, creating any role Deployment its spec needs and that is missing.
+
+    A tick racing the create handler, or a Deployment someone deleted, would otherwise be
+    planned as a role at zero replicas and "scaled" through a Deployment that is not there.
+    """
+    state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
+    if cluster.missing_roles(ref, spec, state.deployments):
+        await asyncio.to_thread(cluster.ensure_objects, ctx.kube, ref, spec, state.deployments)
+        state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
+    return state
 
 
 def _with_conflict(
