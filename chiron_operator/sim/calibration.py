@@ -14,9 +14,11 @@ Two kinds of source:
   unknown) and the TP2 batch-64 runs are dropped, as the data README advises. Batched prefills are
   kept as a check of how a simulator should charge several prompts.
 
-Every fit minimises squared *relative* error (rows weighted by 1/y): step times span 6 ms to
-seconds and the simulator needs the same relative accuracy everywhere. Coefficients are
-constrained non-negative so that no profile predicts shorter steps for more work.
+Decode steps are fitted as a + b*batch + c*context. Prefills are fitted as a roofline,
+max(floor, a + b*T + c*T^2): short prompts cost the floor (reading the weights once, plus the
+fixed per-iteration costs), long ones the compute branch (linear GEMMs, quadratic attention).
+The plain quadratic is fitted too, as the baseline the reference fits use. All fits are
+non-negative least squares on relative error (`fitting.py`).
 
 `python -m chiron_operator.sim.calibration` prints the report tables;
 `--write-profiles` regenerates the committed constants in `profiles.py`.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import re
 import statistics
 from collections import defaultdict
@@ -35,80 +36,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 
 from chiron_operator.sim import coldstart, profiles
+from chiron_operator.sim.fitting import (
+    FitResult,
+    Floats,
+    Table,
+    fit,
+    fit_prefill,
+    knee_tokens,
+    predict,
+)
 from chiron_operator.sim.profiles import Coefficients
 
 DATA_DIR = Path(__file__).parent / "data"
 PROFILES_PY = Path(__file__).parent / "profiles.py"
-
-Floats = NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A design matrix (columns: 1, b-term, c-term) and the measured milliseconds."""
-
-    x: Floats
-    y: Floats
-
-
-@dataclass(frozen=True, slots=True)
-class FitResult:
-    """Fitted (a, b, c) in milliseconds and how well they reproduce their table."""
-
-    coef: Coefficients
-    mape: float
-    r2: float
-    max_ape: float
-    n: int
-
-
-def least_squares(x: Floats, y: Floats) -> Floats:
-    """Non-negative least squares on relative error, exact by active-set enumeration.
-
-    With three coefficients, trying every subset of free columns and keeping the best feasible
-    solution is the exact NNLS optimum and cheaper to trust than an iterative solver.
-    """
-    w = 1.0 / y
-    xw, yw = x * w[:, None], y * w
-    best: Floats | None = None
-    best_rss = np.inf
-    for k in range(x.shape[1], 0, -1):
-        for cols in itertools.combinations(range(x.shape[1]), k):
-            sol = np.linalg.lstsq(xw[:, cols], yw, rcond=None)[0]
-            if (sol < 0.0).any():
-                continue
-            full = np.zeros(x.shape[1])
-            full[list(cols)] = sol
-            rss = float(np.sum((xw @ full - yw) ** 2))
-            if rss < best_rss:
-                best, best_rss = full, rss
-        if best is not None:
-            return best
-    return np.zeros(x.shape[1])
-
-
-def evaluate(table: Table, coef: Coefficients) -> FitResult:
-    """MAPE, R^2 and max absolute percentage error of `coef` against `table`."""
-    pred = table.x @ np.asarray(coef)
-    ape = np.abs(pred - table.y) / table.y
-    ss_res = float(np.sum((pred - table.y) ** 2))
-    ss_tot = float(np.sum((table.y - table.y.mean()) ** 2))
-    return FitResult(
-        coef=coef,
-        mape=float(ape.mean()),
-        r2=1.0 - ss_res / ss_tot,
-        max_ape=float(ape.max()),
-        n=len(table.y),
-    )
-
-
-def fit(table: Table) -> FitResult:
-    """Fit (a, b, c) to `table` and score the fit against it."""
-    a, b, c = (float(v) for v in least_squares(table.x, table.y))
-    return evaluate(table, (a, b, c))
 
 
 def _read_columns(path: Path) -> dict[str, Floats]:
@@ -207,13 +149,12 @@ class SplitwiseSource:
         one = r.batch == 1
         return _prefill_table(r.prompt[one], r.prompt_ms[one])
 
-    def batched_prefill_mape(self, coef: Coefficients) -> float:
+    def batched_prefill_mape(self, coef: Sequence[float]) -> float:
         """MAPE of charging a batch of B prompts as B single-prompt prefills (batch > 1 runs)."""
         r = splitwise_runs(self.hardware, self.tp)
         many = r.batch > 1
-        a, b, c = coef
-        p = r.prompt[many]
-        pred = r.batch[many] * (a + b * p + c * p * p)
+        one_prompt = predict(_prefill_table(r.prompt[many], r.prompt_ms[many]).x, coef)
+        pred = r.batch[many] * one_prompt
         return float(np.mean(np.abs(pred - r.prompt_ms[many]) / r.prompt_ms[many]))
 
     def reference_names(self) -> tuple[str, str]:
@@ -237,22 +178,25 @@ SOURCES: dict[str, Source] = {
 
 @dataclass(frozen=True, slots=True)
 class ProfileFit:
-    """Decode and prefill fits of one profile, plus the batched-prefill check where measured."""
+    """Decode and prefill (roofline) fits of one profile, the plain quadratic prefill fit it
+    replaces, and the batched-prefill check where measured."""
 
     profile: str
     decode: FitResult
     prefill: FitResult
+    prefill_quadratic: FitResult
     batched_prefill_mape: float | None
 
 
 def calibrate(profile: str) -> ProfileFit:
     """Fit one profile from its source table."""
     source = SOURCES[profile]
-    decode, prefill = fit(source.decode()), fit(source.prefill())
+    prefill_table = source.prefill()
+    decode, prefill = fit(source.decode()), fit_prefill(prefill_table)
     batched = (
         source.batched_prefill_mape(prefill.coef) if isinstance(source, SplitwiseSource) else None
     )
-    return ProfileFit(profile, decode, prefill, batched)
+    return ProfileFit(profile, decode, prefill, fit(prefill_table), batched)
 
 
 def calibrate_all() -> list[ProfileFit]:
@@ -280,36 +224,55 @@ def _g(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _quality(r: FitResult) -> list[str]:
+    return [f"{r.mape:.1%}", f"{r.r2:.3f}", f"{r.max_ape:.1%}", str(r.n)]
+
+
 def fits_markdown(fits: Sequence[ProfileFit]) -> str:
-    """The fits as a Markdown table (coefficients in ms, ms/seq, ms/token, ms/token^2)."""
-    head = (
-        "| profile | decode a | b | c | MAPE | R^2 | max APE | n "
-        "| prefill a | b | c | MAPE | R^2 | max APE | n | batched prefill MAPE |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    rows = [head]
+    """The decode and prefill fits as two Markdown tables (coefficients in ms, ms/seq, ms/token,
+    ms/token^2; the prefill knee in tokens)."""
+    rows = [
+        "| profile | decode a | b | c | MAPE | R^2 | max APE | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        "| " + " | ".join([f.profile, *(_g(v) for v in f.decode.coef), *_quality(f.decode)]) + " |"
+        for f in fits
+    ]
+    rows += [
+        "",
+        "| profile | prefill floor | a | b | c | knee T | MAPE | R^2 | max APE | n "
+        "| quadratic MAPE | batched prefill MAPE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for f in fits:
-        cells = [f.profile]
-        for r in (f.decode, f.prefill):
-            cells += [_g(v) for v in r.coef]
-            cells += [f"{r.mape:.1%}", f"{r.r2:.3f}", f"{r.max_ape:.1%}", str(r.n)]
+        a, b, c, floor = f.prefill.coef
+        cells = [
+            f.profile,
+            *(_g(v) for v in (floor, a, b, c)),
+            f"{knee_tokens(f.prefill.coef):.0f}",
+        ]
+        cells += _quality(f.prefill)
+        cells.append(f"{f.prefill_quadratic.mape:.1%}")
         cells.append("n/a" if f.batched_prefill_mape is None else f"{f.batched_prefill_mape:.1%}")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 def reference_markdown(fits: Sequence[ProfileFit]) -> str:
-    """Our fits next to latency_model_fits.csv: MAPEs and the largest coefficient difference."""
+    """Our linear fits next to latency_model_fits.csv: MAPEs and the largest coefficient
+    difference (prefill: our plain quadratic, the form the reference fits)."""
     ref = reference_fits()
     rows = [
-        "| profile | decode MAPE ours / ref | max coef diff | prefill MAPE ours / ref "
+        "| profile | decode MAPE ours / ref | max coef diff | quadratic prefill MAPE ours / ref "
         "| max coef diff | same prefill fit? |",
         "|---|---|---:|---|---:|---|",
     ]
     for f in fits:
         source = SOURCES[f.profile]
         cells = [f.profile]
-        for ours, name in zip((f.decode, f.prefill), source.reference_names(), strict=True):
+        pairs = zip((f.decode, f.prefill_quadratic), source.reference_names(), strict=True)
+        for ours, name in pairs:
             coef, mape = ref[name]
             diff = max(abs(o - r) / abs(r) for o, r in zip(ours.coef, coef, strict=True))
             cells += [f"{ours.mape:.1%} / {mape:.1%}", f"{diff:.0%}"]
@@ -322,13 +285,16 @@ BEGIN_MARK = "# BEGIN GENERATED by `python -m chiron_operator.sim.calibration --
 END_MARK = "# END GENERATED"
 
 
-def _literal(coef: Coefficients) -> str:
+def _literal(coef: Sequence[float]) -> str:
     return "(" + ", ".join(repr(float(f"{v:.10g}")) for v in coef) + ")"
 
 
 def render_constants(fits: Sequence[ProfileFit]) -> str:
     """The `FITTED_MS` block of profiles.py, markers included, formatted as ruff formats it."""
-    lines = [BEGIN_MARK, "FITTED_MS: Final[dict[str, tuple[Coefficients, Coefficients]]] = {"]
+    lines = [
+        BEGIN_MARK,
+        "FITTED_MS: Final[dict[str, tuple[Coefficients, PrefillCoefficients]]] = {",
+    ]
     for f in fits:
         lines += [
             f'    "{f.profile}": (',

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from heapq import heappush
 
 import numpy as np
 
@@ -56,6 +57,9 @@ class Cluster:
         exact: bool = False,
     ) -> None:
         self._queue = queue
+        # Boundaries are most of the events: pushed straight onto the heap (see EventQueue).
+        self._heap = queue.heap
+        self._next_sequence = queue.next_sequence
         self._latency = latency
         self._cold_start_s = cold_start_s
         self._rng = rng
@@ -79,11 +83,11 @@ class Cluster:
 
     def dispatch(self, request: LiveRequest, pod: Instance, now: float) -> None:
         """Hand a request to a pod and schedule the pod's next boundary if that changed."""
-        if math.isnan(request.dispatch_s):
+        if request.dispatch_s != request.dispatch_s:  # NaN: its first hand-off
             request.dispatch_s = now
         boundary = pod.enqueue(request, now)
         if boundary is not None:
-            self._queue.push(boundary, _ITERATION, pod, pod.version)
+            heappush(self._heap, (boundary, _ITERATION, self._next_sequence(), pod, pod.version))
 
     def on_boundary(self, now: float, pod: Instance, version: int) -> None:
         """An iteration boundary event of `pod` (ignored if `version` is stale)."""
@@ -96,14 +100,15 @@ class Cluster:
                 if not request.is_interactive:
                     self.output_lengths.add(request.output_tokens)
         state = pod.state
-        if state is _DRAINING and pod.n_running + pod.n_waiting == 0:
-            pod.terminate(now)
-            return
-        if state is _READY and self._pulls_batch and pod.role is not _INTERACTIVE:
+        if state is not _READY:
+            if state is _DRAINING and pod.n_running + pod.n_waiting == 0:
+                pod.terminate(now)
+                return
+        elif self._pulls_batch and pod.role is not _INTERACTIVE:
             self.router.refill(pod, now)
         boundary = pod.start_segment(now)
         if boundary is not None:
-            self._queue.push(boundary, _ITERATION, pod, pod.version)
+            heappush(self._heap, (boundary, _ITERATION, self._next_sequence(), pod, pod.version))
 
     def _requeue(self, requests: list[LiveRequest], now: float) -> None:
         for request in requests:

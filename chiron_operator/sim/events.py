@@ -7,7 +7,9 @@ so a run is deterministic without ever comparing payloads.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from enum import IntEnum
+from itertools import count
 
 
 class EventKind(IntEnum):
@@ -32,21 +34,24 @@ Event = tuple[float, int, int, object, int]
 
 
 class EventQueue:
-    """A min-heap of events; stale events are skipped by their owners, never removed."""
+    """A min-heap of events; stale events are skipped by their owners, never removed.
 
-    __slots__ = ("_sequence", "heap")
+    `heap` and `next_sequence` are public so that the hottest callers (the engine's loop, pod
+    boundaries) can pop and push without a method call per event; a direct push must take its
+    sequence number from `next_sequence()` like `push` does.
+    """
+
+    __slots__ = ("heap", "next_sequence")
 
     def __init__(self) -> None:
-        # Public so the engine's loop can pop without a method call per event.
         self.heap: list[Event] = []
-        self._sequence = 0
+        self.next_sequence: Callable[[], int] = count(1).__next__
 
     def push(
         self, time_s: float, kind: EventKind, payload: object = None, version: int = 0
     ) -> None:
         """Schedule `kind` at `time_s`; `version` comes back with it for staleness checks."""
-        self._sequence += 1
-        heapq.heappush(self.heap, (time_s, kind, self._sequence, payload, version))
+        heapq.heappush(self.heap, (time_s, kind, self.next_sequence(), payload, version))
 
     def pop(self) -> Event:
         """The earliest event; raises IndexError when empty."""

@@ -23,10 +23,10 @@ iteration, i.e. plain iteration stepping with the same arithmetic; a test checks
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from enum import IntEnum
+from heapq import heappop, heappush
 
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.iterations import IterationClock
@@ -50,7 +50,6 @@ class Instance(IterationClock):
 
     __slots__ = (
         "_finish",
-        "_idle",
         "_serial",
         "created_s",
         "exact",
@@ -105,7 +104,6 @@ class Instance(IterationClock):
         self.n_waiting = 0
         self.version = 0
         self.scheduled_s = math.inf
-        self._idle = True
         self._finish: list[tuple[int, int, LiveRequest]] = []
         self._serial = 0
 
@@ -162,14 +160,16 @@ class Instance(IterationClock):
         upto = self._iterations_done(now) + 1
         if upto >= self._seg_len:
             return None
-        context = self._seg_c0 + (upto - self._head) * seqs
+        steps = upto - self._head
         need = head.prompt_tokens + head.generated + 1
-        if not evicts and context + seqs + need > self.kv_capacity_tokens:
+        if not evicts and self._seg_c0 + steps * seqs + seqs + need > self.kv_capacity_tokens:
             return None  # KV only fills up until a completion
         self._seg_len = upto
         self.version += 1
-        self.scheduled_s = self._time_at(upto)
-        return self.scheduled_s
+        # `_time_at(upto)`, inlined: upto >= 1 here.
+        end = self._dec_t0 + (steps * self._step_s + self._growth_s * (steps * (steps - 1) // 2))
+        self.scheduled_s = end
+        return end
 
     # -- boundaries ---------------------------------------------------------------------------
 
@@ -184,10 +184,13 @@ class Instance(IterationClock):
             self._account(self._seg_len)
             self._idle = True
         self.scheduled_s = now
-        done: list[LiveRequest] = []
         finish = self._finish
-        while finish and finish[0][0] <= self.iteration:
-            _, serial, request = heapq.heappop(finish)
+        iteration = self.iteration
+        done: list[LiveRequest] = []
+        if not finish or finish[0][0] > iteration:
+            return done  # a boundary for an admission, or the KV cache's limit
+        while finish and finish[0][0] <= iteration:
+            _, serial, request = heappop(finish)
             if request.running_on is self and request.admit_serial == serial:
                 self._complete(request, now)
                 done.append(request)
@@ -212,26 +215,18 @@ class Instance(IterationClock):
         if not self.n_running:
             self.scheduled_s = math.inf
             return None
-        head, context = self._plan_segment(now)
         finish = self._finish
         first = finish[0]
         while first[2].admit_serial != first[1] or first[2].running_on is not self:
-            heapq.heappop(finish)  # stale: preempted or aborted since it was pushed
+            heappop(finish)  # stale: preempted or aborted since it was pushed
             first = finish[0]
-        # Until the first completion or the first step the KV cache cannot hold.
-        steps = min(
-            first[0] - self.iteration - head,
-            (self.kv_capacity_tokens - context) // self.n_running,
-        )
-        if self.exact or (preempted and self.n_waiting):
-            # After a preemption the next boundary may admit (an interactive request that now
-            # fits, say), so it must be a real one.
-            steps = min(steps, 1 - head)
-        self._seg_len = head + steps
-        self._idle = False
+        # Until that first completion; after a preemption the next boundary may admit (an
+        # interactive request that now fits, say), so it must be a real one.
+        single = self.exact or (preempted and self.n_waiting > 0)
+        end = self._begin_segment(now, first[0], single)
         self.version += 1
-        self.scheduled_s = self._dec_t0 + self._decode_s(steps)
-        return self.scheduled_s
+        self.scheduled_s = end
+        return end
 
     # -- scheduling at a boundary -------------------------------------------------------------
 
@@ -259,34 +254,34 @@ class Instance(IterationClock):
         """Admit from the queue head while it fits; on a priority-scheduled pod an interactive
         head that does not fit evicts batch sequences (most recent first) until it does, so
         that no later boundary of the segment could admit more."""
-        waiting, capacity, cap = self.waiting, self.kv_capacity_tokens, self.max_num_seqs
-        running_batch = self.running[1]
+        waiting, running, finish = self.waiting, self.running, self._finish
+        capacity, cap = self.kv_capacity_tokens, self.max_num_seqs
         priority_scheduling = self.priority_scheduling
+        iteration = self.iteration
         while True:
-            queue = waiting[0] if waiting[0] else waiting[1]
+            queue = waiting[0] or waiting[1]
             if not queue:
                 return
             request = queue[0]
             tokens = request.prompt_tokens + request.generated
-            if (
-                self.n_running >= cap
-                or self.context_tokens + self.n_running + tokens + 1 > capacity
-            ):
-                if not (priority_scheduling and request.is_interactive and running_batch):
+            seqs = self.n_running
+            if seqs >= cap or self.context_tokens + seqs + tokens + 1 > capacity:
+                if not (priority_scheduling and request.is_interactive and running[1]):
                     return  # head-of-line blocking
-                self._preempt(next(reversed(running_batch)), now)
+                self._preempt(next(reversed(running[1])), now)
                 continue
             queue.popleft()
             self.n_waiting -= 1
-            self._serial += 1
-            request.admit_serial = self._serial
-            request.running_on = self
-            request.finish_iter = self.iteration + request.output_tokens - request.generated
-            self.running[request.priority if priority_scheduling else 0][request] = None
-            self.n_running += 1
+            self.n_running = seqs + 1
             self.context_tokens += tokens
-            heapq.heappush(self._finish, (request.finish_iter, self._serial, request))
-            self._prefilling.append(request)
+            self._serial = serial = self._serial + 1
+            finish_iter = iteration + request.output_tokens - request.generated
+            request.admit_serial = serial
+            request.running_on = self
+            request.finish_iter = finish_iter
+            running[request.priority if priority_scheduling else 0][request] = None
+            heappush(finish, (finish_iter, serial, request))
+            self._queue_prefill(request, tokens)
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -317,7 +312,7 @@ class Instance(IterationClock):
         aborted.extend(self.take_waiting())
         self.n_running = self.context_tokens = 0
         self._finish.clear()
-        self._prefilling = []
+        self._clear_prefill()
         self._idle = True
         self.version += 1
         self.scheduled_s = math.inf

@@ -1,8 +1,10 @@
 """Latency model of one vLLM instance under continuous batching.
 
 decode step ms = a + b*batch_seqs + c*context_tokens (all sequences' KV tokens), and
-prefill ms = a + b*T + c*T^2 for T prompt tokens; fitted to measured tables (see
-`calibration.py`). Times are returned in seconds.
+prefill ms = max(floor, a + b*T + c*T^2) for T prompt tokens: a roofline. A forward pass reads
+every weight once whatever the prompt, so short prompts are memory-bound and cost the floor;
+long ones are compute-bound, linear in T (the GEMMs) plus quadratic (attention). Coefficients
+are fitted to measured tables (see `calibration.py`); times are returned in seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True, slots=True)
 class LatencyModel:
-    """Fitted step-time coefficients (milliseconds) and the KV capacity of one instance."""
+    """Fitted step-time coefficients (milliseconds) and the KV capacity of one instance.
+
+    `prefill_floor_ms` defaults to 0, i.e. no floor: a plain quadratic prefill.
+    """
 
     name: str
     decode_a_ms: float
@@ -22,6 +27,7 @@ class LatencyModel:
     prefill_b_ms_per_token: float
     prefill_c_ms_per_token2: float
     kv_capacity_tokens: int
+    prefill_floor_ms: float = 0.0
 
     def decode_step_s(self, batch_seqs: int, context_tokens: int) -> float:
         """One decode iteration for `batch_seqs` sequences holding `context_tokens` KV tokens."""
@@ -39,7 +45,7 @@ class LatencyModel:
             + self.prefill_b_ms_per_token * tokens
             + self.prefill_c_ms_per_token2 * tokens * tokens
         )
-        return ms / 1000.0
+        return max(ms, self.prefill_floor_ms) / 1000.0
 
 
 def with_step_overhead(
@@ -49,10 +55,12 @@ def with_step_overhead(
 
     For sensitivity sweeps of the per-step CPU/small-kernel cost that kernel-sum calibrations
     miss (0.5-3 ms in real vLLM, see docs/LATENCY_MODEL.md). Negative values remove overhead.
+    The overhead is paid on top of the prefill roofline, so it shifts both of its branches.
     """
     return replace(
         model,
         name=model.name if name is None else name,
         decode_a_ms=model.decode_a_ms + overhead_ms,
         prefill_a_ms=model.prefill_a_ms + overhead_ms,
+        prefill_floor_ms=model.prefill_floor_ms + overhead_ms,
     )

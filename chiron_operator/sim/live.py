@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 INTERACTIVE_PRIORITY = 0
 BATCH_PRIORITY = 1
+_INTERACTIVE_CLASS = RequestClass.INTERACTIVE
+_NAN = math.nan
 
 
 class LiveRequest:
@@ -53,27 +55,22 @@ class LiveRequest:
 
     def __init__(self, spec: RequestSpec, default_deadline_s: float) -> None:
         self.request_id = spec.request_id
-        self.request_class = spec.request_class
-        self.is_interactive = spec.request_class is RequestClass.INTERACTIVE
-        self.priority = INTERACTIVE_PRIORITY if self.is_interactive else BATCH_PRIORITY
+        self.request_class = request_class = spec.request_class
+        self.is_interactive = interactive = request_class is _INTERACTIVE_CLASS
+        self.priority = INTERACTIVE_PRIORITY if interactive else BATCH_PRIORITY
         self.arrival_s = spec.arrival_s
         self.prompt_tokens = spec.prompt_tokens
         self.output_tokens = spec.output_tokens
         if spec.deadline_s is not None:
             self.deadline_s = spec.deadline_s
-        elif self.is_interactive:
+        elif interactive:
             self.deadline_s = math.inf
         else:
             self.deadline_s = spec.arrival_s + default_deadline_s
-        self.dispatch_s = math.nan
-        self.pod_dispatch_s = math.nan
-        self.first_token_s = math.nan
-        self.last_token_s = math.nan
-        self.completion_s = math.nan
-        self.generated = 0
-        self.finish_iter = 0
-        self.admit_serial = 0
+        # NaN = not yet; chained so that building a whole workload's requests stays cheap.
+        self.dispatch_s = self.pod_dispatch_s = self.first_token_s = _NAN
+        self.last_token_s = self.completion_s = _NAN
+        self.generated = self.finish_iter = self.admit_serial = 0
+        self.preemptions = self.requeues = 0
         self.running_on: Instance | None = None
-        self.preemptions = 0
-        self.requeues = 0
         self.drop_reason = ""

@@ -18,6 +18,7 @@ ITL_BUCKETS_S: tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
     2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
 )  # fmt: skip
+_ITL_INF_SLOT = len(ITL_BUCKETS_S)
 
 
 class PodCounters:
@@ -45,10 +46,11 @@ class PodCounters:
         buckets = self.itl_buckets
         last_s = first_s + step_s * (iterations - 1)
         low = bisect_left(ITL_BUCKETS_S, first_s)
-        high = bisect_left(ITL_BUCKETS_S, last_s)
-        if low == high:
+        # Usually every step falls in the first step's bucket: then one search suffices.
+        if low == _ITL_INF_SLOT or last_s <= ITL_BUCKETS_S[low]:
             buckets[low] += iterations * seqs
             return
+        high = bisect_left(ITL_BUCKETS_S, last_s)
         counted = 0
         for index in range(low, high):
             # Steps i with first_s + i*step_s <= bound; step_s > 0 since the ends differ.

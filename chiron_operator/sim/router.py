@@ -69,6 +69,8 @@ class Router:
         "_batch",
         "_class_aware",
         "_dispatch",
+        "_interactive",
+        "_mixed",
         "_ready",
         "_sequence",
         "batch_groups",
@@ -87,6 +89,9 @@ class Router:
         self.mode = mode
         self._class_aware = mode is RoutingMode.CHIRON
         self._ready = ready
+        # The cluster updates these lists in place; bound once for the per-arrival choice.
+        self._interactive = ready[_INTERACTIVE]
+        self._mixed = ready[_MIXED]
         self._dispatch = dispatch
         self.bucket_s = deadline_bucket_s
         self.pool_queue: deque[LiveRequest] = deque()
@@ -123,12 +128,23 @@ class Router:
                 if pod is not None and (best_any is None or pod.load < best_any.load):
                     best_any = pod
             return best_any
-        best = _least_loaded(self._ready[_INTERACTIVE])
-        if best is not None and best.n_running + best.n_waiting < best.max_num_seqs:
+        # _least_loaded(self._interactive), inlined: this runs on every interactive arrival.
+        best: Instance | None = None
+        best_load = 0
+        for pod in self._interactive:
+            load = pod.n_running + pod.n_waiting
+            if best is None or load < best_load:
+                best, best_load = pod, load
+        if best is not None and best_load < best.max_num_seqs:
             return best
+        return self._overflow(best)
+
+    def _overflow(self, best: Instance | None) -> Instance | None:
+        """Every interactive pod is full (or there is none): the mixed pod with the least
+        interactive load if it has room, else the least-loaded interactive pod."""
         mixed: Instance | None = None
         mixed_load = 0
-        for pod in self._ready[_MIXED]:
+        for pod in self._mixed:
             load = pod.interactive_load()
             if mixed is None or load < mixed_load:
                 mixed, mixed_load = pod, load

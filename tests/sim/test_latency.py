@@ -9,14 +9,14 @@ from typing import Final
 import numpy as np
 import pytest
 
-from chiron_operator.sim import calibration, profiles
+from chiron_operator.sim import calibration, fitting, profiles
 from chiron_operator.sim.latency import LatencyModel, with_step_overhead
 
-# The model's prefill form (a + bT + cT^2) cannot follow the flat-then-linear shape of the 8B
-# kernel sums below ~512 tokens nor the noise of the 70B H100 rows: the best relative fit is
-# 3-9% MAPE there (docs/LATENCY_MODEL.md). Decode steps meet the 5% target everywhere.
-DECODE_MAPE_MAX = 0.05
-PREFILL_MAPE_MAX = 0.10
+MAPE_MAX = 0.05
+# Llama-2-70B H100 TP8 prefill is 6.1% (docs/LATENCY_MODEL.md): its time grows x2.85 from 2048
+# to 4096 tokens but x2.16 from 4096 to 8192, while any non-negative a + bT + cT^2 (floored or
+# not) grows by a non-decreasing factor per doubling. Even minimising MAPE directly leaves 5.5%.
+PREFILL_MAPE_EXCEPTIONS = {"llama2-70b-h100-tp8": 0.062}
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +25,53 @@ def fits() -> list[calibration.ProfileFit]:
 
 
 def _mape_table(fits: list[calibration.ProfileFit]) -> str:
-    lines = [f"{'profile':<22} decode  prefill"]
-    lines += [f"{f.profile:<22} {f.decode.mape:6.1%}  {f.prefill.mape:6.1%}" for f in fits]
+    lines = [f"{'profile':<22} decode  prefill  (quadratic prefill)"]
+    lines += [
+        f"{f.profile:<22} {f.decode.mape:6.1%}  {f.prefill.mape:6.1%}  "
+        f"({f.prefill_quadratic.mape:.1%})"
+        for f in fits
+    ]
     return "\n".join(lines)
 
 
 def test_decode_fits_within_5_percent_mape(fits: list[calibration.ProfileFit]) -> None:
-    bad = [f.profile for f in fits if f.decode.mape > DECODE_MAPE_MAX]
-    assert not bad, f"decode MAPE above {DECODE_MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
+    bad = [f.profile for f in fits if f.decode.mape > MAPE_MAX]
+    assert not bad, f"decode MAPE above {MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
 
 
-def test_prefill_fits_within_documented_bound(fits: list[calibration.ProfileFit]) -> None:
-    bad = [f.profile for f in fits if f.prefill.mape > PREFILL_MAPE_MAX]
-    assert not bad, f"prefill MAPE above {PREFILL_MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
+def test_prefill_fits_within_5_percent_mape_but_the_documented_exception(
+    fits: list[calibration.ProfileFit],
+) -> None:
+    bad = [
+        (f.profile, f"{f.prefill.mape:.1%}")
+        for f in fits
+        if f.prefill.mape > PREFILL_MAPE_EXCEPTIONS.get(f.profile, MAPE_MAX)
+    ]
+    assert not bad, f"prefill MAPE above its bound for {bad}\n{_mape_table(fits)}"
+    # An exception that is no longer needed should be removed, not kept as slack.
+    for name, bound in PREFILL_MAPE_EXCEPTIONS.items():
+        mape = next(f.prefill.mape for f in fits if f.profile == name)
+        assert MAPE_MAX < mape <= bound, _mape_table(fits)
+
+
+def test_prefill_roofline_fits_no_worse_than_the_quadratic(
+    fits: list[calibration.ProfileFit],
+) -> None:
+    assert all(f.prefill.mape <= f.prefill_quadratic.mape for f in fits), _mape_table(fits)
+    assert {f.profile for f in fits if f.prefill.coef[3] > 0.0} == set(profiles.profile_names())
 
 
 def test_fits_explain_most_variance(fits: list[calibration.ProfileFit]) -> None:
     # The 70B A100 TP2 decode rows vary by only ~30%, mostly noise, hence the lower bound.
-    assert all(f.decode.r2 > 0.85 and f.prefill.r2 > 0.95 for f in fits), _mape_table(fits)
+    assert all(f.decode.r2 > 0.85 and f.prefill.r2 > 0.99 for f in fits), _mape_table(fits)
+
+
+def test_8b_prefill_is_flat_up_to_a_few_hundred_tokens(
+    fits: list[calibration.ProfileFit],
+) -> None:
+    # The kernel sums are flat to ~128 (A100) / ~256 (H100) tokens, then linear.
+    knees = {f.profile: fitting.knee_tokens(f.prefill.coef) for f in fits}
+    assert 64 < knees["llama31-8b-a100"] < 256 < knees["llama31-8b-h100"] < 512, knees
 
 
 def test_committed_constants_match_a_refit(fits: list[calibration.ProfileFit]) -> None:
@@ -68,7 +97,7 @@ def test_composed_prefill_fits_reproduce_the_reference_relative_fits(
     assert len(composed) == 2
     for f in composed:
         _, prefill_name = calibration.SOURCES[f.profile].reference_names()
-        np.testing.assert_allclose(f.prefill.coef, ref[prefill_name][0], rtol=1e-6)
+        np.testing.assert_allclose(f.prefill_quadratic.coef, ref[prefill_name][0], rtol=1e-6)
 
 
 def test_decode_mapes_match_the_reference_within_half_a_point(
@@ -81,37 +110,68 @@ def test_decode_mapes_match_the_reference_within_half_a_point(
         assert abs(f.decode.mape - ref[decode_name][1]) < 0.005, f.profile
 
 
+def _design(t: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones_like(t), t, t * t])
+
+
 def test_least_squares_recovers_exact_coefficients() -> None:
-    t = np.array([1.0, 10.0, 100.0, 1000.0, 5000.0])
-    x = np.column_stack([np.ones_like(t), t, t * t])
+    x = _design(np.array([1.0, 10.0, 100.0, 1000.0, 5000.0]))
     coef = np.array([5.0, 0.02, 1e-6])
-    np.testing.assert_allclose(calibration.least_squares(x, x @ coef), coef, rtol=1e-9)
+    np.testing.assert_allclose(fitting.least_squares(x, x @ coef), coef, rtol=1e-9)
 
 
 def test_least_squares_keeps_coefficients_non_negative() -> None:
     t = np.linspace(100.0, 8000.0, 20)
     y = 30.0 + 0.4 * t - 5e-6 * t * t  # concave: an unconstrained fit wants c < 0
-    x = np.column_stack([np.ones_like(t), t, t * t])
-    coef = calibration.least_squares(x, y)
+    coef = fitting.least_squares(_design(t), y)
     assert (coef >= 0).all()
     assert coef[2] == 0.0
+
+
+def test_floored_least_squares_recovers_a_roofline_in_any_row_order() -> None:
+    t = np.array([16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0])
+    truth = [1.0, 0.018, 5e-7, 6.5]  # knee at 303 tokens
+    x = _design(t)
+    y = fitting.predict(x, truth)
+    shuffled = np.random.default_rng(0).permutation(len(t))
+    coef = fitting.floored_least_squares(x[shuffled], y[shuffled])
+    np.testing.assert_allclose(coef, truth, rtol=1e-7)
+    assert fitting.knee_tokens(truth) == pytest.approx(303.0, abs=0.1)
+
+
+def test_floored_least_squares_without_a_flat_part_is_the_quadratic() -> None:
+    x = _design(np.array([100.0, 500.0, 1000.0, 2000.0, 8000.0]))
+    y = x @ np.array([20.0, 0.1, 2e-6])
+    coef = fitting.floored_least_squares(x, y)
+    np.testing.assert_allclose(fitting.predict(x, coef), y, rtol=1e-9)
+    assert fitting.knee_tokens(coef.tolist()) <= 100.0
+
+
+def test_knee_tokens_of_a_linear_branch_and_of_no_floor() -> None:
+    assert fitting.knee_tokens([2.0, 0.5, 0.0, 7.0]) == pytest.approx(10.0)
+    assert fitting.knee_tokens([2.0, 0.5, 1e-6, 1.0]) == 0.0
 
 
 def test_profile_adds_the_kernel_sum_overhead_only_to_8b() -> None:
     for name in profiles.profile_names():
         model = profiles.profile(name)
-        (da, _, _), (pa, _, _) = profiles.FITTED_MS[name]
+        (da, _, _), (pa, _, _, pf) = profiles.FITTED_MS[name]
         overhead = profiles.KERNEL_SUM_STEP_OVERHEAD_MS if "8b" in name else 0.0
         assert model.decode_a_ms == pytest.approx(da + overhead)
         assert model.prefill_a_ms == pytest.approx(pa + overhead)
+        assert model.prefill_floor_ms == pytest.approx(pf + overhead)
+        assert model.prefill_s(1) == pytest.approx((pf + overhead) / 1000.0)
         assert model.name == name
 
 
 def test_profiles_are_monotone_in_work() -> None:
+    tokens = [1, 16, 64, 128, 256, 300, 400, 512, 700, 1024, 2048, 4096, 8192, 16384]
     for name in profiles.profile_names():
         m = profiles.profile(name)
         assert m.decode_step_s(1, 100) < m.decode_step_s(64, 100) < m.decode_step_s(64, 100_000)
         assert 0 < m.prefill_s(16) < m.prefill_s(1024) < m.prefill_s(8192)
+        prefills = [m.prefill_s(t) for t in tokens]
+        assert prefills == sorted(prefills), name
 
 
 def test_unknown_profile_lists_the_known_ones() -> None:
@@ -152,6 +212,23 @@ def test_with_step_overhead_shifts_both_intercepts() -> None:
     assert (more.name, more.kv_capacity_tokens) == ("m+2", 1000)
 
 
+@pytest.mark.parametrize("overhead_ms", [-1.0, 1.5])
+def test_with_step_overhead_shifts_both_branches_of_the_prefill_roofline(
+    overhead_ms: float,
+) -> None:
+    base = LatencyModel("m", 5.0, 0.1, 1e-5, 1.0, 0.02, 1e-6, 1000, prefill_floor_ms=6.0)
+    shifted = with_step_overhead(base, overhead_ms)
+    for tokens in (1, 100, 250, 300, 1000, 8000):  # knee at ~250 tokens
+        expected = base.prefill_s(tokens) + overhead_ms / 1000.0
+        assert shifted.prefill_s(tokens) == pytest.approx(expected), tokens
+
+
+def test_prefill_floor_defaults_to_none() -> None:
+    quadratic = LatencyModel("q", 5.0, 0.1, 1e-5, 4.0, 0.01, 1e-6, 1000)
+    assert quadratic.prefill_floor_ms == 0.0
+    assert quadratic.prefill_s(10) == pytest.approx((4.0 + 0.1 + 1e-4) / 1000.0)
+
+
 def test_rendered_constants_round_trip(fits: list[calibration.ProfileFit], tmp_path: Path) -> None:
     target = tmp_path / "profiles.py"
     target.write_text(profiles.__doc__ or "")
@@ -159,13 +236,19 @@ def test_rendered_constants_round_trip(fits: list[calibration.ProfileFit], tmp_p
         calibration.write_profiles(fits, target)
     target.write_text(f"x = 1\n{calibration.BEGIN_MARK}\nstale\n{calibration.END_MARK}\ny = 2\n")
     calibration.write_profiles(fits, target)
-    namespace: dict[str, object] = {"Final": Final, "Coefficients": profiles.Coefficients}
+    namespace: dict[str, object] = {
+        "Final": Final,
+        "Coefficients": profiles.Coefficients,
+        "PrefillCoefficients": profiles.PrefillCoefficients,
+    }
     exec(target.read_text(), namespace)
     written = namespace["FITTED_MS"]
     assert isinstance(written, dict)
     assert written.keys() == profiles.FITTED_MS.keys()
-    for name, coefs in written.items():
-        np.testing.assert_allclose(coefs, profiles.FITTED_MS[name], rtol=1e-9)
+    for name, (decode, prefill) in written.items():
+        committed_decode, committed_prefill = profiles.FITTED_MS[name]
+        np.testing.assert_allclose(decode, committed_decode, rtol=1e-9)
+        np.testing.assert_allclose(prefill, committed_prefill, rtol=1e-9)
     assert (namespace["x"], namespace["y"]) == (1, 2)
 
 
@@ -174,4 +257,4 @@ def test_main_prints_every_report_table(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     for heading in ("## Fits", "## Against latency_model_fits.csv", "## Profiles", "## Cold"):
         assert heading in out
-    assert out.count("| llama2-70b-h100-tp8 |") == 3
+    assert out.count("| llama2-70b-h100-tp8 |") == 4  # decode, prefill, reference, profiles
