@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint types layers unit crd fmt bench demo clean system-deps
+.PHONY: test lint types layers unit crd fmt bench bench-quick sweep demo clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,32 @@ unit: $(STAMP) system-deps
 ## crd: regenerate crds/ from the pydantic models (the single source)
 crd: $(STAMP)
 	$(BIN)/chiron-crd --out crds/chiron.io_llmservingpools.yaml
+
+## bench: the benchmark suite (every scenario x every policy, full length; minutes on 2 cores),
+## then docs/BENCHMARKS.md and its plots from it (and from the recorded Chiron sweeps)
+BENCH_DIR := docs/benchmarks
+bench: $(STAMP)
+	nice $(BIN)/chiron-sim bench --json $(BENCH_DIR)/bench.json
+	$(BIN)/chiron-sim report --bench $(BENCH_DIR)/bench.json \
+	  $(foreach f,$(sort $(wildcard $(BENCH_DIR)/sweep-*.json)),--sweep $(f)) \
+	  --notes $(BENCH_DIR)/NOTES.md --out docs/BENCHMARKS.md --img-dir docs/img
+
+## bench-quick: the same on the scenarios' quick variants (under a minute), into /tmp
+bench-quick: $(STAMP)
+	$(BIN)/chiron-sim bench --quick --json /tmp/chiron-bench-quick.json
+
+## sweep: re-run the one-at-a-time sweep of Chiron's tunables on the training seed
+sweep: $(STAMP)
+	nice $(BIN)/chiron-sim sweep --json $(BENCH_DIR)/sweep-chiron.json \
+	  --param local.itlTargetRatio=0.6,0.7,0.8,0.9,1.0 \
+	  --param global.ibpHighRatio=0.7,0.8,0.9 --param global.ibpLowRatio=0.3,0.4,0.5,0.6 \
+	  --param global.busyRunningRatio=0.7,0.8,0.9 \
+	  --param restart.dwellS=60,120,240 --param restart.minChangeRatio=0.1,0.25,0.5 \
+	  --param local.increaseMaxRatio=0.25,0.5,1.0 \
+	  --param guards.scaleDownStabilizationS=120,300,600 \
+	  --param roles.interactive.initialBatchSizeSeqs=32,64 \
+	  --param roles.mixed.initialBatchSizeSeqs=64,128 \
+	  --context "Final round, around the chosen defaults (see rounds 1-4): they should stay."
 
 ## fmt: apply the formatter and the safe lint fixes
 fmt: $(STAMP)

@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from chiron_operator.control.pool_view import CEIL_EPS, batch_running, fresh_pods
+from chiron_operator.control.pool_view import (
+    CEIL_EPS,
+    batch_running,
+    fresh_pods,
+    mixed_utilization,
+)
 from chiron_operator.control.waiting_time import BatchAssessment, assess_batch
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
@@ -78,16 +83,6 @@ def _batch_throughput(snapshot: PoolSnapshot, staleness_s: float) -> float:
         if is_known(batch) and is_known(pod.generation_tokens_per_s) and pod.running_requests > 0:
             total += pod.generation_tokens_per_s * batch / pod.running_requests
     return total
-
-
-def mixed_utilization(snapshot: PoolSnapshot, staleness_s: float) -> float:
-    """Mean running/max-num-seqs over fresh mixed pods (all classes); NaN when none reports."""
-    ratios = [
-        p.running_requests / max(p.max_num_seqs, 1)
-        for p in fresh_pods(snapshot, Role.MIXED, staleness_s)
-        if is_known(p.running_requests)
-    ]
-    return sum(ratios) / len(ratios) if ratios else math.nan
 
 
 def batch_context(snapshot: PoolSnapshot, tuning: PoolTuning, state: GlobalState) -> BatchContext:

@@ -44,7 +44,11 @@ def decide_global(
     """
     staleness_s = tuning.guards.metrics_staleness_s
     busy, sampled = interactive_backpressure_counts(
-        snapshot, tuning.global_scaling.busy_running_ratio, staleness_s, tuning.slo
+        snapshot,
+        tuning.global_scaling.busy_running_ratio,
+        staleness_s,
+        tuning.slo,
+        tuning.local.itl_target_ratio,
     )
     new_state = update_instance_estimate(snapshot, tuning, state)
     context = batch_context(snapshot, tuning, new_state)

@@ -15,6 +15,8 @@ from chiron_operator.control.pool_view import (
     fresh_pods,
     hold_all,
     interactive_load,
+    mean_itl_s,
+    mixed_utilization,
 )
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
@@ -23,7 +25,10 @@ from chiron_operator.core.tuning import PoolTuning, SloTargets
 
 
 def is_busy(
-    pod: PodSignals, busy_running_ratio: float, slo: SloTargets | None = None
+    pod: PodSignals,
+    busy_running_ratio: float,
+    slo: SloTargets | None = None,
+    itl_target_ratio: float = 1.0,
 ) -> bool | None:
     """Whether interactive load fills the pod (or waits); None when the pod reports no load.
 
@@ -37,7 +42,7 @@ def is_busy(
         and pod.role is Role.MIXED
         and not is_known(pod.interactive_running_requests)
     ):
-        breach = _latency_breach(pod, slo)
+        breach = _latency_breach(pod, slo, itl_target_ratio)
         if breach is not None:
             return breach
     running, waiting = interactive_load(pod)
@@ -48,9 +53,16 @@ def is_busy(
     return bool(full or queued)
 
 
-def _latency_breach(pod: PodSignals, slo: SloTargets) -> bool | None:
-    """Whether TTFT or ITL at the SLO percentile misses its target; None when neither is known."""
-    pairs = ((pod.ttft_s, slo.interactive_ttft_s), (pod.itl_s, slo.interactive_itl_s))
+def _latency_breach(pod: PodSignals, slo: SloTargets, itl_target_ratio: float) -> bool | None:
+    """Whether TTFT at the SLO percentile or the mean ITL misses its target; None when neither
+    is known. ITL is the pod's mean gap (`mean_itl_s`) against the share of the SLO the local
+    controller allows it (`itl_target_ratio`), the histogram's quantile against the SLO only
+    when the pod runs nothing: the quantile is a prefill stall as soon as prompts arrive often.
+    """
+    itl, itl_target = mean_itl_s(pod), slo.interactive_itl_s * itl_target_ratio
+    if not is_known(itl):
+        itl, itl_target = pod.itl_s, slo.interactive_itl_s
+    pairs = ((pod.ttft_s, slo.interactive_ttft_s), (itl, itl_target))
     known = [(observed, target) for observed, target in pairs if is_known(observed)]
     if not known:
         return None
@@ -62,12 +74,37 @@ def interactive_backpressure_counts(
     busy_running_ratio: float,
     staleness_s: float,
     slo: SloTargets | None = None,
+    itl_target_ratio: float = 1.0,
 ) -> tuple[int, int]:
-    """(busy, sampled) over ready interactive and mixed pods with a fresh load sample."""
-    pods = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
-    pods += fresh_pods(snapshot, Role.MIXED, staleness_s)
-    flags = [f for f in (is_busy(p, busy_running_ratio, slo) for p in pods) if f is not None]
-    return sum(flags), len(flags)
+    """(busy, sampled) over ready interactive and mixed pods with a fresh load sample.
+
+    While interactive requests overflow (see `interactive_overflow`), unsplit mixed pods are
+    judged by their totals rather than their latency: the overflow queues where the mixed pods
+    cannot see it, so their latency stays fine however short interactive capacity is.
+    """
+    interactive = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
+    mixed = fresh_pods(snapshot, Role.MIXED, staleness_s)
+    mixed_slo = None if interactive_overflow(interactive) else slo
+    flags = [is_busy(p, busy_running_ratio, slo, itl_target_ratio) for p in interactive]
+    flags += [is_busy(p, busy_running_ratio, mixed_slo, itl_target_ratio) for p in mixed]
+    known = [f for f in flags if f is not None]
+    return sum(known), len(known)
+
+
+def interactive_overflow(interactive_pods: list[PodSignals]) -> bool:
+    """Whether interactive requests queue beyond an interactive pod's batch size.
+
+    Requests go to an interactive pod while it has room and overflow to mixed pods after that;
+    a queue longer than the pod's free slots means the mixed pods took no more either, i.e.
+    interactive work fills them whatever their latency says. (With plain Service routing the
+    same queue forms on the mixed pods too, and their latency shows it.)
+    """
+    return any(
+        is_known(p.running_requests)
+        and is_known(p.waiting_requests)
+        and p.running_requests + p.waiting_requests > max(p.max_num_seqs, 1)
+        for p in interactive_pods
+    )
 
 
 def decide_interactive(
@@ -103,7 +140,13 @@ def _scale_out_interactive(
     *,
     why: str,
 ) -> dict[Role, Verdict]:
-    """Add mixed instances (interactive if mixed is not allowed), net of capacity on its way."""
+    """Add mixed instances (interactive if mixed is not allowed), net of capacity on its way.
+
+    Only the mixed role grows, as in the paper: once it is at its max, the guard rails clamp
+    the proposal and the interactive role's own max is not used. Letting the excess overflow
+    to interactive was measured (docs/BENCHMARKS.md): it buys little attainment where the
+    mixed max binds during a batch backlog, at a large GPU cost, so the paper's rule stays.
+    """
     knobs = tuning.global_scaling
     # Mixed instances keep the new headroom useful: batch fills it until interactive needs it.
     role = Role.MIXED if Role.MIXED in roles else Role.INTERACTIVE
@@ -192,19 +235,24 @@ def _scale_in_victim(
         return Role.INTERACTIVE, ""
     if not above_min(Role.MIXED):
         return None, "interactive and mixed at their min"
-    if _batch_needs_mixed(snapshot, tuning.guards.metrics_staleness_s):
+    if _batch_needs_mixed(snapshot, tuning):
         return None, "interactive at its min, and mixed carry batch work no batch instance takes"
     return Role.MIXED, ""
 
 
-def _batch_needs_mixed(snapshot: PoolSnapshot, staleness_s: float) -> bool:
+def _batch_needs_mixed(snapshot: PoolSnapshot, tuning: PoolTuning) -> bool:
     """Whether removing a mixed instance could strand batch work.
 
     Batch work has somewhere else to go when a batch instance is ready (the batch rule then
     sizes the batch role for it). Otherwise any batch work counts: queued requests, or batch
-    requests running on mixed pods. What cannot be seen (a stale queue, a mixed pod whose load
-    is not split by class or not reported) is assumed to be batch work.
+    requests running on mixed pods. What cannot be seen (a stale queue, a mixed pod not
+    reported) is assumed to be batch work. A mixed pod whose load is not split by class (real
+    vLLM) counts as carrying batch work only while the mixed pods are full by the batch rule's
+    measure (utilisation at or above 1 - `mixed_idle_ratio`): batch work fills every free
+    mixed slot while any waits, so mixed pods with idle room have no backlog behind them, and
+    the few batch requests a removed pod re-queues fit in the others' idle room.
     """
+    staleness_s = tuning.guards.metrics_staleness_s
     if snapshot.role(Role.BATCH).ready_replicas > 0:
         return False
     queue = snapshot.batch_queue
@@ -214,4 +262,10 @@ def _batch_needs_mixed(snapshot: PoolSnapshot, staleness_s: float) -> bool:
     fresh = fresh_pods(snapshot, Role.MIXED, staleness_s)
     if len(fresh) < mixed.ready_replicas:
         return True
-    return any(batch_running(p) != 0.0 for p in fresh)  # NaN (unsplit) counts as work
+    running = [batch_running(p) for p in fresh]
+    if any(is_known(r) and r > 0.0 for r in running):
+        return True
+    if all(is_known(r) for r in running):
+        return False
+    utilization = mixed_utilization(snapshot, staleness_s)
+    return not utilization < 1.0 - tuning.global_scaling.mixed_idle_ratio  # NaN: assume work

@@ -1,9 +1,12 @@
 """Chiron's local autoscaler: the batch size (vLLM --max-num-seqs) one role should run.
 
-Backpressure BP = max(LBP, TBP). LBP = EWMA(ITL) / ITL SLO says how close the role is to its
-latency objective; TBP = throughput before the last increase / throughput now says whether the
-last increase cost throughput. BP >= 1 shrinks the batch multiplicatively; BP < 1 grows it, by
-more the further BP is from 1, but only while the batch is actually full.
+Backpressure BP = max(LBP, TBP). LBP = EWMA(ITL) / (ITL SLO x `itl_target_ratio`) says how close
+the role is to its latency objective, ITL being the pods' mean gap between a sequence's tokens
+(running sequences over tokens per second, see `pool_view.mean_itl_s`): the per-request mean
+ITL the SLO is checked on averages exactly that, stalls included. TBP = throughput before the
+last increase / throughput now says whether the last increase cost throughput. BP >= 1 shrinks
+the batch multiplicatively; BP < 1 grows it, by more the further BP is from 1, but only while the
+batch is actually full.
 
 Every step is taken from `applied_seqs`, the size the pods ran while the signals were measured,
 not from the last target: the target may be waiting for a restart (the slow path is
@@ -18,6 +21,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from chiron_operator.control.pool_view import mean_itl_s
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason
 from chiron_operator.core.snapshot import NAN, PodSignals, RoleSnapshot, is_known
@@ -32,8 +36,9 @@ _NEGLIGIBLE_TOKENS_PER_S = 1e-3
 class LocalSignals:
     """A role's load and latency, aggregated over its fresh ready pods (NaN = not observed).
 
-    `itl_s` is the highest pod ITL (the conservative choice: every pod of a role runs the same
-    cap, so the worst pod decides); the others are means per fresh pod.
+    `itl_s` is the highest pod mean ITL (the conservative choice: every pod of a role runs the
+    same cap, so the worst pod decides), from running sequences over tokens per second, or the
+    histogram's quantile when no pod runs anything; the others are means per fresh pod.
     """
 
     itl_s: float
@@ -48,7 +53,7 @@ class _Backpressure:
     lbp: float
     tbp: float
     ewma_itl_s: float | None
-    itl_slo_s: float | None
+    itl_target_s: float | None
     throughput_before: float | None
     throughput_now: float
 
@@ -57,12 +62,12 @@ class _Backpressure:
         return max(self.lbp, self.tbp)
 
     def describe(self) -> str:
-        if self.itl_slo_s is None or self.ewma_itl_s is None:
+        if self.itl_target_s is None or self.ewma_itl_s is None:
             latency = "no ITL SLO"
         else:
             latency = (
-                f"ITL EWMA {self.ewma_itl_s * 1000:.0f} ms vs SLO {self.itl_slo_s * 1000:.0f} ms "
-                f"(LBP {self.lbp:.2f})"
+                f"ITL EWMA {self.ewma_itl_s * 1000:.0f} ms vs target "
+                f"{self.itl_target_s * 1000:.0f} ms (LBP {self.lbp:.2f})"
             )
         if self.tbp == 0.0 or self.throughput_before is None:
             return f"{latency}, TBP 0.00"
@@ -80,7 +85,9 @@ def local_signals(role: RoleSnapshot, staleness_s: float) -> LocalSignals:
     generated no tokens in the window); they are aggregated over the pods that have them.
     """
     fresh = tuple(p for p in role.pods if _is_fresh(p, staleness_s))
-    itls = [p.itl_s for p in fresh if is_known(p.itl_s)]
+    itls = [v for v in (mean_itl_s(p) for p in fresh) if is_known(v)]
+    if not itls:  # nothing running with a measured rate: the histogram's quantile, if any
+        itls = [p.itl_s for p in fresh if is_known(p.itl_s)]
     return LocalSignals(
         itl_s=max(itls) if itls else NAN,
         generation_tokens_per_s=_mean_known(p.generation_tokens_per_s for p in fresh),
@@ -132,8 +139,12 @@ def decide_local(  # noqa: PLR0917 -- the composed policy's contract is position
     elif saturated:
         proposal = _increase(pressure, signals, measured, tuning)
     else:
-        # A pending decrease stays; a pending increase nobody would use is dropped.
-        proposal = _hold_unsaturated(pressure, signals, min(current, measured), measured, tuning)
+        # Within target at this load, and the cap does not bind: a pending change either way
+        # is dropped. An increase nobody would use buys nothing; a decrease decided at a
+        # higher load would restart pods that no longer fill their cap (surge GPU time, and
+        # a role that cannot scale in while its replacements start). If the load returns and
+        # the latency with it, BP >= 1 decides the decrease again.
+        proposal = _hold_unsaturated(pressure, signals, measured, measured, tuning)
     verdict = _clamp_verdict(proposal, bounds)
     return verdict, _remember(state, ewma, verdict.value, measured, signals)
 
@@ -172,11 +183,12 @@ def _backpressure(
     *,
     judge_throughput: bool,
 ) -> _Backpressure:
-    lbp = 0.0 if itl_slo_s is None or ewma is None else ewma / itl_slo_s
+    target_s = None if itl_slo_s is None else itl_slo_s * tuning.itl_target_ratio
+    lbp = 0.0 if target_s is None or ewma is None else ewma / target_s
     before = state.throughput_before_increase_tokens_per_s
     now = signals.generation_tokens_per_s
     tbp = _tbp(before, now, tuning.throughput_tolerance_ratio) if judge_throughput else 0.0
-    return _Backpressure(lbp, tbp, ewma, itl_slo_s, before, now)
+    return _Backpressure(lbp, tbp, ewma, target_s, before, now)
 
 
 def _tbp(before: float | None, now: float, tolerance: float) -> float:

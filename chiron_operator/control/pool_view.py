@@ -13,6 +13,22 @@ from chiron_operator.core.tuning import PoolTuning
 CEIL_EPS = 1e-9
 
 
+def mean_itl_s(pod: PodSignals) -> float:
+    """A pod's mean inter-token latency over the window: running sequences / tokens per second.
+
+    Every running sequence gets one token per iteration, so tokens per second per sequence is
+    the iteration rate and its inverse the mean gap between a sequence's tokens, stalls for
+    other requests' prefills included. That is what a request's mean ITL (TPOT), the figure
+    the ITL SLO is checked on, averages. A quantile of vLLM's per-gap histogram is not: when
+    more than 1 - percentile of iterations admit a prompt, it is the prefill stall itself,
+    which no batch size removes. NaN when the pod runs nothing or reports no throughput.
+    """
+    running, rate = pod.running_requests, pod.generation_tokens_per_s
+    if not (is_known(running) and is_known(rate)) or running <= 0.0 or rate <= 0.0:
+        return math.nan
+    return running / rate
+
+
 def allowed(tuning: PoolTuning, role: Role) -> bool:
     return tuning.role_bounds(role).max_replicas > 0
 
@@ -40,6 +56,16 @@ def batch_running(pod: PodSignals) -> float:
     if not (is_known(pod.running_requests) and is_known(pod.interactive_running_requests)):
         return math.nan
     return max(0.0, pod.running_requests - pod.interactive_running_requests)
+
+
+def mixed_utilization(snapshot: PoolSnapshot, staleness_s: float) -> float:
+    """Mean running/max-num-seqs over fresh mixed pods (all classes); NaN when none reports."""
+    ratios = [
+        p.running_requests / max(p.max_num_seqs, 1)
+        for p in fresh_pods(snapshot, Role.MIXED, staleness_s)
+        if is_known(p.running_requests)
+    ]
+    return sum(ratios) / len(ratios) if ratios else math.nan
 
 
 def hold_all(

@@ -71,6 +71,13 @@ class LocalTuning:
     itl_ewma_weight_ratio: Ratio = Field(
         default=0.3, description="Weight of the newest ITL sample in the EWMA."
     )
+    itl_target_ratio: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Share of the ITL SLO the pods' mean ITL may reach before the batch shrinks; "
+        "the rest is margin for requests slower than the mean.",
+    )
     increase_max_ratio: float = Field(
         default=0.5,
         gt=0.0,
@@ -125,7 +132,7 @@ class GlobalTuning:
         default=0.8, description="Above this interactive backpressure, add mixed instances."
     )
     busy_running_ratio: Ratio = Field(
-        default=0.8,
+        default=0.7,
         description="An instance is busy when interactive running/max-num-seqs reaches this.",
     )
     bbp_threshold_ratio: Ratio = Field(

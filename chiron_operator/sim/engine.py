@@ -71,19 +71,32 @@ def _decided_max_num_seqs(decision: PoolDecision, role: Role, cluster: Cluster) 
 
 
 def simulate(
-    config: SimConfig, workload: Sequence[RequestSpec], policy: BoundPolicy[Any, Any]
+    config: SimConfig,
+    workload: Sequence[RequestSpec],
+    policy: BoundPolicy[Any, Any],
+    *,
+    progress: Callable[[float], None] | None = None,
 ) -> SimResult:
-    """Run `workload` through a pool controlled by `policy` until `config.horizon_s`."""
+    """Run `workload` through a pool controlled by `policy` until `config.horizon_s`.
+
+    `progress`, if given, is called with the simulated time at every control tick (for a
+    progress bar); it must not touch the run.
+    """
     started = time.perf_counter()
-    return _Engine(config, workload, policy).run(started)
+    return _Engine(config, workload, policy, progress).run(started)
 
 
 class _Engine:
     def __init__(
-        self, config: SimConfig, workload: Sequence[RequestSpec], policy: BoundPolicy[Any, Any]
+        self,
+        config: SimConfig,
+        workload: Sequence[RequestSpec],
+        policy: BoundPolicy[Any, Any],
+        progress: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
+        self.progress = progress
         self.state: Any = policy.initial_state
         # One Generator per stochastic component; only cold starts draw today, the spawn keeps
         # their stream stable if others are added.
@@ -178,6 +191,8 @@ class _Engine:
         self.ticks.append(self._tick_record(now, decision))
         self.queue.push(now + self.config.actuation_delay_s, EventKind.ACTUATION, decision)
         self.queue.push(now + self.config.control_interval_s, EventKind.CONTROL_TICK)
+        if self.progress is not None:
+            self.progress(now)
 
     def _on_actuation(self, now: float, decision: PoolDecision, _version: int) -> None:
         cluster = self.cluster

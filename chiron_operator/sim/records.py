@@ -20,10 +20,12 @@ Definitions:
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -253,3 +255,70 @@ def summarise(records: Sequence[RequestRecord], counters: RunCounters, slo: SloT
         violation_s=sum(episodes),
         longest_recovery_s=max(episodes, default=0.0),
     )
+
+
+# -- CSV output ---------------------------------------------------------------------------------
+
+
+def write_requests_csv(records: Sequence[RequestRecord], path: Path) -> None:
+    """One row per request, the record's fields as columns (NaN as empty)."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RequestRecord._fields)
+        for record in records:
+            writer.writerow(_cell(value) for value in record)
+
+
+_PER_ROLE = ("desired", "ready", "starting", "max_num_seqs", "running")
+
+
+def tick_columns(ticks: Sequence[TickRecord]) -> list[str]:
+    """Columns of the tick CSV: scalars, one per (field, role), then every observation and
+    reason any tick has, in first-seen order."""
+    columns = ["time_s", "arrivals_per_s", "in_system"]
+    columns += [f"{name}.{role.value}" for name in _PER_ROLE for role in Role]
+    columns += ["pool_queue", "batch_queue", "waiting_on_pods"]
+    observations: dict[str, None] = {}
+    reasons: dict[str, None] = {}
+    for tick in ticks:
+        observations.update(dict.fromkeys(tick.observations))
+        reasons.update(dict.fromkeys(tick.reasons))
+    columns += [f"obs.{name}" for name in observations]
+    columns += [f"reason.{name}" for name in reasons]
+    return columns
+
+
+def tick_row(tick: TickRecord) -> dict[str, object]:
+    """A tick as a flat mapping keyed like `tick_columns`."""
+    row: dict[str, object] = {
+        "time_s": tick.time_s,
+        "arrivals_per_s": tick.arrivals_per_s,
+        "in_system": tick.in_system,
+        "pool_queue": tick.pool_queue,
+        "batch_queue": tick.batch_queue,
+        "waiting_on_pods": tick.waiting_on_pods,
+    }
+    for name in _PER_ROLE:
+        values: Mapping[Role, int] = getattr(tick, name)
+        for role in Role:
+            row[f"{name}.{role.value}"] = values.get(role, 0)
+    row.update({f"obs.{k}": v for k, v in tick.observations.items()})
+    row.update({f"reason.{k}": v for k, v in tick.reasons.items()})
+    return row
+
+
+def write_ticks_csv(ticks: Sequence[TickRecord], path: Path) -> None:
+    """One row per control tick (see `tick_columns`)."""
+    columns = tick_columns(ticks)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for tick in ticks:
+            row = tick_row(tick)
+            writer.writerow(_cell(row.get(column, "")) for column in columns)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return value

@@ -75,3 +75,78 @@ def test_batch_scale_out_counts_pods_still_starting() -> None:
     assert reason is Reason.BATCH_DEADLINES_AT_RISK and wanted > 2
     # Once the Deployment asks for them, the starting pods cover the need: no second addition.
     assert batch_verdict(wanted) == (wanted, Reason.PENDING_CAPACITY)
+
+
+def _overflow_snapshot(interactive_waiting: float) -> PoolSnapshot:
+    """One interactive pod at its cap with `interactive_waiting` queued, three unsplit mixed
+    pods at their cap whose own latency is fine (the router sends them nothing more)."""
+    interactive = PodSignals(
+        name="i0",
+        role=Role.INTERACTIVE,
+        ready=True,
+        max_num_seqs=32,
+        running_requests=32.0,
+        waiting_requests=interactive_waiting,
+        interactive_running_requests=32.0,
+        interactive_waiting_requests=interactive_waiting,
+        ttft_s=60.0 if interactive_waiting else 0.3,
+        itl_s=0.05,
+        sample_age_s=1.0,
+    )
+    mixed = tuple(
+        PodSignals(
+            name=f"m{i}",
+            role=Role.MIXED,
+            ready=True,
+            max_num_seqs=32,
+            running_requests=31.0,
+            waiting_requests=0.0,
+            ttft_s=0.4,
+            itl_s=0.05,
+            sample_age_s=1.0,
+        )
+        for i in range(3)
+    )
+    roles = {
+        Role.INTERACTIVE: RoleSnapshot(Role.INTERACTIVE, 1, 1, 0, 32, (interactive,)),
+        Role.MIXED: RoleSnapshot(Role.MIXED, 3, 3, 0, 32, mixed),
+    }
+    return PoolSnapshot(0.0, roles, BatchQueue((), sample_age_s=1.0), metrics_age_s=1.0)
+
+
+def test_overflow_beyond_interactive_cap_makes_full_unsplit_mixed_pods_busy() -> None:
+    # Requests queue on the interactive pod beyond its 32 slots: the router found no mixed pod
+    # with interactive room, so the full mixed pods are busy even though their latency is fine.
+    proposals, observations, _ = decide_global(
+        _overflow_snapshot(500.0), PoolTuning(), GlobalState()
+    )
+    assert observations["busy_instances"] == 4
+    assert proposals[Role.MIXED].reason is Reason.INTERACTIVE_BACKPRESSURE_HIGH
+    assert proposals[Role.MIXED].value > 3
+
+
+def test_without_overflow_unsplit_mixed_pods_are_still_judged_by_latency() -> None:
+    # The interactive pod is full but nothing queues beyond its cap: the mixed pods' totals may
+    # be batch work, and their latency is fine, so only the interactive pod is busy.
+    _, observations, _ = decide_global(_overflow_snapshot(0.0), PoolTuning(), GlobalState())
+    assert observations["busy_instances"] == 1
+
+
+def test_unsplit_mixed_pod_is_judged_by_its_mean_itl_against_the_target_share() -> None:
+    # 45 sequences at 500 tokens/s: a token every 90 ms per sequence. Within the 100 ms SLO,
+    # but over the 80 ms the local controller targets with itl_target_ratio 0.8. The histogram's
+    # p95 gap (a 300 ms prefill stall) is not what is judged.
+    pod = PodSignals(
+        name="m",
+        role=Role.MIXED,
+        ready=True,
+        max_num_seqs=64,
+        running_requests=45.0,
+        waiting_requests=0.0,
+        generation_tokens_per_s=500.0,
+        ttft_s=0.3,
+        itl_s=0.3,
+        sample_age_s=1.0,
+    )
+    assert is_busy(pod, 0.8, SLO) is False
+    assert is_busy(pod, 0.8, SLO, itl_target_ratio=0.8) is True

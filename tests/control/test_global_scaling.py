@@ -169,8 +169,8 @@ def test_high_backpressure_message_carries_the_numbers() -> None:
         (pod(Role.MIXED, 10.0, 5.0, cap=64, interactive=10.0, interactive_waiting=0.0), False),
         (pod(Role.MIXED, 10.0, 5.0, cap=64), True),  # waiting requests of unknown class
         (pod(Role.INTERACTIVE, 4.0, interactive=4.0, interactive_waiting=1.0), True),
-        (pod(Role.INTERACTIVE, 25.6, interactive=25.6), True),  # exactly 0.8 of 32
-        (pod(Role.INTERACTIVE, 25.0, interactive=25.0), False),
+        (pod(Role.INTERACTIVE, 22.4, interactive=22.4), True),  # exactly 0.7 of 32
+        (pod(Role.INTERACTIVE, 22.0, interactive=22.0), False),
         (pod(Role.INTERACTIVE, NAN, NAN), None),  # no load signal at all
     ],
 )
@@ -229,8 +229,12 @@ ONE_INTERACTIVE = TUNING.role_bounds(Role.INTERACTIVE).min_replicas
         ([pod(Role.MIXED, 20.0, cap=64, interactive=1.0)] * 3, [], EMPTY_QUEUE, 3),
         # Batch queued and nothing else serves it: keep them.
         (idle(Role.MIXED, 3), [], backlog((3600.0, 10)), 3),
-        # Load not split by class: it may be batch, keep them.
-        ([pod(Role.MIXED, 2.0, cap=64)] * 3, [], EMPTY_QUEUE, 3),
+        # Load not split by class and the mixed pods full (their latency fine): it may be
+        # batch work filling them, keep them.
+        ([replace(pod(Role.MIXED, 60.0, cap=64), ttft_s=0.3, itl_s=0.05)] * 3, [], EMPTY_QUEUE, 3),
+        # Load not split by class but the mixed pods mostly idle: batch work fills every free
+        # mixed slot while any waits, so there is no backlog behind them; remove one.
+        ([pod(Role.MIXED, 2.0, cap=64)] * 3, [], EMPTY_QUEUE, 2),
         # A ready batch instance takes the batch work: remove a mixed.
         (
             [pod(Role.MIXED, 20.0, cap=64, interactive=1.0)] * 3,

@@ -18,7 +18,9 @@ from chiron_operator.core.state import LocalState, RestartState
 from chiron_operator.core.tuning import LocalTuning, RestartTuning, RoleBounds
 
 SLO_S = 0.1
-TUNING = LocalTuning()
+# The target is the whole SLO here, so the tables read LBP = ITL / SLO; the default keeps a
+# margin (itl_target_ratio), tested on its own.
+TUNING = LocalTuning(itl_target_ratio=1.0)
 BOUNDS = RoleBounds(min_batch_size_seqs=1, max_batch_size_seqs=256)
 FRESH = LocalState()
 
@@ -57,10 +59,27 @@ def test_local_signals_aggregates_fresh_ready_pods_only() -> None:
     role = RoleSnapshot(Role.INTERACTIVE, 6, 5, 1, 64, pods)
     signals = local_signals(role, staleness_s=60.0)
     assert signals.fresh_pods == 3
-    assert signals.itl_s == pytest.approx(0.08)  # the worst pod, not the mean
+    # Mean gaps: a 60 / 900 tokens/s, b 40 / 1100; the worst pod, not the mean.
+    assert signals.itl_s == pytest.approx(60.0 / 900.0)
     assert signals.generation_tokens_per_s == pytest.approx(2000.0 / 3)
     assert signals.running_requests == pytest.approx(100.0 / 3)
     assert signals.waiting_requests == pytest.approx(2.0 / 3)
+
+
+def test_local_itl_is_the_mean_gap_not_the_prefill_stall_quantile() -> None:
+    # 32 sequences at 800 tokens/s: one token every 40 ms per sequence, stalls included. The
+    # histogram's p95 gap (150 ms) is a prefill stall, which no batch size removes.
+    stalled = pod("a", itl_s=0.15, generation_tokens_per_s=800.0, running_requests=32.0,
+                  waiting_requests=0.0)  # fmt: skip
+    signals = local_signals(RoleSnapshot(Role.INTERACTIVE, 1, 1, 0, 32, (stalled,)), 60.0)
+    assert signals.itl_s == pytest.approx(0.04)
+
+
+def test_local_itl_falls_back_to_the_histogram_when_nothing_runs() -> None:
+    idle = pod("a", itl_s=0.03, generation_tokens_per_s=0.0, running_requests=0.0,
+               waiting_requests=0.0)  # fmt: skip
+    signals = local_signals(RoleSnapshot(Role.INTERACTIVE, 1, 1, 0, 32, (idle,)), 60.0)
+    assert signals.itl_s == pytest.approx(0.03)
 
 
 def test_local_signals_without_pods_is_all_missing() -> None:
@@ -75,10 +94,20 @@ def test_local_signals_without_pods_is_all_missing() -> None:
 # --- decide_local: tables --------------------------------------------------------------------
 
 
+def test_itl_target_ratio_keeps_a_margin_below_the_slo() -> None:
+    # The mean ITL may use 80% of the 100 ms SLO: 85 ms is over that target and halves.
+    margin = LocalTuning(itl_target_ratio=0.8)
+    verdict, _ = decide_local(sig(itl_s=0.085), 64, SLO_S, BOUNDS, margin, FRESH)
+    assert verdict.value == 32
+    assert "target 80 ms" in verdict.message and "LBP 1.06" in verdict.message
+    verdict, _ = decide_local(sig(itl_s=0.085), 64, SLO_S, BOUNDS, TUNING, FRESH)
+    assert verdict.value > 64  # the whole SLO as target: 85 ms leaves room to grow
+
+
 @pytest.mark.parametrize(
     ("itl_s", "applied", "expected", "fragments"),
     [
-        (0.142, 64, 32, ("142 ms", "SLO 100 ms", "LBP 1.42", "halve 64 -> 32")),
+        (0.142, 64, 32, ("142 ms", "target 100 ms", "LBP 1.42", "halve 64 -> 32")),
         (0.100, 64, 32, ("LBP 1.00", "halve 64 -> 32")),  # BP exactly 1 already halves
         (0.500, 7, 3, ("LBP 5.00", "halve 7 -> 3")),  # floor: a decrease is always real
     ],
@@ -201,13 +230,16 @@ def test_steps_start_from_the_size_the_pods_run() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "expected"),
-    [(96, 64), (32, 32)],  # an unneeded pending increase is dropped; a pending decrease stays
+    "target",
+    # An unneeded pending increase is dropped; so is a pending decrease the latency no longer
+    # calls for (10 sequences at 50 ms on a cap of 64): it would restart pods for nothing.
+    [96, 32],
 )
-def test_unsaturated_hold_keeps_only_pending_decreases(target: int, expected: int) -> None:
+def test_unsaturated_hold_drops_pending_changes(target: int) -> None:
     state = LocalState(target_max_num_seqs=target)
-    verdict, _ = decide_local(sig(running=10.0), 64, SLO_S, BOUNDS, TUNING, state)
-    assert (verdict.reason, verdict.value) == (Reason.BATCH_SIZE_UNSATURATED, expected)
+    verdict, new_state = decide_local(sig(running=10.0), 64, SLO_S, BOUNDS, TUNING, state)
+    assert (verdict.reason, verdict.value) == (Reason.BATCH_SIZE_UNSATURATED, 64)
+    assert new_state.target_max_num_seqs == 64
 
 
 @pytest.mark.parametrize(

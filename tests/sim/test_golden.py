@@ -1,0 +1,95 @@
+"""Golden scenarios: small end-to-end runs whose headline numbers are pinned.
+
+Any change to the simulator, a latency profile, a controller or a default that moves one of
+these numbers fails here on purpose: look at the diff, and if the change is intended regenerate
+with `CHIRON_UPDATE_GOLDEN=1 .venv/bin/pytest tests/sim/test_golden.py` and commit the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chiron_operator.sim.bench import RunRequest, simulate_request
+from chiron_operator.sim.policies import PolicySpec
+from chiron_operator.sim.records import Summary
+from tests.sim import benchkit
+
+GOLDEN = Path(__file__).parent / "golden" / "summaries.json"
+UPDATE = os.environ.get("CHIRON_UPDATE_GOLDEN") == "1"
+
+CASES: dict[str, tuple[str, bool, PolicySpec]] = {
+    "tiny-mixed/chiron": (benchkit.TINY_MIXED, False, PolicySpec("chiron")),
+    "tiny-mixed/static-2": (benchkit.TINY_MIXED, False, PolicySpec("static", static_replicas=2)),
+    "tiny-mixed-quick/chiron": (benchkit.TINY_MIXED, True, PolicySpec("chiron")),
+    "tiny-interactive/chiron": (benchkit.TINY_INTERACTIVE, False, PolicySpec("chiron")),
+    "tiny-interactive/hpa": (benchkit.TINY_INTERACTIVE, False, PolicySpec("hpa")),
+    "tiny-interactive/kpa": (benchkit.TINY_INTERACTIVE, False, PolicySpec("kpa")),
+    "tiny-interactive/llumnix-tuned": (
+        benchkit.TINY_INTERACTIVE,
+        False,
+        PolicySpec("llumnix-tuned", freeness=(50.0, 100.0)),
+    ),
+}
+
+
+def headline(summary: Summary) -> dict[str, Any]:
+    """The pinned numbers, floats rounded so that only real changes show."""
+
+    def r(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 6)
+
+    return {
+        "requests": summary.requests,
+        "completed": summary.completed,
+        "dropped": dict(sorted(summary.dropped.items())),
+        "interactive_slo_attainment": r(summary.interactive_slo_attainment),
+        "batch_deadline_attainment": r(summary.batch_deadline_attainment),
+        "interactive_ttft_p95_s": r(summary.interactive_ttft_p95_s),
+        "interactive_itl_p95_s": r(summary.interactive_itl_p95_s),
+        "gpu_hours": r(summary.gpu_hours),
+        "scaling_actions": summary.scaling_actions,
+        "restarts": summary.restarts,
+        "pod_restarts": summary.pod_restarts,
+        "preemptions": summary.preemptions,
+        "requeues": summary.requeues,
+        "longest_recovery_s": r(summary.longest_recovery_s),
+    }
+
+
+def computed() -> dict[str, dict[str, Any]]:
+    return {
+        name: headline(simulate_request(RunRequest(path, quick, spec, 0)).summary)
+        for name, (path, quick, spec) in CASES.items()
+    }
+
+
+def test_golden_summaries() -> None:
+    now = computed()
+    if UPDATE or not GOLDEN.exists():
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+        if not UPDATE:
+            pytest.fail(f"wrote missing {GOLDEN}; commit it and run again")
+    pinned = json.loads(GOLDEN.read_text())
+    assert sorted(pinned) == sorted(now)
+    for name in sorted(now):
+        assert now[name] == pinned[name], name
+
+
+def test_golden_outcomes_make_sense() -> None:
+    """Whatever the pinned numbers, these hold for the golden scenarios."""
+    now = computed()
+    mixed = now["tiny-mixed/chiron"]
+    assert mixed["completed"] == mixed["requests"]  # nothing lost or left over
+    assert mixed["batch_deadline_attainment"] == 1.0  # 60 requests, four minutes
+    assert now["tiny-mixed/static-2"]["scaling_actions"] == 0
+    # Static pays for both pods all along: 2 x 300 s.
+    assert now["tiny-mixed/static-2"]["gpu_hours"] == pytest.approx(2 * 300 / 3600, abs=1e-6)
+    for name, values in now.items():
+        assert values["dropped"].get("lost", 0) == 0, name
