@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint types layers unit crd fmt bench bench-quick sweep demo clean system-deps
+.PHONY: test lint types layers unit crd fmt bench bench-quick sweep demo bench-operator clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,16 @@ sweep: $(STAMP)
 	  --param roles.interactive.initialBatchSizeSeqs=32,64 \
 	  --param roles.mixed.initialBatchSizeSeqs=64,128 \
 	  --context "Final round, around the chosen defaults (see rounds 1-4): they should stay."
+
+## demo: the real operator autoscaling emulated vLLM pods on a local dev cluster (about 3 min):
+## a live table in the terminal, then demo-out/summary.json and demo-out/demo.png
+demo: system-deps $(STAMP)
+	$(BIN)/chiron-demo --out demo-out
+
+## bench-operator: the operator's own costs (CPU per tick at 8/64/256 pods, Prometheus queries
+## per tick, memory with 500 pools) measured into docs/OPERATOR_PERFORMANCE.md (minutes)
+bench-operator: system-deps $(STAMP)
+	nice $(BIN)/python -m chiron_operator.perf --out docs/OPERATOR_PERFORMANCE.md
 
 ## fmt: apply the formatter and the safe lint fixes
 fmt: $(STAMP)

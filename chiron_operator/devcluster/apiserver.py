@@ -80,6 +80,8 @@ class DevApiServer(kmock.KubernetesEmulator):
     history_limit: int = 50  # versions kept per object for assertions
     request_limit: int = 500  # requests kept for assertions (the demo runs for hours)
     change_limit: int = 10_000  # changes a watch can resume from
+    # Sees every request as it arrives (an audit log); must not block or raise.
+    on_request: Callable[[aiohttp.web.BaseRequest], None] | None = None
 
     store: Store = attrs.field(init=False)
     _results: dict[int, Json] = attrs.field(factory=dict, init=False)
@@ -108,6 +110,8 @@ class DevApiServer(kmock.KubernetesEmulator):
     # Dispatch.
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if self.on_request is not None:
+            self.on_request(raw_request)
         found = _NAMESPACES_PATH.fullmatch(raw_request.path)
         if found is not None:
             path = f"/api/v1/{_NAMESPACES_ALIAS.plural}{found['rest']}"

@@ -75,6 +75,11 @@ class Store:
         self._watchers: dict[kmock.resource, set[asyncio.Queue[Change | None]]] = (
             collections.defaultdict(set)
         )
+        # The keys of every object ever stored, by resource and namespace (in creation order),
+        # so that a LIST scans the objects it may return rather than the whole cluster.
+        self._index: dict[kmock.resource, dict[str | None, dict[Key, None]]] = (
+            collections.defaultdict(lambda: collections.defaultdict(dict))
+        )
         for name in dict.fromkeys(namespaces):
             self.create(rs.NAMESPACES, None, {"metadata": {"name": name}})
 
@@ -101,10 +106,15 @@ class Store:
 
     def items(self, resource: kmock.resource, namespace: str | None) -> Iterator[Json]:
         """The live objects of a resource, in one namespace or (None) all of them."""
-        for (found, found_namespace, _), entry in list(self.objects.items()):
-            in_namespace = namespace is None or found_namespace == namespace
-            if found == resource and in_namespace and not entry.deleted:
-                yield entry.raw
+        by_namespace = self._index.get(resource, {})
+        scopes = (
+            list(by_namespace.values()) if namespace is None else [by_namespace.get(namespace, {})]
+        )
+        for keys in scopes:
+            for key in list(keys):
+                entry = self.objects[key]
+                if not entry.deleted:
+                    yield entry.raw
 
     # Writes.
 
@@ -262,6 +272,7 @@ class Store:
                 del history[: len(history) - self._history_limit]
         else:
             self.objects[key] = new
+            self._index[key[0]][key[1]][key] = None
         self._publish(Change(self.revision, key[0], key[1], event, new, old))
 
     # Watching.

@@ -205,6 +205,11 @@ class KubeClient:
 
     # Deployments and Services.
 
+    def create_deployment(self, body: Mapping[str, Any]) -> Json:
+        """Create the Deployment; KubeApiError with `conflict` when it exists already."""
+        namespace = str(body["metadata"]["namespace"])
+        return self.request("POST", DEPLOYMENTS, params={"namespace": namespace}, body=body)
+
     def apply_deployment(self, body: Mapping[str, Any]) -> Json:
         """Create the Deployment, or strategic-merge `body` into it when it exists."""
         return self._create_or_patch(DEPLOYMENTS, body)
@@ -212,6 +217,10 @@ class KubeClient:
     def apply_service(self, body: Mapping[str, Any]) -> Json:
         """Create the Service, or strategic-merge `body` into it when it exists."""
         return self._create_or_patch(SERVICES, body)
+
+    def list_services(self, namespace: str, pool_name: str) -> list[Json]:
+        """The pool's Services."""
+        return self._list(SERVICES, namespace, lb.selector_text(lb.pool_selector(pool_name)))
 
     def get_deployment(self, namespace: str, name: str) -> Json | None:
         """The Deployment, or None when it does not exist."""

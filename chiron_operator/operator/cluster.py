@@ -13,6 +13,7 @@ from chiron_operator.api.status import DecisionField
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.kube import (
+    KubeApiError,
     KubeClient,
     applied_max_num_seqs,
     build_deployment,
@@ -67,20 +68,72 @@ def ensure_objects(
         current = by_name.get(name)
         if current is None and role_bounds.max_replicas == 0:
             continue
-        body = _deployment_body(
-            ref,
-            spec,
-            role,
-            current,
-            min_replicas=role_bounds.min_replicas,
-            initial_seqs=role_bounds.initial_batch_size_seqs,
-        )
-        if current is None or _template_differs(current, body):
-            kube.apply_deployment(body)
+        if current is None:
+            new = build_deployment(
+                ref.name,
+                ref.namespace,
+                ref.uid,
+                spec,
+                role,
+                replicas=role_bounds.min_replicas,
+                max_num_seqs=role_bounds.initial_batch_size_seqs,
+            )
+            current = _create_deployment(kube, new)
+            if current is None:
+                touched.append(name)
+                continue
+        body = _template_body(ref, spec, role, current, role_bounds.initial_batch_size_seqs)
+        if _template_differs(current, body):
+            kube.patch_deployment(ref.namespace, name, body)
             touched.append(name)
-    for service in build_services(ref.name, ref.namespace, ref.uid, spec):
-        kube.apply_service(service)
+    touched += _ensure_services(kube, ref, spec)
     return touched
+
+
+def _create_deployment(kube: KubeClient, body: Json) -> Json | None:
+    """Create a Deployment; None when created, the live object when someone else was first.
+
+    Whoever created it first may have scaled it since: the caller must then treat it as an
+    existing Deployment (template only), never write the new object's replicas over it.
+    """
+    meta = body["metadata"]
+    try:
+        kube.create_deployment(body)
+    except KubeApiError as exc:
+        if not exc.conflict:
+            raise
+        found = kube.get_deployment(str(meta["namespace"]), str(meta["name"]))
+        if found is None:
+            raise
+        return found
+    return None
+
+
+def _ensure_services(kube: KubeClient, ref: PoolRef, spec: LLMServingPoolSpec) -> list[str]:
+    """Create missing Services and patch those that differ; the names written.
+
+    Reconciling runs on every spec change and on every operator start: writing both Services
+    blindly each time would be two creates answered 409 and two patches, all no-ops.
+    """
+    existing = {str(s["metadata"]["name"]): s for s in kube.list_services(ref.namespace, ref.name)}
+    touched = []
+    for service in build_services(ref.name, ref.namespace, ref.uid, spec):
+        name = str(service["metadata"]["name"])
+        current = existing.get(name)
+        if current is None or _service_differs(current, service):
+            kube.apply_service(service)
+            touched.append(name)
+    return touched
+
+
+def _service_differs(current: Json, wanted: Json) -> bool:
+    have, want = current.get("spec") or {}, wanted["spec"]
+    labels = (current.get("metadata") or {}).get("labels") or {}
+    return (
+        have.get("selector") != want["selector"]
+        or have.get("ports") != want["ports"]
+        or any(labels.get(k) != v for k, v in wanted["metadata"]["labels"].items())
+    )
 
 
 def missing_roles(ref: PoolRef, spec: LLMServingPoolSpec, existing: Sequence[Json]) -> list[Role]:
@@ -95,25 +148,10 @@ def missing_roles(ref: PoolRef, spec: LLMServingPoolSpec, existing: Sequence[Jso
     ]
 
 
-def _deployment_body(
-    ref: PoolRef,
-    spec: LLMServingPoolSpec,
-    role: Role,
-    current: Json | None,
-    *,
-    min_replicas: int,
-    initial_seqs: int,
+def _template_body(
+    ref: PoolRef, spec: LLMServingPoolSpec, role: Role, current: Json, initial_seqs: int
 ) -> Json:
-    if current is None:
-        return build_deployment(
-            ref.name,
-            ref.namespace,
-            ref.uid,
-            spec,
-            role,
-            replicas=min_replicas,
-            max_num_seqs=initial_seqs,
-        )
+    """The Deployment as the spec wants it, for an existing one: its template, not its size."""
     seqs = applied_max_num_seqs(current) or initial_seqs
     replicas = int((current.get("spec") or {}).get("replicas") or 0)
     body = build_deployment(
@@ -189,14 +227,15 @@ def patch_status(kube: KubeClient, ref: PoolRef, status: Mapping[str, Any]) -> N
 
 
 def read_secret_key(kube: KubeClient, namespace: str, name: str, key: str) -> str | None:
-    """One key of a Secret, decoded; None when the Secret or key is absent."""
-    try:
-        secret = kube.request(
-            "GET",
-            "/api/v1/namespaces/{namespace}/secrets/{name}",
-            params={"namespace": namespace, "name": name},
-        )
-    except Exception:
-        return None
+    """One key of a Secret, decoded; None when the key is absent.
+
+    Raises KubeApiError when the Secret cannot be read (absent, or not granted: the chart
+    grants `get` only on the names listed in `prometheus.poolAuthSecretNames`).
+    """
+    secret = kube.request(
+        "GET",
+        "/api/v1/namespaces/{namespace}/secrets/{name}",
+        params={"namespace": namespace, "name": name},
+    )
     encoded = (secret.get("data") or {}).get(key)
     return base64.b64decode(encoded).decode().strip() if encoded else None

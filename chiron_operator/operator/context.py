@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,16 @@ class OperatorContext:
     prometheus_token: str | None = None
     verify_tls: bool = True
     sources: dict[tuple[str, str], tuple[str, PrometheusSource]] = field(default_factory=dict)
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock_for(self, ref: PoolRef) -> asyncio.Lock:
+        """Serialises what writes a pool's objects: the spec handlers and the pool's ticks.
+
+        kopf runs a new pool's create handler and its daemon's first tick at once; both find
+        a role Deployment missing and both create it, and the loser's fallback could write a
+        stale replica count over the winner's first decision.
+        """
+        return self.locks.setdefault((ref.namespace, ref.name), asyncio.Lock())
 
     def source_for(self, ref: PoolRef, url: str, token: str | None) -> PrometheusSource:
         """The pool's Prometheus client, rebuilt when its URL or token changes.
@@ -54,6 +65,7 @@ class OperatorContext:
 
     def forget(self, ref: PoolRef) -> None:
         """Release what a deleted pool held."""
+        self.locks.pop((ref.namespace, ref.name), None)
         cached = self.sources.pop((ref.namespace, ref.name), None)
         if cached is not None:
             cached[1].close()

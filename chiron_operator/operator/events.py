@@ -2,7 +2,8 @@
 
 Enforce: one Normal Event per applied change, with the controller's reason and numbers.
 Recommend: one Event per changed recommendation. Observe: none (status only).
-Any mode: a Warning when a conflict or a metrics outage begins, not on every tick of it.
+Any mode: a Warning when a conflict or a metrics outage begins, not on every tick of it (and
+not while a new pool's pods wait for their first scrape, unless that outlasts its grace).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from chiron_operator.api import ConditionType, Mode, PoolStatus
 from chiron_operator.kube import EventType
 from chiron_operator.operator.context import OperatorContext, PoolRef
-from chiron_operator.operator.report import TickReport
+from chiron_operator.operator.report import METRICS_PENDING, TickReport
 
 
 def _is_true(status: PoolStatus, kind: ConditionType) -> bool:
@@ -41,12 +42,19 @@ def events_for(
             out.append((EventType.NORMAL, "Recommendation", f"recommend {text}"))
     if _is_true(current, ConditionType.CONFLICT) and not _is_true(previous, ConditionType.CONFLICT):
         out.append((EventType.WARNING, "Conflict", _message_of(current, ConditionType.CONFLICT)))
-    if _is_false(current, ConditionType.METRICS_AVAILABLE) and not _is_false(
-        previous, ConditionType.METRICS_AVAILABLE
-    ):
+    if _metrics_warned(current) and not _metrics_warned(previous):
         message = _message_of(current, ConditionType.METRICS_AVAILABLE)
         out.append((EventType.WARNING, "MetricsUnavailable", message))
     return out
+
+
+def _metrics_warned(status: PoolStatus) -> bool:
+    """MetricsAvailable is False for a reason worth a Warning (not the first-scrape wait)."""
+    kind = ConditionType.METRICS_AVAILABLE.value
+    return any(
+        c.type == kind and c.status == "False" and c.reason != METRICS_PENDING
+        for c in status.conditions
+    )
 
 
 def _new_recommendation(previous: PoolStatus, current: PoolStatus) -> bool:

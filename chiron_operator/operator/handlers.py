@@ -14,10 +14,10 @@ from typing import Any
 
 import kopf
 
-from chiron_operator.api import GROUP, PLURAL, VERSION, parse_spec
+from chiron_operator.api import GROUP, PLURAL, VERSION, parse_spec, validate_spec
 from chiron_operator.operator import cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
-from chiron_operator.operator.tick import report_invalid_spec, run_tick
+from chiron_operator.operator.tick import run_tick
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 15.0
@@ -37,7 +37,9 @@ def interval_s(body: Mapping[str, Any]) -> float:
     return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_INTERVAL_S
 
 
-def configure(settings: kopf.OperatorSettings, mandatory_peering: bool) -> None:
+def configure(
+    settings: kopf.OperatorSettings, mandatory_peering: bool, fixed_namespaces: bool = False
+) -> None:
     """kopf settings: progress in annotations (the status schema is ours), quiet Events."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -50,17 +52,26 @@ def configure(settings: kopf.OperatorSettings, mandatory_peering: bool) -> None:
     settings.posting.level = logging.WARNING
     settings.peering.mandatory = mandatory_peering
     settings.watching.server_timeout = 300
+    # Serving a fixed list of namespaces, kopf would still list and watch every Namespace of
+    # the cluster (to match glob patterns) and every CRD: cluster-wide reads the namespaced
+    # RBAC scope does not grant, answered 403 and logged as warnings. The names are exact, so
+    # there is nothing to scan; the CRD is installed before the operator (the chart's crds/).
+    settings.scanning.disabled = fixed_namespaces
 
 
 async def reconcile_objects(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
-    """Create or update the pool's Deployments and Services from its spec."""
+    """Create or update the pool's Deployments and Services from its spec.
+
+    An invalid spec is left alone here: the pool's daemon reports it on its next tick (at
+    once, on creation), and reporting from both places would race into duplicate Events.
+    """
     ref = pool_ref(body)
-    generation = int(body["metadata"].get("generation") or 0)
-    if await report_invalid_spec(ctx, ref, body, generation):
+    if validate_spec(body.get("spec") or {}):
         return
     spec = parse_spec(body.get("spec") or {})
-    existing = await asyncio.to_thread(ctx.kube.list_deployments, ref.namespace, ref.name)
-    touched = await asyncio.to_thread(cluster.ensure_objects, ctx.kube, ref, spec, existing)
+    async with ctx.lock_for(ref):
+        existing = await asyncio.to_thread(ctx.kube.list_deployments, ref.namespace, ref.name)
+        touched = await asyncio.to_thread(cluster.ensure_objects, ctx.kube, ref, spec, existing)
     if touched:
         log.info("pool %s/%s: applied %s", ref.namespace, ref.name, ", ".join(touched))
 
@@ -74,26 +85,37 @@ async def control_loop(
     restart of the daemon.
     """
     ref = pool_ref(body)
+    loop = asyncio.get_running_loop()
+    due = loop.time()
     while not stopped:
         try:
-            await run_tick(ctx, ref, body)
+            async with ctx.lock_for(ref):
+                await run_tick(ctx, ref, body)
         except asyncio.CancelledError:
             raise
         except Exception:
             # One bad tick (an API hiccup, a Prometheus timeout) must not stop autoscaling:
             # the next tick starts from the cluster's state again.
             log.exception("pool %s/%s: tick failed", ref.namespace, ref.name)
-        await stopped.wait(interval_s(body))
+        # Ticks start every interval, not an interval after the last one ended: otherwise
+        # the period stretches by the tick's own duration, and so does the reaction time
+        # to load. A tick that overran starts the next one at once, without catching up.
+        due = max(due + interval_s(body), loop.time())
+        await stopped.wait(max(0.0, due - loop.time()))
 
 
 def register(
-    registry: kopf.OperatorRegistry, ctx: OperatorContext, *, mandatory_peering: bool
+    registry: kopf.OperatorRegistry,
+    ctx: OperatorContext,
+    *,
+    mandatory_peering: bool,
+    fixed_namespaces: bool = False,
 ) -> None:
     """Register every handler of the operator on `registry`, bound to `ctx`."""
 
     @kopf.on.startup(registry=registry)
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings, mandatory_peering)
+        configure(settings, mandatory_peering, fixed_namespaces)
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:

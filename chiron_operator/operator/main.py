@@ -20,6 +20,8 @@ from chiron_operator.operator.context import OperatorContext
 from chiron_operator.operator.handlers import register
 
 DEFAULT_PEERING = "chiron-operator"
+# kopf reads these in a --namespace value as a pattern (globs, negations, lists).
+GLOB_CHARACTERS = "!*?,"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -60,6 +62,13 @@ def _logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format=fmt)
 
 
+def exact_namespaces(args: argparse.Namespace) -> bool:
+    """Whether the operator serves a fixed list of namespaces, none of them a kopf glob."""
+    return not args.all_namespaces and not any(
+        set(name) & set(GLOB_CHARACTERS) for name in args.namespace
+    )
+
+
 def default_priority(identity: str) -> int:
     """A stable per-replica peering priority in [1, 2**20].
 
@@ -88,7 +97,12 @@ async def serve(
     )
     ready = ready_flag or threading.Event()
     registry = kopf.OperatorRegistry()
-    register(registry, ctx, mandatory_peering=args.peering is not None)
+    register(
+        registry,
+        ctx,
+        mandatory_peering=args.peering is not None,
+        fixed_namespaces=exact_namespaces(args),
+    )
     runner = await health.start(ctx.telemetry, ready, args.metrics_host, args.metrics_port)
     try:
         await kopf.operator(

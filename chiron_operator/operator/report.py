@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import TypeAdapter
+
 from chiron_operator.api.spec import Mode
 from chiron_operator.api.status import (
     Condition,
@@ -34,7 +36,7 @@ from chiron_operator.api.status import (
 from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
-from chiron_operator.core.state import ChironState, to_wire
+from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.metrics import RoleFacts
 from chiron_operator.operator.plan import Plan
@@ -56,6 +58,19 @@ class TickReport:
     generation: int
     history_limit: int
     now: datetime
+    # How long ready pods may go unscraped before that is a metrics problem worth a Warning.
+    first_scrape_grace_s: float = 60.0
+
+
+# Built once: a TypeAdapter compiles its schema when constructed (milliseconds), and the state
+# is written every tick of every pool (`core.state.to_wire` builds one per call).
+STATE_WIRE: TypeAdapter[ChironState] = TypeAdapter(ChironState)
+
+METRICS_FRESH = "MetricsFresh"
+METRICS_STALE = "MetricsStale"
+# Ready pods Prometheus has not scraped yet: every new pool passes through it, so it is
+# reported (and held on) without a Warning until the grace period runs out.
+METRICS_PENDING = "MetricsPending"
 
 
 def build_status(report: TickReport, previous: PoolStatus) -> PoolStatus:
@@ -78,7 +93,7 @@ def build_status(report: TickReport, previous: PoolStatus) -> PoolStatus:
         conditions=conditions,
         decisions=history,
         recommendations=_recommendations(report),
-        controller_state=to_wire(report.state),
+        controller_state=STATE_WIRE.dump_python(report.state, mode="json"),
     )
 
 
@@ -162,17 +177,40 @@ def condition(
     )
 
 
-def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple[Condition, ...]:
+def _metrics_condition(report: TickReport, previous: Sequence[Condition]) -> Condition:
     now, gen = report.now, report.generation
     problem = report.snapshot.metrics_error or _stale_message(report)
-    metrics = condition(
-        ConditionType.METRICS_AVAILABLE,
-        not problem,
-        "MetricsStale" if problem else "MetricsFresh",
-        problem or f"newest sample {report.snapshot.metrics_age_s:.0f} s old",
-        now=now,
-        generation=gen,
-    )
+    kind = ConditionType.METRICS_AVAILABLE
+    if not problem:
+        age = report.snapshot.metrics_age_s
+        fresh = f"newest sample {age:.0f} s old" if math.isfinite(age) else "no ready pod yet"
+        return condition(kind, True, METRICS_FRESH, fresh, now=now, generation=gen)
+    if _awaiting_first_scrape(report, previous):
+        waiting = (
+            f"waiting for the first scrape of the ready pods (up to "
+            f"{report.first_scrape_grace_s:.0f} s): holding"
+        )
+        return condition(kind, False, METRICS_PENDING, waiting, now=now, generation=gen)
+    return condition(kind, False, METRICS_STALE, problem, now=now, generation=gen)
+
+
+def _awaiting_first_scrape(report: TickReport, previous: Sequence[Condition]) -> bool:
+    """No ready pod has a sample yet, and not for longer than the grace period."""
+    snapshot = report.snapshot
+    if snapshot.metrics_error or math.isfinite(snapshot.metrics_age_s):
+        return False
+    kind = ConditionType.METRICS_AVAILABLE.value
+    before = next((c for c in previous if c.type == kind), None)
+    if before is None or before.status is ConditionStatus.TRUE:
+        return True
+    waited_s = (report.now - before.last_transition_time).total_seconds()
+    return before.reason == METRICS_PENDING and waited_s < report.first_scrape_grace_s
+
+
+def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple[Condition, ...]:
+    now, gen = report.now, report.generation
+    metrics = _metrics_condition(report, previous)
+    problem = metrics.status is not ConditionStatus.TRUE
     starting = sum(f.starting_replicas for f in report.facts.values())
     acting = report.the_plan.acts
     scaling = condition(
@@ -189,7 +227,7 @@ def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple
         ready and not problem,
         "PoolReady"
         if ready and not problem
-        else ("MetricsUnavailable" if problem else "PodsNotReady"),
+        else (_unavailable(metrics) if problem else "PodsNotReady"),
         replicas_summary(_role_statuses(report)),
         now=now,
         generation=gen,
@@ -200,11 +238,17 @@ def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple
     return conditions
 
 
+def _unavailable(metrics: Condition) -> str:
+    return METRICS_PENDING if metrics.reason == METRICS_PENDING else "MetricsUnavailable"
+
+
 def _stale_message(report: TickReport) -> str:
     age = report.snapshot.metrics_age_s
     limit = report.tuning.guards.metrics_staleness_s
-    has_pods = bool(report.snapshot.all_pods())
-    if has_pods and not age <= limit:
+    # Only ready pods are expected to be scraped: a pool whose pods are all starting (a vLLM
+    # cold start takes minutes) has nothing to measure yet, which is not a metrics problem.
+    has_ready = any(p.ready for p in report.snapshot.all_pods())
+    if has_ready and not age <= limit:
         shown = "no sample" if math.isinf(age) else f"newest sample {age:.0f} s old"
         return f"{shown} (staleness limit {limit:.0f} s): holding, never scaling down on it"
     return ""

@@ -33,7 +33,8 @@ class Rule:
     verbs: frozenset[str]
     where: Where
     peering: bool = False  # only with peering.enabled
-    resource_name_value: str | None = None  # the values key naming the only resource allowed
+    # The values key naming the only resources allowed (one name, or a list of names).
+    resource_name_value: str | None = None
 
 
 def _rule(group: str, resource: str, verbs: str, where: Where, **kw: Any) -> Rule:
@@ -67,6 +68,13 @@ DOCUMENTED: tuple[Rule, ...] = (
         Where.RELEASE,
         resource_name_value="prometheus.authSecret.name",
     ),
+    _rule(
+        "",
+        "secrets",
+        "get",
+        Where.WATCHED,
+        resource_name_value="prometheus.poolAuthSecretNames",
+    ),
 )
 
 
@@ -98,10 +106,10 @@ def expected_grants(values: Mapping[str, Any], release_namespace: str) -> set[Gr
             continue
         names: list[str | None] = [None]
         if rule.resource_name_value is not None:
-            name = _value(values, rule.resource_name_value)
-            if not name:
+            named = _value(values, rule.resource_name_value)
+            names = list(named) if isinstance(named, list) else [named] if named else []
+            if not names:
                 continue
-            names = [name]
         if rule.where is Where.WATCHED:
             namespaces = [CLUSTER] if cluster_rbac or not watched else watched
         elif rule.where is Where.CLUSTER:

@@ -55,19 +55,29 @@ def test_secrets_only_by_name(case: str) -> None:
         if "secrets" in rule["resources"]
     ]
     name = values["prometheus"]["authSecret"]["name"]
-    if not name:
-        assert secret_rules == []
-        return
-    assert len(secret_rules) == 1
-    role, rule = secret_rules[0]
-    assert role["kind"] == "Role"
-    assert role["metadata"]["namespace"] == NAMESPACE
-    assert rule == {
-        "apiGroups": [""],
-        "resources": ["secrets"],
-        "resourceNames": [name],
-        "verbs": ["get"],
-    }
+    pool_names = values["prometheus"]["poolAuthSecretNames"]
+    own = [(role, rule) for role, rule in secret_rules if rule["resourceNames"] == [name]]
+    pools = [(role, rule) for role, rule in secret_rules if (role, rule) not in own]
+    assert len(own) == (1 if name else 0)
+    for role, rule in own:
+        assert role["kind"] == "Role"
+        assert role["metadata"]["namespace"] == NAMESPACE
+        assert rule == {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [name],
+            "verbs": ["get"],
+        }
+    # Pools' tokens: one rule per watched-namespace Role (or in the ClusterRole), names only.
+    expected_roles = len(values["watchNamespaces"]) if values["rbac"]["scope"] != "cluster" else 1
+    assert len(pools) == (expected_roles if pool_names else 0)
+    for _, rule in pools:
+        assert rule == {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": pool_names,
+            "verbs": ["get"],
+        }
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -139,6 +149,28 @@ def test_auth_secret_is_readable_by_name_only() -> None:
     assert not allows(granted, NAMESPACE, "", "secrets", "get", "another-secret")
     assert not allows(granted, NAMESPACE, "", "secrets", "list")
     assert not allows(granted, "llm", "", "secrets", "get", name)
+
+
+def test_pool_auth_secrets_are_readable_by_name_in_the_watched_namespaces_only() -> None:
+    case = "pool-auth-secrets-values"
+    values = merged_values(case)
+    names = values["prometheus"]["poolAuthSecretNames"]
+    granted = rendered_grants(objects(case), service_account(case))
+    for namespace in values["watchNamespaces"]:
+        for name in names:
+            assert allows(granted, namespace, "", "secrets", "get", name)
+        assert not allows(granted, namespace, "", "secrets", "get", "another-secret")
+        assert not allows(granted, namespace, "", "secrets", "list")
+    assert not allows(granted, "default", "", "secrets", "get", names[0])
+    assert not allows(granted, NAMESPACE, "", "secrets", "get", names[0])
+
+
+def test_pool_auth_secrets_in_cluster_scope_are_still_by_name() -> None:
+    values = {"prometheus": {"poolAuthSecretNames": ["prometheus-token"]}}
+    granted = rendered_grants(parse(render(values)), service_account("default"))
+    assert allows(granted, "anywhere", "", "secrets", "get", "prometheus-token")
+    assert not allows(granted, "anywhere", "", "secrets", "get", "other")
+    assert not allows(granted, "anywhere", "", "secrets", "list")
 
 
 def test_rbac_off_renders_no_rbac() -> None:

@@ -6,6 +6,8 @@ the rendered rules against it.
 "chiron-operator.rbac.poolRules": namespaced resources in the namespaces the operator serves.
 "chiron-operator.rbac.clusterRules": cluster-scoped resources; always in a ClusterRole.
 "chiron-operator.rbac.secretRules": the Prometheus token Secret, by name, in the release namespace.
+Pools' own token Secrets (`prometheus.poolAuthSecretNames`) are part of poolRules: they live in
+the pools' namespaces.
 */}}
 
 {{- define "chiron-operator.rbac.poolRules" -}}
@@ -43,6 +45,16 @@ the rendered rules against it.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "list", "watch"]
+{{- with .Values.prometheus.poolAuthSecretNames }}
+# Pools' Prometheus tokens (spec.prometheus.authSecretRef), by name only, in the pools' namespaces.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames:
+  {{- range . }}
+    - {{ . | quote }}
+  {{- end }}
+  verbs: ["get"]
+{{- end }}
 {{- if and .Values.peering.enabled .Values.watchNamespaces }}
 # kopf peering of an operator serving listed namespaces: a KopfPeering in each of them.
 - apiGroups: ["kopf.dev"]

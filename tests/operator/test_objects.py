@@ -1,0 +1,142 @@
+"""A new pool gets its Deployments and Services from the real operator, as the spec says."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.operator.conftest import OPERATOR, Env
+from tests.operator.harness import MODEL, fixed, pool_spec, wait_for
+from tests.operator.rbac_check import chart_grants, denied, namespaced_values
+
+POOL = "objects"
+SEQS = {"interactive": 8, "mixed": 16, "batch": 128}
+
+
+@pytest.fixture(scope="module")
+def created(plane: Env) -> Iterator[dict[str, Any]]:
+    spec = pool_spec(
+        plane.prometheus.url,
+        template={
+            "args": ["--max-model-len", "4096", "--enable-chunked-prefill"],
+            "env": [{"name": "HF_HOME", "value": "/cache"}],
+            "labels": {"team": "inference"},
+        },
+        roles={
+            "interactive": fixed(1, 2, SEQS["interactive"]),
+            "mixed": fixed(2, 3, SEQS["mixed"]),
+            "batch": fixed(0, 2, SEQS["batch"]),
+        },
+    )
+    pool = plane.pools.create(POOL, spec)
+    try:
+        wait_for(
+            lambda: (
+                len(plane.pools.deployments(POOL)) == 3 and len(plane.pools.services(POOL)) == 2
+            ),
+            timeout_s=10,
+            what="three Deployments and two Services",
+        )
+        yield pool
+    finally:
+        plane.pools.delete(POOL)
+
+
+def _owner_is_the_pool(obj: dict[str, Any], pool: dict[str, Any]) -> None:
+    assert obj["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "chiron.io/v1alpha1",
+            "kind": "LLMServingPool",
+            "name": POOL,
+            "uid": pool["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+@pytest.mark.parametrize("role", ["interactive", "mixed", "batch"])
+def test_one_deployment_per_role_with_the_operator_flags(
+    plane: Env, created: dict[str, Any], role: str
+) -> None:
+    deployment = plane.pools.deployment(POOL, role)
+    assert deployment is not None
+    _owner_is_the_pool(deployment, created)
+    labels = deployment["metadata"]["labels"]
+    assert labels["chiron.io/pool"] == POOL
+    assert labels["chiron.io/role"] == role
+    assert labels["app.kubernetes.io/managed-by"] == "chiron-operator"
+    spec = deployment["spec"]
+    min_replicas = created["spec"]["roles"][role]["minReplicas"]
+    assert spec["replicas"] == min_replicas
+    assert spec["selector"]["matchLabels"] == {"chiron.io/pool": POOL, "chiron.io/role": role}
+    template = spec["template"]
+    assert template["metadata"]["labels"]["team"] == "inference"
+    assert template["metadata"]["annotations"]["chiron.io/max-num-seqs"] == str(SEQS[role])
+    (container,) = template["spec"]["containers"]
+    assert container["command"] == ["vllm", "serve"]
+    args = container["args"]
+    assert args[0] == MODEL
+    assert args[1:4] == ["--max-model-len", "4096", "--enable-chunked-prefill"]
+    assert args[args.index("--max-num-seqs") + 1] == str(SEQS[role])
+    assert args.count("--max-num-seqs") == 1
+    priority = ["--scheduling-policy", "priority"]
+    has_priority = any(args[i : i + 2] == priority for i in range(len(args)))
+    assert has_priority is (role == "mixed")
+    assert container["env"] == [{"name": "HF_HOME", "value": "/cache"}]
+
+
+def test_services_select_the_pods_of_each_traffic_class(
+    plane: Env, created: dict[str, Any]
+) -> None:
+    services = plane.pools.services(POOL)
+    assert set(services) == {f"{POOL}-interactive", f"{POOL}-batch"}
+    for request_class in ("interactive", "batch"):
+        service = services[f"{POOL}-{request_class}"]
+        _owner_is_the_pool(service, created)
+        assert service["spec"]["selector"] == {
+            "chiron.io/pool": POOL,
+            f"chiron.io/serves-{request_class}": "true",
+        }
+    serves = {
+        role: {k for k, v in d["spec"]["template"]["metadata"]["labels"].items() if v == "true"}
+        for role, d in plane.pools.deployments(POOL).items()
+    }
+    assert serves == {
+        "interactive": {"chiron.io/serves-interactive"},
+        "mixed": {"chiron.io/serves-interactive", "chiron.io/serves-batch"},
+        "batch": {"chiron.io/serves-batch"},
+    }
+
+
+def test_the_objects_are_the_operators(plane: Env, created: dict[str, Any]) -> None:
+    """Created by the operator's identity, once each: no create-then-fix churn."""
+    path = f"/apis/apps/v1/namespaces/{plane.pools.namespace}/deployments"
+    posts = [r for r in plane.stack.audit.records if r.method == "POST" and r.path == path]
+    assert {r.identity for r in posts} == {OPERATOR}
+    names = {f"{POOL}-{role}" for role in SEQS}
+    deployments = plane.pools.deployments(POOL)
+    assert {d["metadata"]["name"] for d in deployments.values()} == names
+    assert all(d["metadata"]["generation"] == 1 for d in deployments.values())
+
+
+def test_a_role_with_max_zero_gets_no_deployment(plane: Env) -> None:
+    spec = pool_spec(plane.prometheus.url)  # batch maxReplicas 0
+    plane.pools.create("objects-nobatch", spec)
+    try:
+        wait_for(
+            lambda: len(plane.pools.deployments("objects-nobatch")) == 2,
+            timeout_s=10,
+            what="the interactive and mixed Deployments",
+        )
+        assert set(plane.pools.deployments("objects-nobatch")) == {"interactive", "mixed"}
+        assert plane.pools.deployment("objects-nobatch", "batch") is None
+    finally:
+        plane.pools.delete("objects-nobatch")
+
+
+def test_api_calls_are_allowed_by_the_chart(plane: Env) -> None:
+    grants = chart_grants(namespaced_values([plane.pools.namespace]))
+    assert denied(plane.stack.audit.by(OPERATOR), grants) == []
