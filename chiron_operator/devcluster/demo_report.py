@@ -232,6 +232,7 @@ def summarise(record: DemoRecord) -> dict[str, Any]:
         "batch_size_changes": actions["batch_size_changes"],
         "interactive_requests": len(record.interactive),
         "interactive_completed": int(stats["completed"]),
+        "interactive_failed": _failures(record.interactive),
         "interactive_slo_attainment": _round(stats["attainment"]),
         "interactive_ttft_p50_s": _round(stats["ttft_p50_s"]),
         "interactive_ttft_p95_s": _round(stats["ttft_p95_s"]),
@@ -246,6 +247,18 @@ def summarise(record: DemoRecord) -> dict[str, Any]:
             role: max((s.roles[role].ready for s in samples), default=0) for role in ROLES
         },
     }
+
+
+def _failures(results: Sequence[InteractiveResult]) -> dict[str, int]:
+    """Why requests did not complete: no ready endpoint, aborted by a terminating pod, ..."""
+    reasons: Counter[str] = Counter()
+    for result in results:
+        done = result.completion
+        if done is None:
+            reasons["no ready endpoint"] += 1
+        elif not done.ok:
+            reasons[done.error or "no tokens"] += 1
+    return dict(reasons.most_common())
 
 
 def _round(value: float) -> float | None:

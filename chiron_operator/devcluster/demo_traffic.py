@@ -79,8 +79,16 @@ class InteractiveReplay:
             stream=True,
         )
         self.balancer.inflight[endpoint.pod] += 1
+        sent = time.time()
         try:
             done = await complete(self.session, endpoint, body)
+        except asyncio.CancelledError:
+            # Still running when the demo ended: counted, as a miss (the simulator's rule).
+            cut = Completion(
+                endpoint.pod, endpoint.role, sent, time.time(), False, 0, None, None, "unfinished"
+            )
+            self.results.append(InteractiveResult(spec, cut))
+            raise
         finally:
             self.balancer.inflight[endpoint.pod] -= 1
         self.results.append(InteractiveResult(spec, done))

@@ -165,14 +165,30 @@ def _template_body(
 
 
 def _template_differs(current: Json, body: Json) -> bool:
+    """Whether the live pod template lacks anything the spec's template sets.
+
+    Every field counts (labels, annotations, tolerations, probes, the service account...), not
+    a chosen few, or a spec edit of the others would never reach the pods. "Lacks" rather than
+    "differs": the API server adds defaults to what it stores (imagePullPolicy, dnsPolicy...),
+    which must not read as a change on every reconcile.
+    """
     have = (current.get("spec") or {}).get("template") or {}
-    want = body["spec"]["template"]
-    have_container = ((have.get("spec") or {}).get("containers") or [{}])[0]
-    want_container = want["spec"]["containers"][0]
-    keys = ("image", "args", "env", "resources")
-    return any(have_container.get(k) != want_container.get(k) for k in keys) or (
-        (have.get("spec") or {}).get("nodeSelector") != want["spec"].get("nodeSelector")
-    )
+    return not _contains(have, body["spec"]["template"])
+
+
+def _contains(have: object, want: object) -> bool:
+    """`want` is in `have`: maps key by key (extra keys allowed), lists item by item."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(
+            _contains(have.get(key), value) for key, value in want.items()
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(have) == len(want)
+            and all(_contains(h, w) for h, w in zip(have, want, strict=True))
+        )
+    return have == want
 
 
 def apply_plan(

@@ -97,8 +97,6 @@ def records(
     hide why a pool did not scale. A hold is kept when its reason differs from the last record
     of the same role and field, which answers "why not?" once per cause.
     """
-    changed = {(c.role, c.field) for c in the_plan.changes}
-    last_reason = {(r.role, r.field): r.reason for r in history}
     out = [
         _record(
             now,
@@ -111,28 +109,27 @@ def records(
         )
         for c in the_plan.changes
     ]
+    changed = {(c.role, c.field) for c in the_plan.changes}
+    last_reason = {(r.role, r.field): r.reason for r in history}
     for role, role_decision in decision.roles.items():
-        fact = facts.get(role)
-        holds = (
+        for field, controller, verdict in (
             (DecisionField.REPLICAS, DecisionController.GLOBAL, role_decision.replicas),
             (DecisionField.BATCH_SIZE, DecisionController.RESTART, role_decision.max_num_seqs),
-        )
-        for field, controller, verdict in holds:
+        ):
             key = (role, field)
-            if key in changed or last_reason.get(key) == verdict.reason.value:
-                continue
-            before = verdict.value if fact is None else _current(fact, field)
-            out.append(
-                _record(
-                    now,
-                    controller=controller,
-                    role=role,
-                    field=field,
-                    before=before,
-                    verdict=verdict,
-                    applied=False,
+            if key not in changed and last_reason.get(key) != verdict.reason.value:
+                before = _current(facts[role], field) if role in facts else verdict.value
+                out.append(
+                    _record(
+                        now,
+                        controller=controller,
+                        role=role,
+                        field=field,
+                        before=before,
+                        verdict=verdict,
+                        applied=False,
+                    )
                 )
-            )
     return out
 
 

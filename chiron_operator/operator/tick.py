@@ -53,25 +53,7 @@ async def report_invalid_spec(
     if errors and was_invalid == message and previous.observed_generation == generation:
         return True
     now = datetime.fromtimestamp(ctx.clock(), UTC)
-    invalid = condition(
-        ConditionType.INVALID_SPEC,
-        bool(errors),
-        "SpecRejected" if errors else "SpecValid",
-        message,
-        now=now,
-        generation=generation,
-    )
-    conditions = upsert_condition(previous.conditions, invalid)
-    if errors:
-        ready = condition(
-            ConditionType.READY, False, "InvalidSpec", message, now=now, generation=generation
-        )
-        conditions = upsert_condition(conditions, ready)
-    status: dict[str, Any] = {
-        "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions]
-    }
-    if errors:
-        status["observedGeneration"] = generation
+    status = _spec_verdict(previous, message, invalid=bool(errors), now=now, generation=generation)
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, status)
     if errors and was_invalid != message:
         await asyncio.to_thread(
@@ -84,6 +66,32 @@ async def report_invalid_spec(
             event_type=EventType.WARNING,
         )
     return bool(errors)
+
+
+def _spec_verdict(
+    previous: PoolStatus, message: str, *, invalid: bool, now: datetime, generation: int
+) -> dict[str, Any]:
+    """The status patch for a spec verdict: InvalidSpec (and Ready=False while invalid)."""
+    verdict = condition(
+        ConditionType.INVALID_SPEC,
+        invalid,
+        "SpecRejected" if invalid else "SpecValid",
+        message,
+        now=now,
+        generation=generation,
+    )
+    conditions = upsert_condition(previous.conditions, verdict)
+    if invalid:
+        ready = condition(
+            ConditionType.READY, False, "InvalidSpec", message, now=now, generation=generation
+        )
+        conditions = upsert_condition(conditions, ready)
+    status: dict[str, Any] = {
+        "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions]
+    }
+    if invalid:
+        status["observedGeneration"] = generation
+    return status
 
 
 def _condition_message(status: PoolStatus, kind: ConditionType) -> str | None:

@@ -62,7 +62,8 @@ async def test_fcfs_accepts_priority_and_ignores_it() -> None:
 
 
 async def test_token_pacing_follows_the_latency_model() -> None:
-    model, scale, prompt, n = profile("llama31-8b-a100"), 2.0, 2000, 120
+    # Steps of ~25 ms: scheduling jitter of a busy 2-core machine (1-3 ms) stays well inside 10%.
+    model, scale, prompt, n = profile("llama31-8b-a100"), 0.5, 2000, 80
     async with running("--time-scale", str(scale)) as emu:
         r = await emu.client.stream(prompt="x", chiron_prompt_tokens=prompt, max_tokens=n)
         text = await emu.client.metrics()

@@ -10,6 +10,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -313,7 +314,7 @@ class Load:
 class OperatorSlot:
     """The operator a group of tests shares; a test may restart it (a new process)."""
 
-    def __init__(self, options: OperatorOptions, log_dir: Any) -> None:
+    def __init__(self, options: OperatorOptions, log_dir: Path) -> None:
         self.options = options
         self._log_dir = log_dir
         self._count = 0

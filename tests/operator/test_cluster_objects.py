@@ -111,3 +111,39 @@ def test_only_exact_namespace_lists_turn_kopfs_cluster_scans_off(
     argv: list[str], exact: bool
 ) -> None:
     assert exact_namespaces(parse_args(argv)) is exact
+
+
+def _current(spec: Any) -> list[dict[str, Any]]:
+    return [
+        build_deployment("p", "llm", "uid-1", spec, role, replicas=1, max_num_seqs=64)
+        for role in (Role.INTERACTIVE, Role.MIXED, Role.BATCH)
+    ]
+
+
+def test_server_defaults_in_the_live_template_are_not_a_change() -> None:
+    current = _current(SPEC)
+    for deployment in current:
+        pod = deployment["spec"]["template"]["spec"]
+        pod["dnsPolicy"] = "ClusterFirst"
+        pod["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    kube = Recorder()
+    kube.services = build_services("p", "llm", "uid-1", SPEC)
+    run(kube, current)
+    assert kube.calls == []
+
+
+def test_any_template_field_the_spec_changes_is_rolled_out() -> None:
+    tolerant = parse_spec(
+        {
+            **SPEC.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "template": {
+                "image": "vllm/vllm-openai:v0.11.0",
+                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            },
+        }
+    )
+    kube = Recorder()
+    kube.services = build_services("p", "llm", "uid-1", tolerant)
+    cluster.ensure_objects(cast(KubeClient, kube), REF, tolerant, _current(SPEC))
+    patched = sorted(c for c in kube.calls if c.startswith("patch"))
+    assert patched == [f"patch p-{r} replicas=None" for r in ("batch", "interactive", "mixed")]
