@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write-profiles", action="store_true", help="rewrite profiles.py")
     args = parser.parse_args(argv)
     fits = calibrate_all()
-    print("## Fits (relative least squares)\n\n" + fits_markdown(fits))
+    print("## Fits (decode: relative least squares; prefill: least MAPE)\n\n" + fits_markdown(fits))
     print("\n## Against latency_model_fits.csv\n\n" + reference_markdown(fits))
     print("\n## Profiles\n\n" + profiles.profiles_markdown())
     print("\n## Cold starts\n\n" + coldstart.presets_markdown())

@@ -13,10 +13,10 @@ from chiron_operator.sim import calibration, fitting, profiles
 from chiron_operator.sim.latency import LatencyModel, with_step_overhead
 
 MAPE_MAX = 0.05
-# Llama-2-70B H100 TP8 prefill is 6.1% (docs/LATENCY_MODEL.md): its time grows x2.85 from 2048
-# to 4096 tokens but x2.16 from 4096 to 8192, while any non-negative a + bT + cT^2 (floored or
-# not) grows by a non-decreasing factor per doubling. Even minimising MAPE directly leaves 5.5%.
-PREFILL_MAPE_EXCEPTIONS = {"llama2-70b-h100-tp8": 0.062}
+# Llama-2-70B H100 TP8 prefill grows x2.85 from 2048 to 4096 tokens but x2.16 from 4096 to 8192,
+# while any non-negative a + bT + cT^2 (floored or not) grows by a non-decreasing factor per
+# doubling: the minimum-MAPE fit leaves that one row ~21% short (docs/LATENCY_MODEL.md).
+KNOWN_WORST_PREFILL_ROW = ("llama2-70b-h100-tp8", 4096.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +39,21 @@ def test_decode_fits_within_5_percent_mape(fits: list[calibration.ProfileFit]) -
     assert not bad, f"decode MAPE above {MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
 
 
-def test_prefill_fits_within_5_percent_mape_but_the_documented_exception(
-    fits: list[calibration.ProfileFit],
-) -> None:
-    bad = [
-        (f.profile, f"{f.prefill.mape:.1%}")
-        for f in fits
-        if f.prefill.mape > PREFILL_MAPE_EXCEPTIONS.get(f.profile, MAPE_MAX)
-    ]
-    assert not bad, f"prefill MAPE above its bound for {bad}\n{_mape_table(fits)}"
-    # An exception that is no longer needed should be removed, not kept as slack.
-    for name, bound in PREFILL_MAPE_EXCEPTIONS.items():
-        mape = next(f.prefill.mape for f in fits if f.profile == name)
-        assert MAPE_MAX < mape <= bound, _mape_table(fits)
+def test_prefill_fits_within_5_percent_mape(fits: list[calibration.ProfileFit]) -> None:
+    bad = [(f.profile, f"{f.prefill.mape:.1%}") for f in fits if f.prefill.mape > MAPE_MAX]
+    assert not bad, f"prefill MAPE above {MAPE_MAX:.0%} for {bad}\n{_mape_table(fits)}"
+
+
+def test_the_worst_prefill_row_is_the_documented_one(fits: list[calibration.ProfileFit]) -> None:
+    # The L1 fit trades one off-form row for the others; that row must stay the known one.
+    worst = max(fits, key=lambda f: f.prefill.max_ape)
+    name, tokens = KNOWN_WORST_PREFILL_ROW
+    table = calibration.SOURCES[name].prefill()
+    ape = np.abs(fitting.predict(table.x, worst.prefill.coef) - table.y) / table.y
+    assert worst.profile == name
+    assert table.x[int(np.argmax(ape)), 1] == tokens
+    assert 0.15 < worst.prefill.max_ape < 0.25
+    assert all(f.prefill.max_ape < 0.16 for f in fits if f.profile != name)
 
 
 def test_prefill_roofline_fits_no_worse_than_the_quadratic(
@@ -62,8 +64,9 @@ def test_prefill_roofline_fits_no_worse_than_the_quadratic(
 
 
 def test_fits_explain_most_variance(fits: list[calibration.ProfileFit]) -> None:
-    # The 70B A100 TP2 decode rows vary by only ~30%, mostly noise, hence the lower bound.
-    assert all(f.decode.r2 > 0.85 and f.prefill.r2 > 0.99 for f in fits), _mape_table(fits)
+    # The 70B A100 TP2 decode rows vary by only ~30%, mostly noise, hence the lower bound; R^2
+    # weighs milliseconds, so the 70B H100 TP8 prefill's short 4,096-token row holds it at 0.988.
+    assert all(f.decode.r2 > 0.85 and f.prefill.r2 > 0.98 for f in fits), _mape_table(fits)
 
 
 def test_8b_prefill_is_flat_up_to_a_few_hundred_tokens(
@@ -145,6 +148,27 @@ def test_floored_least_squares_without_a_flat_part_is_the_quadratic() -> None:
     coef = fitting.floored_least_squares(x, y)
     np.testing.assert_allclose(fitting.predict(x, coef), y, rtol=1e-9)
     assert fitting.knee_tokens(coef.tolist()) <= 100.0
+
+
+def test_least_absolute_recovers_exact_coefficients_and_ignores_one_bad_row() -> None:
+    t = np.array([128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0])
+    coef = np.array([5.0, 0.02, 1e-6])
+    y = _design(t) @ coef
+    np.testing.assert_allclose(fitting.least_absolute(_design(t), y), coef, rtol=1e-9)
+    y[5] *= 1.3  # one row off the form: L1 fits the other six exactly
+    np.testing.assert_allclose(fitting.least_absolute(_design(t), y), coef, rtol=1e-9)
+    assert not np.allclose(fitting.least_squares(_design(t), y), coef, rtol=1e-3)
+
+
+def test_floored_least_absolute_recovers_a_roofline_in_any_row_order() -> None:
+    t = np.array([16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0])
+    truth = [1.0, 0.018, 5e-7, 6.5]
+    x = _design(t)
+    y = fitting.predict(x, truth)
+    shuffled = np.random.default_rng(1).permutation(len(t))
+    coef = fitting.floored_least_absolute(x[shuffled], y[shuffled])
+    np.testing.assert_allclose(fitting.predict(x, coef), y, rtol=1e-9)
+    np.testing.assert_allclose(coef, truth, rtol=1e-7)
 
 
 def test_knee_tokens_of_a_linear_branch_and_of_no_floor() -> None:
