@@ -19,32 +19,31 @@ the pools' namespaces.
 - apiGroups: ["chiron.io"]
   resources: ["llmservingpools/status"]
   verbs: ["get", "patch"]
-# One vLLM Deployment per role: created, then scaled and patched (--max-num-seqs).
+# One vLLM Deployment per role: read (get, list by the pool's labels), created, then scaled and
+# patched (--max-num-seqs). Polled each tick, never watched.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The Services of the traffic classes (<pool>-interactive, <pool>-batch).
+  verbs: ["get", "list", "create", "patch"]
+# The Services of the traffic classes (<pool>-interactive, <pool>-batch): listed by the pool's
+# labels, created, or patched when the create finds one.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "create", "patch"]
-# vLLM pods: read for readiness, patched with controller.kubernetes.io/pod-deletion-cost.
+  verbs: ["list", "create", "patch"]
+# vLLM pods: listed for readiness, patched with controller.kubernetes.io/pod-deletion-cost.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
-# Events about pools (kopf posts through the core API; the operator also through events.k8s.io).
+  verbs: ["list", "patch"]
+# Events about pools: kopf and the operator both post core/v1 Events, create only.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# Conflict detection: an HPA or a KEDA ScaledObject targeting a pool's Deployment.
+  verbs: ["create"]
+# Conflict detection: an HPA or a KEDA ScaledObject targeting a pool's Deployment (listed per tick).
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 {{- with .Values.prometheus.poolAuthSecretNames }}
 # Pools' Prometheus tokens (spec.prometheus.authSecretRef), by name only, in the pools' namespaces.
 - apiGroups: [""]
