@@ -13,6 +13,7 @@ reports a Conflict condition instead). Each role's Deployment keeps its own scal
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -38,6 +39,10 @@ from chiron_operator.core.tuning import (
 
 # The policy's per-role defaults (interactive keeps one instance, batch runs large batches).
 ROLE_DEFAULTS: Final[Mapping[Role, RoleBounds]] = MappingProxyType(dict(PoolTuning().bounds))
+# The answer length a draining pod waits for by default: a long chat answer (the Azure conv
+# trace's p99 output is below it). Longer work, batch work mostly, is aborted at the bound and
+# retried by its client; the bound keeps a hung GPU from holding a pod for hours.
+DRAIN_OUTPUT_TOKENS: Final = 1024
 
 
 class Mode(StrEnum):
@@ -188,6 +193,48 @@ def _fill(given: dict[str, Any], defaults: RoleBounds) -> dict[str, Any]:
     return filled
 
 
+class DrainSpec(SpecModel):
+    """How a vLLM pod leaves on a scale-down or a batch-size restart, without failing requests.
+
+    A deleted pod is taken out of its Services' endpoints at once, but kube-proxy, gateways and
+    load balancers learn of it seconds later. So its preStop hook first sleeps
+    `endpointDelayS` while vLLM keeps serving; then vLLM gets SIGTERM, fails its readiness
+    probe, refuses new requests, lets the ones in flight finish for at most `requestTimeoutS`
+    (vLLM's --shutdown-timeout) and aborts the rest. The pod's terminationGracePeriodSeconds is
+    endpointDelayS + requestTimeoutS + 5 s (vLLM's own engine shutdown); the kubelet kills the
+    pod after it. A pod with nothing in flight exits right after the preStop sleep.
+    """
+
+    endpoint_delay_s: int = Field(
+        default=15,
+        ge=0,
+        le=3600,
+        description="preStop sleep before SIGTERM, seconds: how long routing takes to stop "
+        "sending to a deleted pod (0: no preStop hook).",
+    )
+    request_timeout_s: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Longest wait for in-flight requests after SIGTERM, seconds. Default: "
+        f"what a {DRAIN_OUTPUT_TOKENS}-token answer takes at the SLOs, "
+        f"ceil(slo.interactiveTtftS + {DRAIN_OUTPUT_TOKENS - 1} x slo.interactiveItlS).",
+    )
+    shutdown_timeout_flag: bool = Field(
+        default=False,
+        description="Pass requestTimeoutS to vLLM as --shutdown-timeout, which makes vLLM "
+        "drain on SIGTERM instead of aborting (vLLM releases since 2026, "
+        "vllm-project/vllm#36666; older ones reject the flag and would not start).",
+    )
+
+    def request_timeout(self, slo: SloTargets) -> int:
+        """requestTimeoutS, or its default derived from the SLOs; seconds."""
+        if self.request_timeout_s is not None:
+            return self.request_timeout_s
+        answer_s = slo.interactive_ttft_s + (DRAIN_OUTPUT_TOKENS - 1) * slo.interactive_itl_s
+        return math.ceil(answer_s)
+
+
 class TuningSpec(SpecModel):
     """The algorithms' tunables, as chiron_operator.core.tuning defines and defaults them."""
 
@@ -225,6 +272,7 @@ class LLMServingPoolSpec(SpecModel):
     prometheus: PrometheusSpec = Field(description="Where the vLLM metrics are read from.")
     batch_queue: BatchQueueSpec | None = None
     control: ControlSpec = Field(default=ControlSpec(), description="Controller cadence.")
+    drain: DrainSpec = DrainSpec()
     tuning: TuningSpec = Field(default=TuningSpec(), description="The algorithms' tunables.")
 
     @model_validator(mode="after")

@@ -2,11 +2,11 @@
 
 Backpressure BP = max(LBP, TBP). LBP = EWMA(ITL) / (ITL SLO x `itl_target_ratio`) says how close
 the role is to its latency objective, ITL being the pods' mean gap between a sequence's tokens
-(running sequences over tokens per second, see `pool_view.mean_itl_s`): the per-request mean
-ITL the SLO is checked on averages exactly that, stalls included. TBP = throughput before the
-last increase / throughput now says whether the last increase cost throughput. BP >= 1 shrinks
-the batch multiplicatively; BP < 1 grows it, by more the further BP is from 1, but only while the
-batch is actually full.
+(running sequences over tokens per second, both averaged over the same window, see
+`pool_view.mean_itl_s`): the per-request mean ITL the SLO is checked on averages exactly that,
+stalls included. TBP = throughput before the last increase / throughput now says whether the
+last increase cost throughput. BP >= 1 shrinks the batch multiplicatively; BP < 1 grows it, by
+more the further BP is from 1, but only while the batch is actually full.
 
 Every step is taken from `applied_seqs`, the size the pods ran while the signals were measured,
 not from the last target: the target may be waiting for a restart (the slow path is
@@ -39,6 +39,8 @@ class LocalSignals:
     `itl_s` is the highest pod mean ITL (the conservative choice: every pod of a role runs the
     same cap, so the worst pod decides), from running sequences over tokens per second, or the
     histogram's quantile when no pod runs anything; the others are means per fresh pod.
+    `running_requests` and `waiting_requests` are the newest gauges, not window means: they
+    judge whether the batch is full now, which is what growing it needs.
     """
 
     itl_s: float

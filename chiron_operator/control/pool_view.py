@@ -1,4 +1,9 @@
-"""Shared reads of a pool snapshot for the global controller's interactive and batch rules."""
+"""Shared reads of a pool snapshot for the global controller's interactive and batch rules.
+
+Load reads (`interactive_load`, `batch_running`, `mixed_utilization`) take the newest gauges:
+they judge how full a pod is now, which a window's average would report late. `mean_itl_s`,
+a ratio of two rates, is the source's own estimate over the newest scrape intervals.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ CEIL_EPS = 1e-9
 
 
 def mean_itl_s(pod: PodSignals) -> float:
-    """A pod's mean inter-token latency over the window: running sequences / tokens per second.
+    """A pod's mean inter-token latency: mean running sequences / tokens per second.
 
     Every running sequence gets one token per iteration, so tokens per second per sequence is
     the iteration rate and its inverse the mean gap between a sequence's tokens, stalls for
@@ -22,7 +27,15 @@ def mean_itl_s(pod: PodSignals) -> float:
     the ITL SLO is checked on, averages. A quantile of vLLM's per-gap histogram is not: when
     more than 1 - percentile of iterations admit a prompt, it is the prefill stall itself,
     which no batch size removes. NaN when the pod runs nothing or reports no throughput.
+
+    The source's `mean_itl_s` takes both over the same short range (`itl_window_s`). The newest
+    gauge over the window's rate reads a load step as latency (4 -> 32 sequences late in the
+    window: 8x the sequences over a rate still mostly made by 4), which halved batch sizes in
+    the middle of a surge. That ratio stands in only when a source reports no estimate: in a
+    steady state the two agree, and dropping it would leave the ITL objective unguarded.
     """
+    if is_known(pod.mean_itl_s) and pod.mean_itl_s > 0.0:
+        return pod.mean_itl_s
     running, rate = pod.running_requests, pod.generation_tokens_per_s
     if not (is_known(running) and is_known(rate)) or running <= 0.0 or rate <= 0.0:
         return math.nan

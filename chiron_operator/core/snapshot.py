@@ -22,13 +22,28 @@ def is_known(value: float) -> bool:
     return math.isfinite(value)
 
 
+def itl_window_s(scrape_interval_s: float, window_s: float) -> float:
+    """The range of the mean-ITL ratio: two scrape intervals, at most the rates' window.
+
+    A left-open range of two intervals holds the newest two samples, the shortest stretch a
+    rate can be taken over. The local controller acts on this ratio, and a longer range trails
+    a real rise in latency by half its length: over a 60 s window, batch sizes stayed too large
+    for a minute while the 70B pool's ITL climbed (simulated attainment 94% -> 87%).
+    """
+    return min(window_s, 2.0 * scrape_interval_s)
+
+
 @dataclass(frozen=True, slots=True)
 class PodSignals:
     """What Prometheus tells about one vLLM pod over the control window.
 
-    Request counts are gauges at the end of the window; latencies are the SLO percentile over
-    the window. `interactive_*` are NaN when the source cannot split a mixed pod's load by class
-    (real vLLM exports no per-priority gauges); controllers then treat all load as interactive.
+    Request counts are gauges at the end of the window (how full the pod is now). `mean_itl_s`
+    is the mean gap between a running sequence's tokens over the newest scrape intervals
+    (`itl_window_s`): the running gauge averaged over that range divided by the token rate
+    over the same range, so both sides describe one stretch of time. Other latencies are the
+    SLO percentile over the window. `interactive_*` are NaN when the source cannot split a
+    mixed pod's load by class (real vLLM exports no per-priority gauges); controllers then
+    treat all load as interactive.
     """
 
     name: str
@@ -41,6 +56,7 @@ class PodSignals:
     interactive_waiting_requests: float = NAN
     kv_cache_usage_ratio: float = NAN
     generation_tokens_per_s: float = NAN
+    mean_itl_s: float = NAN
     itl_s: float = NAN
     ttft_s: float = NAN
     sample_age_s: float = math.inf

@@ -5,7 +5,8 @@
   `apiserver.write_kubeconfig()` points clients at it.
 - `kubelet.Kubelet` runs the operator's Deployments as local processes (a `PodRuntime` decides
   which: `processes.ContainerRuntime(("chiron-emulator",))` for the vLLM emulator), reports pod
-  and Deployment status, and writes a Prometheus file_sd file of the ready pods.
+  and Deployment status, and writes a Prometheus file_sd file of the ready pods; a deleted pod
+  drains as on a real node (`termination`: preStop sleep, SIGTERM, SIGKILL at its grace period).
 - `prometheus.PrometheusProcess`: a private Prometheus scraping those pods (file_sd).
 - `stack.DevStack`: all of it at once, on an event loop in a thread, with an `audit` log of
   every API request and the identity (bearer token) that made it;

@@ -46,6 +46,7 @@ from chiron_operator.kube import KubeClient
 
 POOLS: Final = "/apis/chiron.io/v1alpha1/namespaces/{namespace}/llmservingpools"
 READY_TIMEOUT_S: Final = 45.0
+DRAIN_GRACE_CAP_S: Final = 600.0
 CLEAR: Final = "\x1b[H\x1b[2J"
 
 
@@ -89,6 +90,8 @@ class Demo:
                 pods_namespace=NAMESPACE,
                 emulator_args=emulator_args(plan),
                 static_jobs=(StaticJob("batch-gateway", (f"127.0.0.1:{self.gateway_port}",)),),
+                # Pods drain as the pool's spec.drain says, however long that is.
+                max_grace_s=DRAIN_GRACE_CAP_S,
             )
         )
         self.operator: OperatorProcess | None = None

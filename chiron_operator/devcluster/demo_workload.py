@@ -180,15 +180,20 @@ def pool_spec(plan: DemoPlan, prometheus_url: str) -> dict[str, Any]:
             "mixed": _role(1, 4, 4, 32, 8),
             "batch": _role(0, 3, 16, 64, 32),
         },
-        # A short window: the local controller's mean ITL divides the running sequences (now)
-        # by the token rate (over the window), so at a load step it reads a spike that lasts
-        # as long as the window; with the 10 s urgent dwell below, no restart follows from it.
-        "prometheus": {"url": prometheus_url, "windowS": 5, "scrapeIntervalS": 1},
+        # Ten scrapes, as the operator's integration tests use: short next to the 45 s surge,
+        # long enough for steady quantiles. (The window no longer needs to be kept below the
+        # urgent dwell: mean ITL now averages the running sequences over the same window as the
+        # token rate, so a load step no longer reads as a latency spike.)
+        "prometheus": {"url": prometheus_url, "windowS": 10, "scrapeIntervalS": 1},
         "batchQueue": {
             "queuedRequestsQuery": f'sum by (deadline) ({GATEWAY_METRIC}{{pool="{POOL}"}})',
             "deadlineLabel": "deadline",
         },
         "control": {"intervalS": 2, "localIntervalS": 2, "historyLimit": 100},
+        # Deleted pods drain: the demo's balancer re-reads its endpoints every 0.5 s, so a 2 s
+        # preStop sleep covers it; the emulators then finish what they have (--shutdown-timeout,
+        # by default as long as a 1024-token answer at the SLOs) before they exit.
+        "drain": {"endpointDelayS": 2, "shutdownTimeoutFlag": True},
         "tuning": {
             "restart": {"dwellS": 10, "urgentDwellS": 10, "minIntervalS": 20},
             "guards": {

@@ -10,7 +10,9 @@ writes pod and Deployment status, and keeps a Prometheus file_sd file of the rea
 Level-triggered: each sync lists the Deployments and pods and acts on the difference, every
 `sync_interval_s` and at once when a process changes state. Pods of a deleted Deployment are
 garbage-collected by the API server (marked for deletion); the kubelet then stops their
-processes and deletes them for good, as a real kubelet does.
+processes and deletes them for good, as a real kubelet does. A deleted pod leaves the file_sd
+file at once, sleeps its preStop hook while still serving, then gets SIGTERM and, once its
+grace period (at most `max_grace_s`) is over, SIGKILL: see `termination`.
 
 Where a pod runs: 127.0.0.1 on a port of its own (annotation `devcluster.chiron.io/port`), as
 every pod shares the loopback address. Probe timings (period, thresholds) are not emulated.
@@ -28,7 +30,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from chiron_operator.devcluster import pods, rollout
+from chiron_operator.devcluster import pods, rollout, termination
 from chiron_operator.devcluster.apiclient import ApiError, AsyncApi
 from chiron_operator.devcluster.filesd import Target, target_groups, write_file_sd
 from chiron_operator.devcluster.objects import metadata_of, random_suffix, timestamp
@@ -240,14 +242,18 @@ class Kubelet:
         if key in self._terminations:
             return
         grace = float(metadata_of(pod or {}).get("deletionGracePeriodSeconds") or 0)
-        task = asyncio.create_task(self._finish(key, pod, min(grace, self._max_grace_s)))
+        container = (((pod or {}).get("spec") or {}).get("containers") or [{}])[0]
+        pre_stop = termination.pre_stop_sleep_s(container)
+        task = asyncio.create_task(self._finish(key, pod, pre_stop, min(grace, self._max_grace_s)))
         self._terminations[key] = task
 
-    async def _finish(self, key: PodKey, pod: Json | None, grace_s: float) -> None:
+    async def _finish(
+        self, key: PodKey, pod: Json | None, pre_stop_s: float, grace_s: float
+    ) -> None:
         process = self._processes.get(key)
         try:
             if process is not None:
-                await process.stop(grace_s)
+                await termination.terminate(process, pre_stop_s=pre_stop_s, grace_s=grace_s)
             if pod is not None:
                 path = self._path("v1", "pods", key[0]) + f"/{key[1]}"
                 with contextlib.suppress(ApiError):

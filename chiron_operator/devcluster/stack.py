@@ -87,6 +87,9 @@ class StackOptions:
     scrape_interval_s: float = 1.0
     emulator_args: tuple[str, ...] = ()
     static_jobs: tuple[StaticJob, ...] = ()
+    # Caps the pods' terminationGracePeriodSeconds (preStop sleep included): tests keep it short
+    # so that deleted pods go quickly; the demo honours its pool's drain in full.
+    max_grace_s: float = 5.0
     # Requests kmock keeps for its own assertions. kmock matches every request against every
     # one it kept, so a long list makes each request slower; the audit log is the record here.
     request_limit: int = 20
@@ -146,7 +149,7 @@ class DevStack:
                 file_sd_path=self.file_sd_path,
                 log_dir=self.options.workdir / "pods",
                 token=KUBELET,
-                max_grace_s=5.0,
+                max_grace_s=self.options.max_grace_s,
             )
             await self.kubelet.start()
         return url

@@ -63,6 +63,9 @@ class EmulatorConfig:
     metric_names: MetricNames
     log_level: int
     ignored_args: tuple[str, ...] = ()
+    # vLLM's --shutdown-timeout: on SIGTERM, how long (wall-clock seconds, not time-scaled)
+    # requests in flight may finish before the rest are aborted; 0 aborts at once, as in vLLM.
+    shutdown_timeout_s: float = 0.0
 
     @property
     def model_name(self) -> str:
@@ -106,6 +109,12 @@ def _build_parser() -> _Parser:
     p.add("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="KV block size in tokens")
     p.add("--seed", type=int, default=0, help="seeds the filler text")
     p.add("--uvicorn-log-level", choices=sorted(LOG_LEVELS), default="info")
+    p.add(
+        "--shutdown-timeout",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, seconds to let requests in flight finish (default 0: abort them)",
+    )
     p.add(
         "--latency-profile",
         choices=profile_names(),
@@ -199,6 +208,8 @@ def _validate(ns: argparse.Namespace, kv_tokens: int) -> None:
     _positive(ns, "time_scale")
     if ns.startup_delay_s < 0:
         raise ValueError("--startup-delay-s must not be negative")
+    if not 0 <= ns.shutdown_timeout <= 86400:
+        raise ValueError("--shutdown-timeout must be in 0..86400 seconds")
     if not 0 <= ns.port <= 65535:
         raise ValueError("--port must be in 0..65535")
     usable = kv_tokens - kv_tokens % ns.block_size
@@ -245,4 +256,5 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
         metric_names=MetricNames(ns.metric_names),
         log_level=LOG_LEVELS[ns.uvicorn_log_level],
         ignored_args=tuple(ignored),
+        shutdown_timeout_s=ns.shutdown_timeout,
     )

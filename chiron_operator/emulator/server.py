@@ -7,9 +7,12 @@
   loop died; 200 otherwise.
 - `GET /metrics`: vLLM's metric families in the classic text format, colons intact.
 
-On stop (SIGTERM in `serve`) the server stops accepting connections, aborts every request in
-flight as a terminated pod would (a stream ends with an error event and no [DONE]; a whole
-response becomes a 503) and returns.
+On SIGTERM (or SIGINT) `serve` shuts down as vLLM does with `--shutdown-timeout`
+(vllm-project/vllm#36666): /health turns 503 at once, so the readiness probe fails; new
+requests are refused with a 503; the requests in flight run on for at most the shutdown timeout
+(0, vLLM's default: not at all), and a second signal cuts that wait short, as it does uvicorn's.
+Then the server stops accepting connections, aborts what is left as a killed pod would (a stream
+ends with an error event and no [DONE]; a whole response becomes a 503) and returns.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class EmulatorServer:
         self._runner: web.AppRunner | None = None
         self._ready_at = float("inf")
         self._draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._created = int(time.time())
         self.port = config.port
 
@@ -100,6 +106,22 @@ class EmulatorServer:
         await site.start()
         self.port = self._runner.addresses[0][1]
         self._ready_at = loop.time() + self.config.startup_delay_s / self.config.time_scale
+
+    async def drain(self, timeout_s: float, force: asyncio.Event | None = None) -> int:
+        """Refuse new requests and wait up to `timeout_s` for those in flight (or for `force`,
+        or the engine's end); the number still in flight."""
+        self._draining = True
+        if self._in_flight and timeout_s > 0:
+            log.info("draining %d requests in flight for up to %gs", self._in_flight, timeout_s)
+            waits = {asyncio.ensure_future(self._idle.wait()), self.engine.task}
+            if force is not None:
+                waits.add(asyncio.ensure_future(force.wait()))
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits - {self.engine.task}:
+                waiter.cancel()
+        if self._in_flight:
+            log.warning("shutdown timeout: %d requests still in flight", self._in_flight)
+        return self._in_flight
 
     async def stop(self) -> None:
         """Stop accepting, abort in-flight requests, close connections and stop the engine."""
@@ -146,6 +168,17 @@ class EmulatorServer:
     async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         if not self._ready():
             raise ApiError(503, "the server is not ready", "ServiceUnavailableError")
+        # Counted from here to the last byte, so a drain waits for responses, not just tokens.
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._serve_request(request, chat=chat)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _serve_request(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         try:
             body = await request.json()
         except ValueError as exc:
@@ -210,6 +243,11 @@ class EmulatorServer:
         return resp
 
 
+def _on_signal(stop: asyncio.Event, force: asyncio.Event) -> None:
+    # The first signal starts the drain, a second one ends it at once.
+    (force if stop.is_set() else stop).set()
+
+
 async def serve(config: EmulatorConfig) -> int:
     """Run until SIGTERM or SIGINT (exit code 0) or until the engine fails (1)."""
     server = EmulatorServer(config)
@@ -222,13 +260,15 @@ async def serve(config: EmulatorConfig) -> int:
         server.url,
     )
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop, force = asyncio.Event(), asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _on_signal, stop, force)
     stopping = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({stopping, server.engine.task}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and server.engine.healthy:
+            await server.drain(config.shutdown_timeout_s, force)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

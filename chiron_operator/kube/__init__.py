@@ -14,6 +14,7 @@ from chiron_operator.kube.deployments import (
     vllm_args,
     with_max_num_seqs,
 )
+from chiron_operator.kube.drain import DrainTiming, drain_timing
 from chiron_operator.kube.events import EventType, build_event
 from chiron_operator.kube.labels import (
     check_pool_name,
@@ -36,6 +37,7 @@ from chiron_operator.kube.services import build_services
 __all__ = [
     "Conflict",
     "ConflictReason",
+    "DrainTiming",
     "EventType",
     "KubeApiError",
     "KubeClient",
@@ -48,6 +50,7 @@ __all__ = [
     "current_deletion_cost",
     "deletion_costs",
     "deployment_name",
+    "drain_timing",
     "find_conflicts",
     "max_num_seqs_of",
     "max_num_seqs_patch",

@@ -9,6 +9,9 @@ model works on every image that ships the `vllm` CLI.
 
 The operator's flags come last so that they are the ones vLLM sees even if a flag slipped past
 validation into the user's args (argparse keeps the last occurrence).
+
+Pods drain before they stop (preStop sleep, terminationGracePeriodSeconds and, when the pool
+asks for it, vLLM's --shutdown-timeout): see `drain`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from chiron_operator.api.spec import LLMServingPoolSpec
 from chiron_operator.api.template import PodTemplate, Toleration
 from chiron_operator.api.vllm import GPU_RESOURCE, OPERATOR_OWNED_FLAGS
 from chiron_operator.core.enums import Role
+from chiron_operator.kube import drain
 from chiron_operator.kube import labels as lb
 
 VLLM_COMMAND: Final = ("vllm", "serve")
@@ -50,7 +54,7 @@ def vllm_args(spec: LLMServingPoolSpec, role: Role, max_num_seqs: int) -> list[s
         # Interactive requests carry priority 0 and batch ones a larger value, so vLLM itself
         # preempts batch work when interactive work needs the room.
         args += ["--scheduling-policy", "priority"]
-    return args
+    return args + drain.shutdown_args(spec)
 
 
 def with_max_num_seqs(args: Sequence[str], max_num_seqs: int) -> list[str]:
@@ -142,6 +146,9 @@ def _pod_template(
         # vLLM's tensor-parallel workers exchange tensors through /dev/shm, and the container
         # runtime's default 64 MiB is too small for it.
         "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
+        # Long enough for the preStop sleep and the requests in flight (Kubernetes' 30 s default
+        # would kill long generations mid-answer).
+        "terminationGracePeriodSeconds": drain.drain_timing(spec).grace_period_s,
     }
     if template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
@@ -172,6 +179,9 @@ def _container(spec: LLMServingPoolSpec, role: Role, max_num_seqs: int) -> dict[
         },
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
+    hooks = drain.lifecycle(spec)
+    if hooks is not None:
+        container["lifecycle"] = hooks
     if template.env:
         container["env"] = [{"name": var.name, "value": var.value} for var in template.env]
     resources = _resources(template)

@@ -13,6 +13,8 @@ Pure: the JSON `data.result` of each query in, frozen values out. The rules:
   sample's timestamp, both on Prometheus's clock so clock skew with the operator cancels. A pod
   without that sample has age inf. (Staleness, age > the guard rails' limit, is applied when
   the snapshot is built; see `chiron_operator.metrics.snapshot`.)
+- Mean ITL: the running query's `mean_itl` part (mean running over the token rate, over the
+  newest scrape intervals); like any part, NaN when absent (fewer than two samples in range).
 - Names: per pod and signal the v1 name wins when a pod exports both generations (vLLM kept
   deprecated names alongside new ones for a release); otherwise the legacy one is read. The
   pool reports v1 or legacy when every fresh pod was read with that generation, mixed when
@@ -156,6 +158,7 @@ class _PodReader:
     def __init__(self, results: Mapping[Signal, Sequence[Sample]], pod_label: str) -> None:
         running = results[Signal.RUNNING]
         self.running = by_pod(running, pod_label, part_tag(Part.VALUE))
+        self.mean_itl = by_pod(running, pod_label, part_tag(Part.MEAN_ITL))
         self.ages = sample_ages(running, pod_label)
         self.waiting = by_pod(results[Signal.WAITING], pod_label)
         self.generation_rate = by_pod(results[Signal.GENERATION_TOKENS], pod_label)
@@ -178,6 +181,7 @@ class _PodReader:
             waiting_requests=self.waiting.get(name, NAN),
             kv_cache_usage_ratio=self.kv[kv_generation].get(name, NAN) if kv_generation else NAN,
             generation_tokens_per_s=self.generation_rate.get(name, NAN),
+            mean_itl_s=self.mean_itl.get(name, NAN),
             itl_s=itl.quantile.get(name, NAN),
             itl_observations_per_s=itl.observations.get(name, NAN),
             ttft_s=self.ttft.quantile.get(name, NAN),

@@ -10,7 +10,10 @@ sides' label sets disjoint, so `or` keeps every series, and the parser reads eac
 its tag. This folds a signal's companions into the signal's own query instead of spending more
 round trips on them:
 
-- running requests carry each pod's newest sample timestamp (its age);
+- running requests carry each pod's newest sample timestamp (its age) and its mean ITL: the
+  gauge's mean (`avg_over_time`) over the token rate, both over the newest two scrape intervals
+  (`itl_window_s`); the newest sample alone over the window's rate would pair one instant with
+  a window's average and spike at every load step;
 - KV-cache usage and ITL query both vLLM name generations side by side, which is also how the
   adapter discovers which generation each pod exports (no separate discovery query, and no
   cache that could lag a rolling upgrade);
@@ -37,6 +40,7 @@ from typing import Final
 
 from chiron_operator.api.spec import LLMServingPoolSpec
 from chiron_operator.api.status import MetricNames
+from chiron_operator.core.snapshot import itl_window_s as itl_range_s
 
 PART_LABEL: Final = "chiron_part"
 ROLE_LABEL: Final = "chiron_role"
@@ -79,6 +83,7 @@ class Part(StrEnum):
 
     VALUE = "value"
     TIMESTAMP = "timestamp"
+    MEAN_ITL = "mean_itl"
     QUANTILE = "quantile"
     OBSERVATIONS = "observations"
     BUCKET = "bucket"
@@ -162,7 +167,8 @@ class PoolQuery:
 
     `window_s` is the range of rates and quantiles. `length_window_s` is the range of the
     output-length statistics, which may be longer: lengths are a slowly moving distribution
-    and a short window sees few completions.
+    and a short window sees few completions. `itl_window_s` is the mean ITL's range, shorter:
+    the local controller acts on it (`core.snapshot.itl_window_s`); 0 means `window_s`.
     """
 
     selector: PoolSelector
@@ -170,6 +176,7 @@ class PoolQuery:
     quantile: float
     length_window_s: float
     queue_query: str | None = None
+    itl_window_s: float = 0.0
     deadline_label: str = "deadline"
 
     @classmethod
@@ -190,6 +197,7 @@ class PoolQuery:
             length_window_s=length_window_s or prometheus.window_s,
             queue_query=queue.queued_requests_query if queue else None,
             deadline_label=queue.deadline_label if queue else "deadline",
+            itl_window_s=itl_range_s(prometheus.scrape_interval_s, prometheus.window_s),
         )
 
     def queries(self) -> dict[Signal, str]:
@@ -215,9 +223,14 @@ class PoolQuery:
     def _running(self) -> str:
         selected = self.selector.select(RUNNING)
         pod = self.selector.pod_label
+        # Both over one range, so that the ratio describes one stretch of time.
+        range_s = self.itl_window_s or self.window_s
+        running = self.selector.per_pod("sum", f"avg_over_time({selected}[{duration(range_s)}])")
+        tokens = self.selector.per_pod("sum", self._rate(GENERATION_TOKENS, range_s))
         return union(
             tagged(self.selector.per_pod("sum", selected), part_tag(Part.VALUE)),
             tagged(f"max by ({pod}) (timestamp({selected}))", part_tag(Part.TIMESTAMP)),
+            tagged(f"{running} / {tokens}", part_tag(Part.MEAN_ITL)),
         )
 
     def _kv_cache(self) -> str:

@@ -24,12 +24,14 @@ class PodMetrics:
     means no traffic (the load is known to be zero), NaN means no data. `sample_age_s` is the
     age of the pod's newest `vllm:num_requests_running` sample when the query ran, on
     Prometheus's clock (inf when absent). `names` is the metric generation read for this pod.
+    `mean_itl_s` is the running gauge's mean over the token rate, over the newest scrape intervals.
     """
 
     running_requests: float = NAN
     waiting_requests: float = NAN
     kv_cache_usage_ratio: float = NAN
     generation_tokens_per_s: float = NAN
+    mean_itl_s: float = NAN
     itl_s: float = NAN
     itl_observations_per_s: float = NAN
     ttft_s: float = NAN

@@ -138,6 +138,7 @@ def _pod(facts: PodFacts, metrics: PoolMetrics, elapsed_s: float, staleness_s: f
         waiting_requests=found.waiting_requests,
         kv_cache_usage_ratio=found.kv_cache_usage_ratio,
         generation_tokens_per_s=found.generation_tokens_per_s,
+        mean_itl_s=found.mean_itl_s,
         itl_s=found.itl_s,
         ttft_s=found.ttft_s,
         sample_age_s=age_s,

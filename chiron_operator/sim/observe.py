@@ -5,7 +5,8 @@ Every `scrape_interval_s` each running pod's counters, histograms and gauges are
 sample becomes visible `scrape_delay_s` later. At a control tick the snapshot takes, per ready
 pod, the newest visible sample for gauges and, against the newest visible sample at least
 `window_s` older (else the oldest kept), windowed rates and histogram quantiles (PromQL's
-`rate` and `histogram_quantile` over `increase`). Starting pods have no signals. Pod and
+`rate` and `histogram_quantile` over `increase`) and the running gauge's mean over the same
+samples (`avg_over_time`). Starting pods have no signals. Pod and
 replica counts come from the cluster as the Kubernetes API would give them: current, not
 delayed. The batch queue (the router's pool-level EDF queue; batch work already on pods is in
 their gauges) is sampled with the pods and grouped by deadline buckets; its output length mean
@@ -28,6 +29,7 @@ from chiron_operator.core.snapshot import (
     PodSignals,
     PoolSnapshot,
     RoleSnapshot,
+    itl_window_s,
 )
 from chiron_operator.sim.cluster import Cluster
 from chiron_operator.sim.instance import Instance, InstanceState
@@ -82,6 +84,7 @@ class Observer:
     ) -> None:
         self._delay_s = scrape_delay_s
         self._window_s = window_s
+        self._itl_window_s = itl_window_s(scrape_interval_s, window_s)
         self._quantile = quantile
         self._split = expose_class_split
         self._retention_s = window_s + scrape_delay_s + 2.0 * scrape_interval_s
@@ -165,12 +168,10 @@ class Observer:
         if not visible:
             return PodSignals(pod.name, pod.role, ready, pod.max_num_seqs)
         latest = visible[-1]
-        base = next(
-            (s for s in reversed(visible[:-1]) if s.time_s <= latest.time_s - self._window_s),
-            visible[0] if len(visible) > 1 else None,
-        )
+        window = self._window(visible)
         rate = ttft = itl = NAN
-        if base is not None:
+        if len(window) > 1:
+            base = window[0]
             rate = (latest.generation_tokens - base.generation_tokens) / (
                 latest.time_s - base.time_s
             )
@@ -191,10 +192,34 @@ class Observer:
             interactive_waiting_requests=float(latest.interactive_waiting) if split else NAN,
             kv_cache_usage_ratio=latest.kv_usage_ratio,
             generation_tokens_per_s=rate,
+            mean_itl_s=self._mean_itl(visible),
             itl_s=itl,
             ttft_s=ttft,
             sample_age_s=now - latest.time_s,
         )
+
+    def _mean_itl(self, visible: tuple[PodSample, ...]) -> float:
+        """Mean running over the token rate, both over the samples of the left-open range
+        (newest - `itl_window_s`, newest], as PromQL's avg_over_time and rate read them."""
+        edge = visible[-1].time_s - self._itl_window_s
+        start = len(visible) - 1
+        while start > 0 and visible[start - 1].time_s > edge:
+            start -= 1
+        recent = visible[start:]
+        if len(recent) < 2:
+            return NAN
+        first, last = recent[0], recent[-1]
+        rate = (last.generation_tokens - first.generation_tokens) / (last.time_s - first.time_s)
+        if rate <= 0.0:
+            return NAN
+        return sum(s.running for s in recent) / len(recent) / rate
+
+    def _window(self, visible: tuple[PodSample, ...]) -> tuple[PodSample, ...]:
+        """The visible samples from the window's base (the newest at least `window_s` older
+        than the newest sample, else the oldest kept) through the newest."""
+        edge = visible[-1].time_s - self._window_s
+        start = next((i for i in range(len(visible) - 2, -1, -1) if visible[i].time_s <= edge), 0)
+        return visible[start:]
 
     def _batch_queue(self, now: float) -> BatchQueue:
         edge = now - self._delay_s

@@ -10,9 +10,10 @@ import math
 
 import pytest
 
-from chiron_operator.api import validate_spec
-from chiron_operator.core.enums import RequestClass
+from chiron_operator.api import parse_spec, validate_spec
+from chiron_operator.core.enums import RequestClass, Role
 from chiron_operator.devcluster.batch_gateway import METRIC, BatchGateway, BatchRequest
+from chiron_operator.devcluster.demo import DRAIN_GRACE_CAP_S
 from chiron_operator.devcluster.demo_report import DemoRecord, scaling_actions, summarise
 from chiron_operator.devcluster.demo_traffic import InteractiveResult
 from chiron_operator.devcluster.demo_workload import (
@@ -26,6 +27,7 @@ from chiron_operator.devcluster.demo_workload import (
 )
 from chiron_operator.devcluster.traffic import Completion, endpoints_of
 from chiron_operator.emulator.args import parse_args as emulator_parse_args
+from chiron_operator.kube import build_deployment, drain_timing
 from chiron_operator.sim.requests import RequestSpec
 
 
@@ -37,6 +39,19 @@ def test_the_demo_pool_is_valid_and_its_slos_follow_the_time_scale(time_scale: f
     assert spec["slo"]["interactiveTtftS"] == pytest.approx(2.0 / time_scale)
     assert spec["slo"]["interactiveItlS"] == pytest.approx(0.1 / time_scale)
     assert "chiron_demo_batch_queued_requests" in spec["batchQueue"]["queuedRequestsQuery"]
+
+
+def test_the_demo_pods_drain_in_full() -> None:
+    spec = parse_spec(pool_spec(DemoPlan(), "http://127.0.0.1:9090"))
+    built = build_deployment("demo", "llm", "u", spec, Role.MIXED, replicas=1, max_num_seqs=8)
+    pod = built["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    # The emulators drain on SIGTERM (the real flag, which they honour), and the dev cluster's
+    # kubelet lets them: its cap on the grace period is above the pool's.
+    config = emulator_parse_args(["m", "--port", "0", *args[1:], *emulator_args(DemoPlan())])
+    assert config.shutdown_timeout_s == drain_timing(spec).request_timeout_s > 0
+    assert 0 < pod["terminationGracePeriodSeconds"] <= DRAIN_GRACE_CAP_S
+    assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1] == "2"
 
 
 def test_emulators_accept_the_demo_flags_and_keep_the_cold_start_in_wall_clock() -> None:

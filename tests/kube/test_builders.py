@@ -12,10 +12,12 @@ from chiron_operator.api import parse_spec
 from chiron_operator.core.enums import Role
 from chiron_operator.devcluster.selectors import matches_selector_object
 from chiron_operator.kube import (
+    DrainTiming,
     applied_max_num_seqs,
     applied_replicas,
     build_deployment,
     build_services,
+    drain_timing,
     max_num_seqs_of,
     vllm_args,
     with_max_num_seqs,
@@ -119,7 +121,7 @@ def test_minimal_template_has_no_empty_fields() -> None:
         "p", "ns", "u", parse_spec(minimal), Role.BATCH, replicas=0, max_num_seqs=1
     )
     pod = built["spec"]["template"]["spec"]
-    assert set(pod) == {"containers", "volumes"}
+    assert set(pod) == {"containers", "volumes", "terminationGracePeriodSeconds"}
     assert "resources" not in pod["containers"][0]
     assert "env" not in pod["containers"][0]
     kubernetes_validate.validate(built, K8S, strict=True)
@@ -178,3 +180,43 @@ def test_with_max_num_seqs(args: list[str], expected: list[str]) -> None:
 def test_max_num_seqs_of_reads_the_last_setting() -> None:
     assert max_num_seqs_of(["--max-num-seqs", "4", "--max_num_seqs=6"]) == 6
     assert max_num_seqs_of(["--max-num-seqs"]) is None
+
+
+def _drained(drain: dict[str, Any], slo: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = parse_spec({**SPEC, "drain": drain, **({"slo": slo} if slo else {})})
+    return build_deployment("llama-70b", "llm", "u", spec, Role.MIXED, replicas=1, max_num_seqs=8)
+
+
+def test_pods_drain_by_default_within_their_grace_period() -> None:
+    built = deployment(Role.INTERACTIVE)
+    pod = built["spec"]["template"]["spec"]
+    # Routing stops during a 15 s preStop sleep; then a 1024-token answer at the default SLOs
+    # (2 s + 1023 x 0.1 s, rounded up) may finish; then vLLM's own 5 s shutdown.
+    assert container(built)["lifecycle"] == {"preStop": {"exec": {"command": ["/bin/sleep", "15"]}}}
+    assert drain_timing(parse_spec(SPEC)) == DrainTiming(endpoint_delay_s=15, request_timeout_s=105)
+    assert pod["terminationGracePeriodSeconds"] == 15 + 105 + 5
+    # Older vLLM images reject --shutdown-timeout: it is opt-in.
+    assert "--shutdown-timeout" not in container(built)["args"]
+    assert container(built)["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+@pytest.mark.parametrize("kube_version", ["1.30.0", "1.37.0"])
+def test_drain_settings_reach_the_pod_consistently(kube_version: str) -> None:
+    built = _drained({"endpointDelayS": 5, "requestTimeoutS": 30, "shutdownTimeoutFlag": True})
+    kubernetes_validate.validate(built, kube_version, strict=True)
+    args = container(built)["args"]
+    assert args[-2:] == ["--shutdown-timeout", "30"]  # the operator's flags come last
+    hook = container(built)["lifecycle"]["preStop"]["exec"]["command"]
+    # SIGKILL only after the preStop sleep, the whole request timeout and vLLM's shutdown.
+    grace = built["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == int(hook[1]) + int(args[-1]) + 5 == 40
+    assert max_num_seqs_of(args) == 8
+    assert with_max_num_seqs(args, 16)[-2:] == ["--shutdown-timeout", "30"]
+
+
+def test_the_request_timeout_follows_the_slos_and_no_delay_means_no_hook() -> None:
+    built = _drained({"endpointDelayS": 0}, slo={"interactiveTtftS": 1.0, "interactiveItlS": 0.02})
+    assert "lifecycle" not in container(built)
+    # ceil(1 + 1023 x 0.02) = ceil(21.46) = 22 s for the requests, 5 s for vLLM's shutdown.
+    assert built["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 27
+    kubernetes_validate.validate(built, K8S, strict=True)

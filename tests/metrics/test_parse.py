@@ -108,8 +108,11 @@ ROLL = results(
     running=[
         raw(pod("a", "value"), "3"),
         raw(pod("a", "timestamp"), str(EVAL_S - 2.5)),
+        raw(pod("a", "mean_itl"), "0.015"),
         raw(pod("b", "value"), "0"),
         raw(pod("b", "timestamp"), str(EVAL_S + 1.0)),  # a sample stamped in the future
+        raw(pod("b", "mean_itl"), "NaN"),  # 0 / 0: ran nothing
+        raw(pod("c", "mean_itl"), "+Inf"),  # x / 0: no token
         raw(pod("c", "value"), "1"),
     ],
     waiting=[raw(pod("a"), "2"), raw(pod("b"), "+Inf")],
@@ -137,6 +140,7 @@ POD_TABLE = [
     ("a", "waiting_requests", 2.0),
     ("a", "kv_cache_usage_ratio", 0.5),
     ("a", "generation_tokens_per_s", 120.5),
+    ("a", "mean_itl_s", 0.015),  # the short range's ratio, as reported
     ("a", "itl_s", 0.02),
     ("a", "itl_observations_per_s", 100.0),
     ("a", "ttft_s", 0.4),
@@ -148,6 +152,7 @@ POD_TABLE = [
     ("b", "waiting_requests", NAN),  # +Inf from Prometheus
     ("b", "kv_cache_usage_ratio", 0.25),  # legacy fallback
     ("b", "generation_tokens_per_s", 0.0),
+    ("b", "mean_itl_s", NAN),
     ("b", "itl_s", NAN),
     ("b", "itl_observations_per_s", 0.0),  # no traffic
     ("b", "ttft_s", NAN),
@@ -157,6 +162,7 @@ POD_TABLE = [
     # c: partial. Absent from a query: NaN; no timestamp: age inf.
     ("c", "waiting_requests", NAN),
     ("c", "generation_tokens_per_s", NAN),
+    ("c", "mean_itl_s", NAN),  # +Inf from Prometheus: unknown
     ("c", "itl_s", 0.03),
     ("c", "sample_age_s", INF),
     ("c", "names", MetricNames.MIXED),

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,7 +25,7 @@ import pytest
 
 from chiron_operator.api.status import MetricNames
 from chiron_operator.core.enums import Role
-from chiron_operator.core.snapshot import PoolSnapshot
+from chiron_operator.core.snapshot import PoolSnapshot, itl_window_s
 from chiron_operator.metrics import (
     PodFacts,
     PoolMetrics,
@@ -52,6 +52,7 @@ NS: Final = "chiron-test"
 WINDOW_S: Final = 4.0
 QUANTILE: Final = 0.95
 STALENESS_S: Final = 10.0
+SCRAPE_S: Final = 1.0  # static_job's default
 QUEUE_METRIC: Final = "chiron_test_batch_queue_requests"
 QUEUE_QUERY: Final = f'sum by (deadline) ({QUEUE_METRIC}{{pool="llama"}})'
 QUEUE_TEXT: Final = f"""# TYPE {QUEUE_METRIC} gauge
@@ -86,12 +87,14 @@ ROLL = [
     FakePod("roll-interactive-5c6d7-bbbbb", NS, running=2, waiting=0, kv=0.35, legacy=True),
 ]
 GOING = FakePod("going-interactive-7d9f8-aaaaa", NS, running=3, waiting=0, kv=0.5)
+# Its running gauge steps from 4 to 32 during a test (a load step).
+STEP = FakePod("step-mixed-7d9f8-sssss", NS, running=4, waiting=0, kv=0.1)
 ROLES = (Role.INTERACTIVE, Role.MIXED, Role.BATCH)
 BIG = [
     FakePod(f"big-{ROLES[i % 3].value}-7d9f8-x{i:04d}", NS, running=i, waiting=0, kv=0.01 * i)
     for i in range(12)
 ]
-ALL_PODS = [A, B, C, D, E, Z, ELSEWHERE, COLLISION, *OLD, *ROLL, GOING, *BIG]
+ALL_PODS = [A, B, C, D, E, Z, ELSEWHERE, COLLISION, *OLD, *ROLL, GOING, STEP, *BIG]
 
 
 @dataclass
@@ -122,7 +125,14 @@ def source(env: Env) -> Iterator[PrometheusSource]:
 
 def query(pool: str, queue: str | None = None, pod_label: str = "pod") -> PoolQuery:
     selector = PoolSelector(NS, pool, pod_label=pod_label)
-    return PoolQuery(selector, WINDOW_S, QUANTILE, WINDOW_S, queue_query=queue)
+    return PoolQuery(
+        selector,
+        WINDOW_S,
+        QUANTILE,
+        WINDOW_S,
+        queue_query=queue,
+        itl_window_s=itl_window_s(SCRAPE_S, WINDOW_S),
+    )
 
 
 def bucket_deltas(histogram: str, pod: FakePod) -> list[tuple[float, float]]:
@@ -176,6 +186,9 @@ def test_v1_pool_signals_match_what_was_served(source: PrometheusSource) -> None
     for pod in (A, B, C):
         got = fetched.pods[pod.name]
         assert got.running_requests == pod.running
+        # A constant gauge over a linear counter: the gauge over the counter's rate.
+        tokens_per_s = served_rate("vllm:generation_tokens_total", pod)
+        assert got.mean_itl_s == pytest.approx(pod.running / tokens_per_s, rel=0.03)
         assert got.waiting_requests == pod.waiting
         assert got.kv_cache_usage_ratio == pod.kv
         assert got.generation_tokens_per_s == pytest.approx(
@@ -348,6 +361,37 @@ def test_failed_pod_query_fails_the_whole_fetch(source: PrometheusSource) -> Non
     snap = snapshot(fetched)
     assert snap.metrics_error == fetched.error
     assert all(math.isnan(p.running_requests) for p in snap.all_pods())
+
+
+def _fetch_until(
+    source: PrometheusSource, pool: str, done: Callable[[PoolMetrics], bool]
+) -> PoolMetrics:
+    deadline = time.monotonic() + 5.0
+    fetched = source.fetch(query(pool))
+    while not done(fetched) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        fetched = source.fetch(query(pool))
+    return fetched
+
+
+def test_mean_itl_follows_a_load_step_within_its_short_range(source: PrometheusSource) -> None:
+    tokens_per_s = served_rate("vllm:generation_tokens_total", STEP)
+    before = source.fetch(query("step")).pods[STEP.name].mean_itl_s
+    assert before == pytest.approx(4 / tokens_per_s, rel=0.03)
+    STEP.running = 32
+    stepped_at = time.monotonic()
+    seen: list[float] = []
+
+    def settled(fetched: PoolMetrics) -> bool:
+        seen.append(fetched.pods[STEP.name].mean_itl_s)
+        return seen[-1] == pytest.approx(32 / tokens_per_s, rel=0.03)
+
+    # Two 1 s scrapes hold only the new load: settled within a few seconds, not a window
+    # later, and never read beyond what the new load explains.
+    assert settled(_fetch_until(source, "step", settled))
+    assert time.monotonic() - stepped_at < 2 * SCRAPE_S + 2.5
+    assert all(4 / tokens_per_s * 0.97 <= v <= 32 / tokens_per_s * 1.03 for v in seen), seen
+    assert source.fetch(query("step")).queries == 7  # a part of the running query
 
 
 def _gone(fetched: PoolMetrics) -> bool:

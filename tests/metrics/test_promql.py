@@ -42,7 +42,15 @@ GOLDEN = {
         f"sum by (pod) (max by (pod, engine) (vllm:num_requests_running{{{SEL}}}))", "value"
     )
     + " or "
-    + tag(f"max by (pod) (timestamp(vllm:num_requests_running{{{SEL}}}))", "timestamp"),
+    + tag(f"max by (pod) (timestamp(vllm:num_requests_running{{{SEL}}}))", "timestamp")
+    + " or "
+    + tag(
+        "sum by (pod) (max by (pod, engine) "
+        f"(avg_over_time(vllm:num_requests_running{{{SEL}}}[30s]))) / "
+        "sum by (pod) (max by (pod, engine) "
+        f"(rate(vllm:generation_tokens_total{{{SEL}}}[30s])))",
+        "mean_itl",
+    ),
     Signal.WAITING: f"sum by (pod) (max by (pod, engine) (vllm:num_requests_waiting{{{SEL}}}))",
     Signal.KV_CACHE: tag(
         f"avg by (pod) (max by (pod, engine) (vllm:kv_cache_usage_perc{{{SEL}}}))", "value:v1"
@@ -74,7 +82,9 @@ GOLDEN = {
 
 
 def pool_query(queue: str | None = None) -> PoolQuery:
-    return PoolQuery(PoolSelector("prod", "llama"), 60.0, 0.95, 600.0, queue_query=queue)
+    return PoolQuery(
+        PoolSelector("prod", "llama"), 60.0, 0.95, 600.0, queue_query=queue, itl_window_s=30.0
+    )
 
 
 @pytest.mark.parametrize("signal", list(GOLDEN))
@@ -173,6 +183,7 @@ def test_from_spec() -> None:
         length_window_s=30.0,
         queue_query="sum by (d) (q)",
         deadline_label="d",
+        itl_window_s=30.0,  # two 15 s scrapes, within the 30 s window
     )
     assert PoolQuery.from_spec("prod", "llama", spec, length_window_s=900.0).length_window_s == 900
     assert "histogram_quantile(0.99, " in query.queries()[Signal.ITL]

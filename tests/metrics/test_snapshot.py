@@ -43,6 +43,7 @@ def measured(age_s: float = 1.0, running: float = 4.0) -> PodMetrics:
         waiting_requests=1.0,
         kv_cache_usage_ratio=0.5,
         generation_tokens_per_s=100.0,
+        mean_itl_s=0.025,
         itl_s=0.02,
         itl_observations_per_s=90.0,
         ttft_s=0.3,
@@ -97,6 +98,7 @@ def test_signals_join_kubernetes_pods() -> None:
     assert (known.role, known.ready, known.max_num_seqs) == (Role.INTERACTIVE, True, 32)
     assert (known.running_requests, known.waiting_requests) == (4.0, 1.0)
     assert (known.kv_cache_usage_ratio, known.generation_tokens_per_s) == (0.5, 100.0)
+    assert known.mean_itl_s == 0.025
     assert (known.itl_s, known.ttft_s, known.sample_age_s) == (0.02, 0.3, 1.0)
     # Real vLLM has no per-class gauges.
     assert math.isnan(known.interactive_running_requests)
@@ -135,6 +137,7 @@ def test_failed_fetch_is_all_unknown() -> None:
     for pod in snap.all_pods():
         assert math.isnan(pod.running_requests)
         assert math.isnan(pod.waiting_requests)
+        assert math.isnan(pod.mean_itl_s)
         assert pod.sample_age_s == math.inf
     assert snap.batch_queue.groups == ()
     assert snap.batch_queue.sample_age_s == math.inf
@@ -156,6 +159,7 @@ def test_staleness(age_s: float, fetched_ago_s: float, fresh: bool, reported_age
     pod = build(metrics).role(Role.INTERACTIVE).pods[0]
     assert pod.sample_age_s == pytest.approx(reported_age_s)
     assert math.isfinite(pod.running_requests) is fresh
+    assert math.isfinite(pod.mean_itl_s) is fresh
     assert math.isfinite(pod.itl_s) is fresh
 
 
