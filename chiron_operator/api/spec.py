@@ -90,11 +90,6 @@ class PrometheusSpec(SpecModel):
     pod_label: str = Field(
         default="pod", min_length=1, description="Series label holding the pod name."
     )
-    role_label: str | None = Field(
-        default=None,
-        description="Series label holding the role, if relabelling adds one; without it pods "
-        "are matched to roles by name.",
-    )
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -223,8 +218,8 @@ class DrainSpec(SpecModel):
     shutdown_timeout_flag: bool = Field(
         default=False,
         description="Pass requestTimeoutS to vLLM as --shutdown-timeout, which makes vLLM "
-        "drain on SIGTERM instead of aborting (vLLM releases since 2026, "
-        "vllm-project/vllm#36666; older ones reject the flag and would not start).",
+        "drain on SIGTERM instead of aborting (vLLM v0.18.0 and later, vllm-project/vllm#34730; "
+        "older ones reject the flag and would not start).",
     )
 
     def request_timeout(self, slo: SloTargets) -> int:

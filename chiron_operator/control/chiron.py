@@ -5,6 +5,10 @@ One tick, in order (each stage pure and separately tested):
   2. guard rails -> bounded, stabilised, metrics-aware replicas;
   3. per role: local controller -> target batch size, then the restart-aware layer decides
      whether the target is worth restarting the role's pods for (the slow path).
+
+`decide` books every change it makes (cooldown and restart stamps) as if it were applied; a
+driver that does not apply one (Observe, a conflict, a failed write) settles the new state with
+`control.actuation.settle`, which keeps what was learnt and drops what was never done.
 """
 
 from __future__ import annotations
@@ -38,13 +42,17 @@ def decide(
 ) -> tuple[PoolDecision, ChironState]:
     """One control tick of Chiron for a pool."""
     proposals, observations, global_state = decide_global(snapshot, tuning, state.global_scaling)
+    disabled = _disabled_roles(snapshot, tuning)
     replicas, guard_states = apply_guards(
-        snapshot, proposals, tuning.role_bounds, tuning.guards, state.guards
+        snapshot, {**proposals, **disabled}, tuning.role_bounds, tuning.guards, state.guards
     )
     roles: dict[Role, RoleDecision] = {}
     local_states = dict(state.local)
     restart_states = dict(state.restart)
     for role, verdict in replicas.items():
+        if role in disabled:
+            roles[role] = _disabled_decision(snapshot, role, verdict)
+            continue
         outcome = _decide_batch_size(
             snapshot,
             role,
@@ -62,6 +70,29 @@ def decide(
         global_scaling=global_state,
     )
     return PoolDecision(snapshot.now_s, roles, observations), new_state
+
+
+def _disabled_roles(snapshot: PoolSnapshot, tuning: PoolTuning) -> dict[Role, Verdict]:
+    """A hold proposal for each role the bounds switched off (max 0) that still has replicas.
+
+    The global controller proposes only for roles the bounds allow, so without this a role
+    disabled after its Deployment exists would keep its pods forever. Passing the current size
+    through the guard rails lets their last stage, the bounds, take it to 0: the user's
+    guarantee wins, as it does for every other role.
+    """
+    out = {}
+    for role in Role:
+        current = snapshot.role(role).replicas
+        if tuning.role_bounds(role).max_replicas == 0 and current > 0:
+            out[role] = Verdict(current, Reason.CLAMPED_TO_MAX, "role disabled (maxReplicas 0)")
+    return out
+
+
+def _disabled_decision(snapshot: PoolSnapshot, role: Role, replicas: Verdict) -> RoleDecision:
+    """A disabled role is going away: its batch size is left as it is, never restarted for."""
+    seqs = snapshot.role(role).max_num_seqs
+    held = Verdict(seqs, Reason.CLAMPED_TO_MAX, f"role disabled (maxReplicas 0): keep {seqs}")
+    return RoleDecision(role, replicas, held, seqs)
 
 
 def _decide_batch_size(

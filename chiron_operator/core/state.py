@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class LocalState:
-    """Local controller memory for one role."""
+    """Local controller memory for one role; all learnt from the signals (kept when a change
+    is not applied, see `control.actuation`)."""
 
     ewma_itl_s: float | None = None
     throughput_before_increase_tokens_per_s: float | None = None
@@ -29,7 +30,11 @@ class LocalState:
 
 @dataclass(frozen=True, slots=True)
 class RestartState:
-    """Restart-aware layer memory for one role: the pending target and the restart log."""
+    """Restart-aware layer memory for one role: the pending target and the restart log.
+
+    The pending target and its start are learnt; `restart_times_s` books restarts, so a
+    restart that was not applied is taken out of it (`control.actuation.settle`).
+    """
 
     pending_target_seqs: int | None = None
     pending_since_s: float | None = None
@@ -38,7 +43,11 @@ class RestartState:
 
 @dataclass(frozen=True, slots=True)
 class GuardState:
-    """Guard-rail memory for one role: last scale events and recent recommendations."""
+    """Guard-rail memory for one role: last scale events and recent recommendations.
+
+    The recommendations are learnt; the last scale times book resizes, so a resize that was
+    not applied leaves them as they were (`control.actuation.settle`).
+    """
 
     last_scale_up_s: float | None = None
     last_scale_down_s: float | None = None
@@ -62,11 +71,23 @@ class ChironState:
     global_scaling: GlobalState = field(default_factory=GlobalState)
 
 
+# Building a TypeAdapter compiles a validator: once per type, not once per call.
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    found = _ADAPTERS.get(kind)
+    if found is None:
+        found = _ADAPTERS[kind] = TypeAdapter(kind)
+    return found
+
+
 def to_wire(value: object) -> Any:
     """JSON-ready form of any state value (dataclasses, enums, tuples)."""
-    return TypeAdapter(type(value)).dump_python(value, mode="json")
+    return _adapter(type(value)).dump_python(value, mode="json")
 
 
 def from_wire(kind: type[T], data: object) -> T:
     """Rebuild a state value persisted with `to_wire`; raises pydantic.ValidationError."""
-    return TypeAdapter(kind).validate_python(data)
+    value: T = _adapter(kind).validate_python(data)
+    return value

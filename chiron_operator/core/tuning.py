@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import field
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -62,6 +62,9 @@ class RoleBounds:
     initial_batch_size_seqs: int = Field(
         default=64, ge=1, description="--max-num-seqs for new pools and new roles."
     )
+
+
+_NO_BOUNDS: Final = RoleBounds(min_replicas=0, max_replicas=0)
 
 
 @dataclass(frozen=True, config=WIRE)
@@ -210,4 +213,6 @@ class PoolTuning:
 
     def role_bounds(self, role: Role) -> RoleBounds:
         """Bounds for a role; a role without bounds may not run (max 0)."""
-        return self.bounds.get(role, RoleBounds(min_replicas=0, max_replicas=0))
+        # A shared constant: building (and validating) the default on every call showed up in
+        # simulator profiles, and RoleBounds is frozen.
+        return self.bounds.get(role, _NO_BOUNDS)

@@ -2,8 +2,8 @@
 
 One asyncio task runs iterations back to back while there is work and sleeps on an event when
 there is none. Each iteration asks the scheduler for its work, sleeps for the modelled duration
-(decode step of the batch plus the prefill of each admitted prompt, divided by the time scale)
-and then hands every scheduled request its token.
+(decode step of the batch plus each prompt chunk, divided by the time scale) and then hands
+its token to every request that decoded or finished its prompt (chunked prefill, as vLLM V1).
 
 Pacing keeps a virtual clock: an iteration ends at the previous one's end plus its duration, not
 at "now" plus its duration, so the overshoot of each `asyncio.sleep` is paid back by the next

@@ -8,13 +8,20 @@ iteration boundary `schedule` returns the iteration's work:
   latest arrival among equals). vLLM preempts by recompute: the victim returns to the front of
   the waiting queue, keeps its emitted tokens and later prefills prompt + emitted tokens again.
   As in vLLM, nothing is admitted at a boundary where this happened;
+- the step's token budget (`max_num_batched_tokens`) goes first to one token per decoding
+  sequence, then to the rest of any prompt cut at an earlier step (chunked prefill, which vLLM
+  V1 always runs: see `chiron_operator.sim.vllm_defaults`);
 - otherwise waiting requests are admitted in order (FCFS: arrival, preempted first; priority:
   lower value first, then arrival) while the batch-size cap, the KV blocks and the token budget
-  allow, with head-of-line blocking. Under the priority policy a head that does not fit evicts
-  running sequences of strictly worse priority, as vLLM V1 does.
+  allow, with head-of-line blocking; the last one admitted may get only what is left of the
+  budget, its prompt continuing at the next steps. Under the priority policy a head that does
+  not fit evicts running sequences of strictly worse priority, as vLLM V1 does.
 
 A sequence holds KV blocks for prompt + emitted + 1 tokens while it runs (the +1 is the token
-the current iteration produces). `complete` then gives every scheduled sequence its token.
+the current iteration produces), its whole prompt from its admission on (vLLM allocates chunk by
+chunk; the simulator holds them early too). `complete` then gives its token to every scheduled
+sequence that decoded or finished its prompt; a step prices its chunks as the simulator does
+(`LatencyModel.prefill_chunk_s`, the floor only when nothing decodes).
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class Sequence:
     held_blocks: int = 0
     preemptions: int = 0
     state: SeqState = SeqState.WAITING
+    computed: int = 0
+    prefilling: bool = False
 
     @property
     def context_tokens(self) -> int:
@@ -72,25 +81,29 @@ class Step:
     preempted: tuple[Sequence, ...]
     prefill_lengths: tuple[int, ...]
     decode_context_tokens: int
+    prefill_starts: tuple[int, ...] = ()
+    completing: tuple[Sequence, ...] = ()
 
     @property
     def scheduled(self) -> tuple[Sequence, ...]:
-        """Every sequence that produces a token in this iteration."""
+        """Every sequence the iteration works on (decodes and prompt chunks)."""
         return self.decodes + self.prefills
 
     @property
     def num_tokens(self) -> int:
-        """Tokens the iteration processes: whole prefills plus one per decode."""
+        """Tokens the iteration processes: prompt chunks plus one per decode."""
         return sum(self.prefill_lengths) + len(self.decodes)
 
     def duration_s(self, model: LatencyModel) -> float:
-        """Modelled iteration time: the batch's decode step plus each admitted prompt's prefill."""
-        decode = (
-            model.decode_step_s(len(self.decodes), self.decode_context_tokens)
-            if self.decodes
-            else 0.0
+        """Modelled iteration time: the batch's decode step plus each prompt chunk."""
+        prefill = sum(
+            model.prefill_chunk_s(start, start + n)
+            for start, n in zip(self.prefill_starts, self.prefill_lengths, strict=True)
         )
-        return decode + sum(model.prefill_s(n) for n in self.prefill_lengths)
+        if not self.decodes:
+            # A forward pass that only prefills still reads every weight.
+            return max(prefill, model.prefill_floor_ms / 1000.0)
+        return model.decode_step_s(len(self.decodes), self.decode_context_tokens) + prefill
 
 
 class WaitQueue:
@@ -216,16 +229,36 @@ class Scheduler:
         """Plan the next iteration (see the module docstring for the rules)."""
         preempted: list[Sequence] = []
         self._grow_running(preempted)
-        admitted = [] if preempted else self._admit(preempted)
-        # Admitted sequences were appended last; everything before them decodes.
-        decodes = tuple(self._running[: len(self._running) - len(admitted)])
+        # As in vLLM, every decode uses one token of the iteration's budget.
+        budget = self.max_num_batched_tokens - sum(not s.prefilling for s in self._running)
+        chunks: list[tuple[Sequence, int]] = []
+        for seq in self._running:
+            if seq.prefilling and budget > 0:
+                budget -= self._chunk(seq, budget, chunks)
+        if not preempted:
+            self._admit(preempted, budget, chunks)
+            # A priority eviction may have taken back a chunk scheduled above.
+            chunks = [c for c in chunks if c[0].state is SeqState.RUNNING]
+        chunked = {c[0] for c in chunks}
+        decodes = tuple(s for s in self._running if not s.prefilling and s not in chunked)
         return Step(
             decodes=decodes,
-            prefills=tuple(admitted),
+            prefills=tuple(c[0] for c in chunks),
             preempted=tuple(preempted),
-            prefill_lengths=tuple(s.context_tokens for s in admitted),
+            prefill_lengths=tuple(c[0].computed - c[1] for c in chunks),
             decode_context_tokens=sum(s.context_tokens for s in decodes),
+            prefill_starts=tuple(c[1] for c in chunks),
+            completing=tuple(c[0] for c in chunks if not c[0].prefilling),
         )
+
+    def _chunk(self, seq: Sequence, budget: int, chunks: list[tuple[Sequence, int]]) -> int:
+        """Schedule the next chunk of `seq`'s prompt within `budget`; returns its tokens."""
+        start = seq.computed
+        tokens = min(seq.context_tokens - start, budget)
+        seq.computed = start + tokens
+        seq.prefilling = seq.computed < seq.context_tokens
+        chunks.append((seq, start))
+        return tokens
 
     def complete(self, step: Step) -> list[Sequence]:
         """Give each scheduled sequence still running its token; returns those sequences.
@@ -233,7 +266,7 @@ class Scheduler:
         Sequences that reach max_tokens are FINISHED and release their blocks.
         """
         emitted: list[Sequence] = []
-        for seq in step.scheduled:
+        for seq in step.decodes + step.completing:
             if seq.state is not SeqState.RUNNING:
                 continue
             seq.generated += 1
@@ -258,24 +291,18 @@ class Scheduler:
             return max(self._running, key=lambda s: (s.priority, s.serial))
         return self._running[-1]
 
-    def _admit(self, preempted: list[Sequence]) -> list[Sequence]:
-        admitted: list[Sequence] = []
-        # As in vLLM, every decode uses one token of the iteration's budget.
-        budget = self.max_num_batched_tokens - len(self._running)
-        while (head := self._waiting.peek()) is not None:
-            tokens = head.context_tokens
-            # Prefill is not chunked here: a prompt over the budget runs alone rather than never.
-            if admitted and tokens > budget:
-                break
+    def _admit(
+        self, preempted: list[Sequence], budget: int, chunks: list[tuple[Sequence, int]]
+    ) -> None:
+        while budget > 0 and (head := self._waiting.peek()) is not None:
             if not self._make_room(head, preempted):
                 break
             self._waiting.pop()
             head.state = SeqState.RUNNING
-            self._hold(head, self.blocks_for(tokens + 1))
+            self._hold(head, self.blocks_for(head.context_tokens + 1))
             self._running.append(head)
-            admitted.append(head)
-            budget -= tokens
-        return admitted
+            head.computed, head.prefilling = 0, True
+            budget -= self._chunk(head, budget, chunks)
 
     def _make_room(self, head: Sequence, preempted: list[Sequence]) -> bool:
         need = self.blocks_for(head.context_tokens + 1)
@@ -304,3 +331,4 @@ class Scheduler:
         self.used_blocks -= seq.held_blocks
         seq.held_blocks = 0
         seq.state = state
+        seq.computed, seq.prefilling = 0, False  # a preempted prompt is recomputed whole

@@ -199,9 +199,14 @@ def apply_plan(
     *,
     snapshot: PoolSnapshot,
     pods: Sequence[Json],
+    applied: list[Change] | None = None,
 ) -> list[Change]:
-    """Apply every change of an enforcing plan; the changes applied, in order."""
-    applied = []
+    """Apply every change of an enforcing plan; the changes applied, in order.
+
+    Each change is appended to `applied` (when given) as soon as it is written, so a caller
+    whose write failed halfway knows which changes did happen.
+    """
+    applied = [] if applied is None else applied
     for change in the_plan.changes:
         name = deployment_name(ref.name, change.role)
         if change.field is DecisionField.REPLICAS:
@@ -213,6 +218,16 @@ def apply_plan(
             kube.patch_deployment(ref.namespace, name, max_num_seqs_patch(args, change.to_value))
         applied.append(change)
     return applied
+
+
+def adopt_scale_downs(kube: KubeClient, ref: PoolRef, names: Sequence[str]) -> None:
+    """Record 0 as applied on Deployments a user already scaled to 0 (disabled roles).
+
+    The scale patch writes the replicas and the operator's record of them together; the
+    replicas are 0 already, so only the record changes.
+    """
+    for name in names:
+        kube.scale_deployment(ref.namespace, name, 0)
 
 
 def _mark_victims(

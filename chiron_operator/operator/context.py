@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from chiron_operator.kube import KubeClient
 from chiron_operator.metrics import PrometheusSource
+from chiron_operator.operator.metrics_log import FetchErrors
 from chiron_operator.operator.telemetry import OperatorMetrics
 
 
@@ -36,6 +37,8 @@ class OperatorContext:
     verify_tls: bool = True
     sources: dict[tuple[str, str], tuple[str, PrometheusSource]] = field(default_factory=dict)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # Each pool's last fetch errors, so a failing query is logged when it changes, not per tick.
+    fetch_errors: dict[tuple[str, str], FetchErrors] = field(default_factory=dict)
 
     def lock_for(self, ref: PoolRef) -> asyncio.Lock:
         """Serialises what writes a pool's objects: the spec handlers and the pool's ticks.
@@ -66,6 +69,7 @@ class OperatorContext:
     def forget(self, ref: PoolRef) -> None:
         """Release what a deleted pool held."""
         self.locks.pop((ref.namespace, ref.name), None)
+        self.fetch_errors.pop((ref.namespace, ref.name), None)
         cached = self.sources.pop((ref.namespace, ref.name), None)
         if cached is not None:
             cached[1].close()

@@ -36,7 +36,7 @@ def events_for(
     for change in report.the_plan.changes:
         what = f"{change.role.value} {change.field.value} {change.from_value} -> {change.to_value}"
         text = f"{what}: {change.verdict.message}"
-        if report.the_plan.acts:
+        if report.the_plan.acts and change not in report.unapplied:
             out.append((EventType.NORMAL, change.verdict.reason.value, text))
         elif report.mode is Mode.RECOMMEND and _new_recommendation(previous, current):
             out.append((EventType.NORMAL, "Recommendation", f"recommend {text}"))

@@ -13,7 +13,8 @@ from chiron_operator.metrics import PodFacts, RoleFacts
 Json = Mapping[str, Any]
 
 
-def _role_of(obj: Json) -> Role | None:
+def role_of(obj: Json) -> Role | None:
+    """The role a pool object (Deployment, pod) is labelled with, or None."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     try:
         return Role(labels.get(LABEL_ROLE, ""))
@@ -45,7 +46,7 @@ def pod_facts(pods: Iterable[Json]) -> list[PodFacts]:
     """Pods of the pool with their role (from labels), readiness and batch-size cap."""
     facts = []
     for pod in pods:
-        role = _role_of(pod)
+        role = role_of(pod)
         if role is None:
             continue
         name = str(pod["metadata"]["name"])
@@ -63,7 +64,7 @@ def role_facts(deployments: Iterable[Json], pods: Iterable[PodFacts]) -> dict[Ro
     pod_list = list(pods)
     facts: dict[Role, RoleFacts] = {}
     for deployment in deployments:
-        role = _role_of(deployment)
+        role = role_of(deployment)
         if role is None:
             continue
         replicas = int((deployment.get("spec") or {}).get("replicas") or 0)

@@ -8,7 +8,7 @@ besides I/O, and it is measured on its own by the operator benchmark.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,13 +18,16 @@ from pydantic import ValidationError
 from chiron_operator.api import ConditionType, LLMServingPoolSpec, PoolStatus
 from chiron_operator.api.status import upsert_condition
 from chiron_operator.control import chiron
+from chiron_operator.control.actuation import settle
+from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import ChironState
-from chiron_operator.kube import Conflict, find_conflicts
-from chiron_operator.metrics import PoolMetrics, build_snapshot
+from chiron_operator.core.tuning import PoolTuning
+from chiron_operator.kube import Conflict, ConflictReason, find_conflicts
+from chiron_operator.metrics import PoolMetrics, RoleFacts, build_snapshot
 from chiron_operator.operator.cluster import ClusterState
-from chiron_operator.operator.facts import pod_facts, role_facts
-from chiron_operator.operator.plan import Plan, plan, records
+from chiron_operator.operator.facts import pod_facts, role_facts, role_of
+from chiron_operator.operator.plan import Change, Plan, plan, records, unapplied, unapplied_roles
 from chiron_operator.operator.report import STATE_WIRE, TickReport, build_status, condition
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class TickOutcome:
     the_plan: Plan
     report: TickReport
     status: PoolStatus
+    # Deployments of disabled roles scaled to 0 by hand, whose record of it to rewrite.
+    adopted: tuple[str, ...] = ()
 
 
 def previous_status(body: Mapping[str, Any]) -> PoolStatus:
@@ -77,12 +82,48 @@ def load_state(status: PoolStatus) -> ChironState:
         return chiron.initial_state()
 
 
-def evaluate(inputs: TickInputs) -> TickOutcome:
-    """Snapshot, Chiron's decision, the mode- and conflict-gated plan, and the new status."""
+def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> TickOutcome:
+    """Snapshot, Chiron's decision, the mode- and conflict-gated plan, and the new status.
+
+    `applied` is what the tick managed to write when that is not the whole acting plan (a
+    write failed): the controller memory and the records must not claim the rest happened.
+    """
     spec, state = inputs.spec, inputs.cluster
     tuning = spec.to_tuning()
-    pods = pod_facts(state.pods)
-    facts = role_facts(state.deployments, pods)
+    facts, snapshot = _read(inputs, tuning)
+    previous = inputs.previous
+    before = load_state(previous)
+    decision, decided = chiron.decide(snapshot, tuning, before)
+    found = find_conflicts(state.deployments, state.hpas, state.scaled_objects)
+    conflicts, adopted = adoptable(found, state.deployments, tuning)
+    the_plan = plan(decision, facts, spec.mode, "; ".join(c.message for c in conflicts))
+    skipped = unapplied(the_plan, applied)
+    now = datetime.fromtimestamp(inputs.now_s, UTC)
+    report = TickReport(
+        snapshot=snapshot,
+        decision=decision,
+        facts=facts,
+        the_plan=the_plan,
+        new_records=records(decision, facts, the_plan, previous.decisions, now, skipped),
+        state=settle(before, decided, decision, unapplied_roles(skipped)),
+        tuning=tuning,
+        mode=spec.mode,
+        metric_names=inputs.metrics.metric_names,
+        generation=inputs.generation,
+        history_limit=spec.control.history_limit,
+        now=now,
+        first_scrape_grace_s=first_scrape_grace_s(spec),
+        unapplied=skipped,
+        queue_error=inputs.metrics.queue.error if inputs.metrics.queue else "",
+    )
+    status = _with_conflict(build_status(report, previous), conflicts, now, inputs.generation)
+    return TickOutcome(snapshot, the_plan, report, status, adopted if the_plan.enforce else ())
+
+
+def _read(inputs: TickInputs, tuning: PoolTuning) -> tuple[dict[Role, RoleFacts], PoolSnapshot]:
+    """The role facts from the cluster objects, and the snapshot the policy decides on."""
+    pods = pod_facts(inputs.cluster.pods)
+    facts = role_facts(inputs.cluster.deployments, pods)
     snapshot = build_snapshot(
         inputs.now_s,
         roles=facts,
@@ -91,28 +132,33 @@ def evaluate(inputs: TickInputs) -> TickOutcome:
         staleness_s=tuning.guards.metrics_staleness_s,
         batch_deadline_s=tuning.slo.batch_deadline_s,
     )
-    previous = inputs.previous
-    decision, new_state = chiron.decide(snapshot, tuning, load_state(previous))
-    conflicts = find_conflicts(state.deployments, state.hpas, state.scaled_objects)
-    the_plan = plan(decision, facts, spec.mode, "; ".join(c.message for c in conflicts))
-    now = datetime.fromtimestamp(inputs.now_s, UTC)
-    report = TickReport(
-        snapshot=snapshot,
-        decision=decision,
-        facts=facts,
-        the_plan=the_plan,
-        new_records=records(decision, facts, the_plan, previous.decisions, now),
-        state=new_state,
-        tuning=tuning,
-        mode=spec.mode,
-        metric_names=inputs.metrics.metric_names,
-        generation=inputs.generation,
-        history_limit=spec.control.history_limit,
-        now=now,
-        first_scrape_grace_s=first_scrape_grace_s(spec),
-    )
-    status = _with_conflict(build_status(report, previous), conflicts, now, inputs.generation)
-    return TickOutcome(snapshot, the_plan, report, status)
+    return facts, snapshot
+
+
+def adoptable(
+    conflicts: Sequence[Conflict], deployments: Sequence[Mapping[str, Any]], tuning: PoolTuning
+) -> tuple[list[Conflict], tuple[str, ...]]:
+    """The real conflicts, and the Deployments whose external scale-down the bounds asked for.
+
+    A role disabled with maxReplicas 0 goes to 0 replicas; someone who scaled its Deployment
+    to 0 by hand did exactly that, which is no competing actor and must not block the pool.
+    Its annotation still names the old count, so the operator re-records 0 (in Enforce), or
+    the conflict would come back the moment the role is enabled again.
+    """
+    disabled = {
+        str(d["metadata"]["name"])
+        for d in deployments
+        if int((d.get("spec") or {}).get("replicas", 1)) == 0
+        and (role := role_of(d)) is not None
+        and tuning.role_bounds(role).max_replicas == 0
+    }
+    adopted = [
+        c
+        for c in conflicts
+        if c.reason is ConflictReason.REPLICAS_CHANGED_EXTERNALLY and c.deployment in disabled
+    ]
+    kept = [c for c in conflicts if c not in adopted]
+    return kept, tuple(c.deployment for c in adopted)
 
 
 def first_scrape_grace_s(spec: LLMServingPoolSpec) -> float:

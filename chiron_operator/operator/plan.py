@@ -7,12 +7,13 @@ Enforce would have done.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from chiron_operator.api.spec import Mode
 from chiron_operator.api.status import DecisionController, DecisionField, DecisionRecord
+from chiron_operator.control.actuation import Unapplied
 from chiron_operator.core.decision import PoolDecision, Verdict
 from chiron_operator.core.enums import Role
 from chiron_operator.metrics import RoleFacts
@@ -84,79 +85,92 @@ def plan(
     return Plan(tuple(changes), enforce, conflict)
 
 
-def records(
+def unapplied(the_plan: Plan, applied: Collection[Change] | None = None) -> frozenset[Change]:
+    """The plan's changes that did not reach a Deployment.
+
+    `applied` lists what the tick wrote (None: the whole plan, when it acts). Outside Enforce,
+    or blocked by a conflict, nothing was written.
+    """
+    if not the_plan.acts:
+        return frozenset(the_plan.changes)
+    if applied is None:
+        return frozenset()
+    return frozenset(c for c in the_plan.changes if c not in applied)
+
+
+def unapplied_roles(changes: Collection[Change]) -> Unapplied:
+    """The controllers' view of `changes`: which roles' replicas / batch size were not written."""
+    return Unapplied.of(
+        replicas=[c.role for c in changes if c.field is DecisionField.REPLICAS],
+        batch_size=[c.role for c in changes if c.field is DecisionField.BATCH_SIZE],
+    )
+
+
+def records(  # noqa: PLR0917 -- one record per decided value needs all of it
     decision: PoolDecision,
     facts: Mapping[Role, RoleFacts],
     the_plan: Plan,
     history: Sequence[DecisionRecord],
     now: datetime,
+    not_applied: Collection[Change] | None = None,
 ) -> list[DecisionRecord]:
-    """Decision records worth keeping: every change, and every hold whose reason is new.
+    """Decision records worth keeping: applied changes, and the rest once per value and reason.
 
     Recording every hold would flush the history within minutes; recording only changes would
     hide why a pool did not scale. A hold is kept when its reason differs from the last record
-    of the same role and field, which answers "why not?" once per cause.
+    of the same role and field, which answers "why not?" once per cause. A change that was not
+    applied (Observe, Recommend, a conflict) repeats every tick in the same way, so it is kept
+    when its value or reason differs from that last record. `not_applied` defaults to
+    `unapplied(the_plan)`.
     """
+    skipped = unapplied(the_plan) if not_applied is None else frozenset(not_applied)
+    last = {(r.role, r.field): r for r in history}
     out = [
-        _record(
-            now,
-            controller=c.controller,
-            role=c.role,
-            field=c.field,
-            before=c.from_value,
-            verdict=c.verdict,
-            applied=the_plan.enforce,
-        )
+        _record(now, change=c, applied=c not in skipped)
         for c in the_plan.changes
+        if c not in skipped or _is_new(last.get((c.role, c.field)), c.verdict, value=True)
     ]
     changed = {(c.role, c.field) for c in the_plan.changes}
-    last_reason = {(r.role, r.field): r.reason for r in history}
     for role, role_decision in decision.roles.items():
         for field, controller, verdict in (
             (DecisionField.REPLICAS, DecisionController.GLOBAL, role_decision.replicas),
             (DecisionField.BATCH_SIZE, DecisionController.RESTART, role_decision.max_num_seqs),
         ):
             key = (role, field)
-            if key not in changed and last_reason.get(key) != verdict.reason.value:
-                before = _current(facts[role], field) if role in facts else verdict.value
-                out.append(
-                    _record(
-                        now,
-                        controller=controller,
-                        role=role,
-                        field=field,
-                        before=before,
-                        verdict=verdict,
-                        applied=False,
-                    )
-                )
+            if key in changed or not _is_new(last.get(key), verdict, value=False):
+                continue
+            before = _current(facts[role], field) if role in facts else verdict.value
+            hold = Change(role, field, controller, before, verdict.value, verdict)
+            out.append(_record(now, change=hold, applied=False))
     return out
+
+
+def _is_new(last: DecisionRecord | None, verdict: Verdict, *, value: bool) -> bool:
+    """Whether `verdict` says something the last record of its role and field did not.
+
+    For a change (`value`), a new target counts too, and so does a last record that was
+    applied: the same change now not applied (a conflict since) is news.
+    """
+    if last is None or last.reason != verdict.reason.value:
+        return True
+    return value and (last.to_value != verdict.value or last.applied)
 
 
 def _current(fact: RoleFacts, field: DecisionField) -> int:
     return fact.replicas if field is DecisionField.REPLICAS else fact.max_num_seqs
 
 
-def _record(
-    now: datetime,
-    *,
-    controller: DecisionController,
-    role: Role,
-    field: DecisionField,
-    before: int,
-    verdict: Verdict,
-    applied: bool,
-) -> DecisionRecord:
+def _record(now: datetime, *, change: Change, applied: bool) -> DecisionRecord:
     return DecisionRecord.model_validate(
         {
             "time": now,
-            "controller": controller,
-            "role": role,
-            "field": field,
-            "from": before,
-            "to": verdict.value,
-            "reason": verdict.reason.value,
-            "message": verdict.message[:4096],
+            "controller": change.controller,
+            "role": change.role,
+            "field": change.field,
+            "from": change.from_value,
+            "to": change.verdict.value,
+            "reason": change.verdict.reason.value,
+            "message": change.verdict.message[:4096],
             "applied": applied,
         }
     )

@@ -39,7 +39,7 @@ from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.metrics import RoleFacts
-from chiron_operator.operator.plan import Plan
+from chiron_operator.operator.plan import Change, Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,10 @@ class TickReport:
     now: datetime
     # How long ready pods may go unscraped before that is a metrics problem worth a Warning.
     first_scrape_grace_s: float = 60.0
+    # The plan's changes that did not reach a Deployment (not Enforce, a conflict, a failure).
+    unapplied: frozenset[Change] = frozenset()
+    # Why the batch-queue query failed ("" when it answered or is not configured).
+    queue_error: str = ""
 
 
 # Built once: a TypeAdapter compiles its schema when constructed (milliseconds), and the state
@@ -71,6 +75,8 @@ METRICS_STALE = "MetricsStale"
 # Ready pods Prometheus has not scraped yet: every new pool passes through it, so it is
 # reported (and held on) without a Warning until the grace period runs out.
 METRICS_PENDING = "MetricsPending"
+# The pods' signals are fine but the batch-queue query failed: only the batch role holds.
+BATCH_QUEUE_UNAVAILABLE = "BatchQueueUnavailable"
 
 
 def build_status(report: TickReport, previous: PoolStatus) -> PoolStatus:
@@ -181,6 +187,12 @@ def _metrics_condition(report: TickReport, previous: Sequence[Condition]) -> Con
     now, gen = report.now, report.generation
     problem = report.snapshot.metrics_error or _stale_message(report)
     kind = ConditionType.METRICS_AVAILABLE
+    if not problem and report.queue_error:
+        message = (
+            f"{report.queue_error}: the batch role holds, the other roles scale on (the pods' "
+            "signals are fresh)"
+        )
+        return condition(kind, False, BATCH_QUEUE_UNAVAILABLE, message, now=now, generation=gen)
     if not problem:
         age = report.snapshot.metrics_age_s
         fresh = f"newest sample {age:.0f} s old" if math.isfinite(age) else "no ready pod yet"

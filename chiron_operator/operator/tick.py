@@ -26,7 +26,9 @@ from chiron_operator.metrics import PoolMetrics, PoolQuery
 from chiron_operator.operator import cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
 from chiron_operator.operator.events import announce
-from chiron_operator.operator.outcome import TickInputs, evaluate, previous_status
+from chiron_operator.operator.metrics_log import log_fetch_errors
+from chiron_operator.operator.outcome import TickInputs, TickOutcome, evaluate, previous_status
+from chiron_operator.operator.plan import Change
 from chiron_operator.operator.report import condition
 from chiron_operator.operator.telemetry_update import publish
 
@@ -153,24 +155,55 @@ async def run_tick(ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]) 
     spec = parse_spec(body.get("spec") or {})
     state = await _read_complete(ctx, ref, spec)
     metrics = await _fetch_metrics(ctx, ref, spec)
+    log_fetch_errors(ctx.fetch_errors, (ref.namespace, ref.name), metrics)
     previous = previous_status(body)
     inputs = TickInputs(spec, state, metrics, previous, ctx.clock(), generation)
-    outcome = evaluate(inputs)
-    if outcome.the_plan.acts:
-        await asyncio.to_thread(
-            cluster.apply_plan,
-            ctx.kube,
-            ref,
-            spec,
-            outcome.the_plan,
-            snapshot=outcome.snapshot,
-            pods=state.pods,
-        )
+    outcome, failure = await _apply(ctx, ref, inputs, evaluate(inputs))
     wire = outcome.status.model_dump(mode="json", by_alias=True)
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, wire)
     await announce(ctx, ref, outcome.report, previous, outcome.status)
     elapsed_s = time.perf_counter() - started
     publish(ctx.telemetry, ref, outcome.report, metrics.queries, elapsed_s)
+    if failure is not None:
+        raise failure
+
+
+async def _apply(
+    ctx: OperatorContext, ref: PoolRef, inputs: TickInputs, outcome: TickOutcome
+) -> tuple[TickOutcome, KubeApiError | None]:
+    """Apply an acting plan; on a failed write, the outcome of what was applied, and the error.
+
+    The status still has to be written then: otherwise the controller memory of the last
+    good tick is kept, and the changes written before the failure would be unrecorded. The
+    error is raised after that, so kopf retries the tick.
+    """
+    if outcome.adopted:
+        await asyncio.to_thread(cluster.adopt_scale_downs, ctx.kube, ref, outcome.adopted)
+    if not outcome.the_plan.acts:
+        return outcome, None
+    done: list[Change] = []
+    try:
+        await asyncio.to_thread(
+            cluster.apply_plan,
+            ctx.kube,
+            ref,
+            inputs.spec,
+            outcome.the_plan,
+            snapshot=outcome.snapshot,
+            pods=inputs.cluster.pods,
+            applied=done,
+        )
+    except KubeApiError as exc:
+        log.warning(
+            "%s/%s: applying the plan failed after %d of %d change(s): %s",
+            ref.namespace,
+            ref.name,
+            len(done),
+            len(outcome.the_plan.changes),
+            exc,
+        )
+        return evaluate(inputs, applied=done), exc
+    return outcome, None
 
 
 async def _read_complete(

@@ -55,6 +55,7 @@ class Cluster:
         drain_grace_s: float = 30.0,
         deadline_bucket_s: float = 60.0,
         exact: bool = False,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
         self._queue = queue
         # Boundaries are most of the events: pushed straight onto the heap (see EventQueue).
@@ -66,6 +67,7 @@ class Cluster:
         self._gpus = gpus_per_instance
         self._grace_s = drain_grace_s
         self._exact = exact
+        self._max_num_batched_tokens = max_num_batched_tokens
         self.routing = routing
         self.instances: list[Instance] = []
         self.members: dict[Role, list[Instance]] = {role: [] for role in Role}
@@ -143,6 +145,7 @@ class Cluster:
             gpus=self._gpus,
             priority_scheduling=role is Role.MIXED and self.routing is RoutingMode.CHIRON,
             exact=self._exact,
+            max_num_batched_tokens=self._max_num_batched_tokens,
         )
         self.instances.append(pod)
         return pod

@@ -13,6 +13,7 @@ from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import SloTargets
 from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.router import RoutingMode
+from chiron_operator.sim.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
 
 
 class StepMode(StrEnum):
@@ -59,7 +60,10 @@ class SimConfig:
     cold start. Each ready decision takes effect `actuation_delay_s` after its tick. The snapshot
     sees a pod's sample `scrape_delay_s` after the scrape; rates and quantiles span `window_s`.
     `expose_class_split` gives controllers the interactive/batch split of each pod's load,
-    which real vLLM does not export.
+    which real vLLM does not export. Every pod, whatever the policy, runs vLLM V1's chunked
+    prefill with a step budget of `max_num_batched_tokens` (raised to the pod's max_num_seqs, as
+    vLLM requires); `chunked_prefill=False` gives the original scheduler (whole prompts, no
+    budget), to reproduce earlier results.
     """
 
     latency: LatencyModel
@@ -80,6 +84,8 @@ class SimConfig:
     drain_grace_s: float = 30.0
     deadline_bucket_s: float = 60.0
     expose_class_split: bool = False
+    chunked_prefill: bool = True
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
 
     def __post_init__(self) -> None:
         positive = {
@@ -99,17 +105,25 @@ class SimConfig:
         }.items():
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        latency = self.latency
-        decode = (latency.decode_a_ms, latency.decode_b_ms_per_seq, latency.decode_c_ms_per_token)
-        if min(decode) < 0 or latency.decode_a_ms + latency.decode_b_ms_per_seq <= 0:
-            # Fast-forwarding assumes decode steps that take time and never shrink as the
-            # context grows.
-            raise ValueError(f"latency model {latency.name!r} needs positive decode steps")
-        if latency.kv_capacity_tokens < 2:
-            raise ValueError("kv_capacity_tokens must be >= 2")
-        if self.tensor_parallel_size < 1:
-            raise ValueError("tensor_parallel_size must be >= 1")
+        _check_latency(self.latency)
+        counts = {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+        }
+        for name, count in counts.items():
+            if count < 1:
+                raise ValueError(f"{name} must be >= 1")
         if any(n < 0 for n in self.initial_replicas.values()):
             raise ValueError("initial_replicas must be >= 0")
         if any(n < 1 for n in self.initial_max_num_seqs.values()):
             raise ValueError("initial_max_num_seqs must be >= 1")
+
+
+def _check_latency(latency: LatencyModel) -> None:
+    decode = (latency.decode_a_ms, latency.decode_b_ms_per_seq, latency.decode_c_ms_per_token)
+    if min(decode) < 0 or latency.decode_a_ms + latency.decode_b_ms_per_seq <= 0:
+        # Fast-forwarding assumes decode steps that take time and never shrink as the
+        # context grows.
+        raise ValueError(f"latency model {latency.name!r} needs positive decode steps")
+    if latency.kv_capacity_tokens < 2:
+        raise ValueError("kv_capacity_tokens must be >= 2")

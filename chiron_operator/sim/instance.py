@@ -7,18 +7,26 @@ At each iteration boundary the scheduler (in both step modes):
   preemption: the victim returns to the head of the waiting queue keeping its emitted tokens,
   and later prefills prompt + emitted tokens again. After a preemption nothing is admitted at
   that boundary, as in vLLM's scheduler;
+- gives the rest of its prompt, up to the step's token budget left after one token per decoding
+  sequence, to a sequence whose prompt was cut at an earlier boundary (chunked prefill, vLLM
+  V1's default: see `vllm_defaults`);
 - otherwise admits from the head of the waiting queue (interactive first when
-  priority-scheduled) while the batch-size cap and the KV cache allow; head-of-line blocking,
-  no skipping. On a priority-scheduled (mixed) pod an interactive head that does not fit
-  evicts batch sequences, most recent first, until it does (vLLM's priority preemption). A
+  priority-scheduled) while the batch-size cap, the KV cache and (chunked) the token budget
+  allow; head-of-line blocking, no skipping. With chunked prefill the last admitted prompt may
+  get only what is left of the budget and continue at the next steps. On a priority-scheduled
+  (mixed) pod an interactive head that does not fit evicts batch sequences, most recent first,
+  until it does (vLLM's priority preemption). A
   sequence needs prompt + emitted + 1 KV tokens to be admitted, and every running sequence one
-  more token per iteration.
+  more token per iteration. The KV tokens of a chunked prompt are all held from its admission
+  (vLLM allocates blocks chunk by chunk; holding them early is the conservative side).
 
 The time between boundaries is a segment (see `iterations`). FAST mode makes a segment as long
 as nothing can change: up to the first completion (a heap keyed by the iteration at which each
-sequence finishes) or the first step the KV cache cannot hold; an arrival that could be
-admitted cuts the segment at the next whole iteration. EXACT mode caps a segment at one
-iteration, i.e. plain iteration stepping with the same arithmetic; a test checks they agree.
+sequence finishes), the first step the KV cache cannot hold, or the step before a chunked
+prompt's last chunk (which leaves budget to admit more); an arrival that could be admitted cuts
+the segment at the next whole iteration (never while a chunk uses the whole budget), and so
+does a queue the budget alone kept out. EXACT mode caps a segment at one iteration, i.e. plain
+iteration stepping with the same arithmetic; a test checks they agree.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ from chiron_operator.core.enums import Role
 from chiron_operator.sim.iterations import IterationClock
 from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import INTERACTIVE_PRIORITY, LiveRequest
+from chiron_operator.sim.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
+
+# No completion scheduled (only a prompt being prefilled in chunks runs).
+_NEVER = 1 << 62
 
 
 class InstanceState(IntEnum):
@@ -46,10 +58,11 @@ class InstanceState(IntEnum):
 class Instance(IterationClock):
     """A vLLM pod. The engine calls `enqueue` on dispatch and, at each boundary event,
     `end_segment` then `start_segment`; both give the time of the next boundary to schedule.
-    `version` invalidates boundary events scheduled before a change of plan."""
+    `version` invalidates boundary events scheduled before a change of plan.
+    `max_num_batched_tokens` is the step's token budget with chunked prefill; None turns
+    chunking off (whole prompts, no budget: the simulator's original scheduler)."""
 
     __slots__ = (
-        "_finish",
         "_serial",
         "created_s",
         "exact",
@@ -82,8 +95,11 @@ class Instance(IterationClock):
         gpus: int = 1,
         priority_scheduling: bool = False,
         exact: bool = False,
+        max_num_batched_tokens: int | None = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     ) -> None:
-        super().__init__(latency)
+        # vLLM refuses a budget below max_num_seqs, so every running sequence always fits.
+        budget = 0 if max_num_batched_tokens is None else max(max_num_batched_tokens, max_num_seqs)
+        super().__init__(latency, budget)
         self.instance_id = instance_id
         self.name = f"{role.value}-{instance_id}"
         self.role = role
@@ -104,7 +120,6 @@ class Instance(IterationClock):
         self.n_waiting = 0
         self.version = 0
         self.scheduled_s = math.inf
-        self._finish: list[tuple[int, int, LiveRequest]] = []
         self._serial = 0
 
     # -- load, as the router and the scrapes see it ------------------------------------------
@@ -157,6 +172,8 @@ class Instance(IterationClock):
         )
         if not evicts and seqs >= self.max_num_seqs:
             return None  # full until a completion, which ends the segment anyway
+        if self._seg_chunk:
+            return None  # a chunk takes the whole budget until the segment's end
         upto = self._iterations_done(now) + 1
         if upto >= self._seg_len:
             return None
@@ -210,25 +227,55 @@ class Instance(IterationClock):
         preempted = self.context_tokens + self.n_running > self.kv_capacity_tokens
         if preempted:
             self._make_room_for_decode(now)  # and admit nothing at this boundary, as vLLM
-        elif self.n_waiting:
-            self._admit(now)
+        # A waiting request kept out by the budget alone may start at the next step.
+        blocked = False
+        if self._budget:
+            if self._partial is not None or self.n_waiting:
+                blocked = self._schedule_chunked(now, preempted)
+        elif self.n_waiting and not preempted:
+            self._admit(now, -1)
         if not self.n_running:
             self.scheduled_s = math.inf
             return None
         finish = self._finish
-        first = finish[0]
-        while first[2].admit_serial != first[1] or first[2].running_on is not self:
-            heappop(finish)  # stale: preempted or aborted since it was pushed
+        while finish:
             first = finish[0]
+            if first[2].admit_serial == first[1] and first[2].running_on is self:
+                break
+            heappop(finish)  # stale: preempted or aborted since it was pushed
         # Until that first completion; after a preemption the next boundary may admit (an
         # interactive request that now fits, say), so it must be a real one.
-        single = self.exact or (preempted and self.n_waiting > 0)
-        end = self._begin_segment(now, first[0], single)
+        single = self.exact or blocked or (preempted and self.n_waiting > 0)
+        end = self._begin_segment(now, finish[0][0] if finish else _NEVER, single)
         self.version += 1
         self.scheduled_s = end
         return end
 
     # -- scheduling at a boundary -------------------------------------------------------------
+
+    def _schedule_chunked(self, now: float, preempted: bool) -> bool:
+        """The step's token budget: one token per decoding sequence, then the rest of the cut
+        prompt, then admissions (none after a preemption), as vLLM V1's scheduler does.
+        True when the budget ran out with requests waiting that the next step has room for."""
+        partial = self._partial
+        room = self._budget - self.n_running
+        if partial is not None:
+            room += 1  # the cut prompt does not decode
+            start = self._partial_done
+            total = self._partial_total
+            end = start + room if start + room < total else total
+            room -= end - start
+            self._queue_chunk(partial, start, end, total)
+            if end == total:
+                self._finish_prefill(partial)
+        if room > 0 and self.n_waiting and not preempted:
+            room = self._admit(now, room)
+        return (
+            not room
+            and self.n_waiting > 0
+            and self._partial is None
+            and self.n_running < self.max_num_seqs
+        )
 
     def _make_room_for_decode(self, now: float) -> None:
         """Preempt until every running sequence's next token fits."""
@@ -240,7 +287,12 @@ class Instance(IterationClock):
         slot = request.priority if self.priority_scheduling else 0
         del self.running[slot][request]
         self.n_running -= 1
-        emitted = request.output_tokens - (request.finish_iter - self.iteration)
+        if request is self._partial:
+            emitted = request.generated  # its prompt was never finished
+        else:
+            emitted = request.output_tokens - (request.finish_iter - self.iteration)
+        if self._chunks or request is self._partial:
+            self._drop_from_head(request)
         self.context_tokens -= request.prompt_tokens + emitted
         request.generated = emitted
         request.last_token_s = now
@@ -250,10 +302,12 @@ class Instance(IterationClock):
         self.waiting[slot].appendleft(request)
         self.n_waiting += 1
 
-    def _admit(self, now: float) -> None:
+    def _admit(self, now: float, room: int) -> int:
         """Admit from the queue head while it fits; on a priority-scheduled pod an interactive
         head that does not fit evicts batch sequences (most recent first) until it does, so
-        that no later boundary of the segment could admit more."""
+        that no later boundary of the segment could admit more. `room` is the token budget
+        left for prompts (chunked prefill), or -1 for whole prompts without a budget; returns
+        what is left of it."""
         waiting, running, finish = self.waiting, self.running, self._finish
         capacity, cap = self.kv_capacity_tokens, self.max_num_seqs
         priority_scheduling = self.priority_scheduling
@@ -261,13 +315,13 @@ class Instance(IterationClock):
         while True:
             queue = waiting[0] or waiting[1]
             if not queue:
-                return
+                return room
             request = queue[0]
             tokens = request.prompt_tokens + request.generated
             seqs = self.n_running
             if seqs >= cap or self.context_tokens + seqs + tokens + 1 > capacity:
                 if not (priority_scheduling and request.is_interactive and running[1]):
-                    return  # head-of-line blocking
+                    return room  # head-of-line blocking
                 self._preempt(next(reversed(running[1])), now)
                 continue
             queue.popleft()
@@ -278,10 +332,15 @@ class Instance(IterationClock):
             finish_iter = iteration + request.output_tokens - request.generated
             request.admit_serial = serial
             request.running_on = self
-            request.finish_iter = finish_iter
             running[request.priority if priority_scheduling else 0][request] = None
-            heappush(finish, (finish_iter, serial, request))
-            self._queue_prefill(request, tokens)
+            if room < 0:
+                request.finish_iter = finish_iter
+                heappush(finish, (finish_iter, serial, request))
+                self._queue_prefill(request, tokens)
+                continue
+            room = self._first_chunk(request, tokens, finish_iter, room)
+            if not room:
+                return 0
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -298,6 +357,9 @@ class Instance(IterationClock):
         each keeping the tokens it already emitted."""
         self.advance_to(now)
         in_prefill = set(self._prefilling)
+        if self._partial is not None:
+            in_prefill.add(self._partial)
+            self._partial = None
         last_token_s = self._time_at(self.iteration - self._seg_it0) if not self._idle else now
         aborted: list[LiveRequest] = []
         for running in self.running:

@@ -20,8 +20,14 @@ iterations, and only n is up to the policy.
   allow: B_max = min(largest maxBatchSizeSeqs of the pool, KV capacity / mean context), and
   n >= tokens / B_max.
 
-**Prefill.** Each prompt costs `latency.prefill_s(p)` once (as the simulator charges it);
-preemptions and re-queues, which recompute prompts, are not charged.
+**Prefill.** Each prompt is charged once; preemptions and re-queues, which recompute prompts, are
+not. With chunked prefill (the simulator's default, vLLM V1's) the charge is the unfloored
+a + b*p + c*p^2 (`latency.prefill_chunk_s(0, p)`): the simulator charges a prompt's chunks
+exactly that in all, plus the roofline's floor only in steps that carry prompt tokens and no
+decode (`sim.latency`), so no schedule pays less. Without chunking it is `latency.prefill_s(p)`,
+max(floor, ...), which the simulator then charges every prompt. Prompt tokens sharing a step
+with decodes are charged on top of the decode step, as the simulator does (the decode terms
+below count only decode work), so chunks never make decode cheaper.
 
 Interactive work is charged to the bin of its arrival (a request that meets its SLO is served
 within seconds of it). Batch work may run anywhere between its submission and its deadline, so
@@ -87,14 +93,17 @@ class _Work:
     prefill_s: float
 
 
-def _work(requests: Sequence[RequestSpec], latency: LatencyModel) -> _Work:
+def _work(
+    requests: Sequence[RequestSpec], latency: LatencyModel, chunked_prefill: bool = True
+) -> _Work:
     if not requests:
         return _Work(0.0, 0.0, 0.0)
     prompts = np.array([r.prompt_tokens for r in requests], dtype=np.float64)
     outputs = np.array([r.output_tokens for r in requests], dtype=np.float64)
     gaps = np.maximum(outputs - 1.0, 0.0)
     context = gaps * prompts + outputs * gaps / 2.0
-    prefill = math.fsum(latency.prefill_s(int(p)) for p in prompts.tolist())
+    charge = (lambda t: latency.prefill_chunk_s(0, t)) if chunked_prefill else latency.prefill_s
+    prefill = math.fsum(charge(int(p)) for p in prompts.tolist())
     return _Work(float(gaps.sum()), float(context.sum()), prefill)
 
 
@@ -137,8 +146,10 @@ def oracle(
     floor_instances: int = 0,
     max_batch_size_seqs: int = 1024,
     bin_s: float = 60.0,
+    chunked_prefill: bool = True,
 ) -> OracleResult:
-    """The lower bound for `workload` over [0, horizon_s) (see the module docstring)."""
+    """The lower bound for `workload` over [0, horizon_s) (see the module docstring);
+    `chunked_prefill` as the simulated pods run (`SimConfig.chunked_prefill`)."""
     bins = max(1, math.ceil(horizon_s / bin_s))
     widths = np.minimum(bin_s, horizon_s - np.arange(bins) * bin_s)
     interactive_s = np.zeros(bins)  # instance-seconds per bin
@@ -152,7 +163,8 @@ def oracle(
         elif request.deadline_s is not None and request.deadline_s <= horizon_s:
             backlogs.setdefault((request.deadline_s, request.arrival_s), []).append(request)
     for index, requests in by_bin.items():
-        interactive_s[index] = interactive_instance_s(_work(requests, latency), latency, itl_slo_s)
+        work = _work(requests, latency, chunked_prefill)
+        interactive_s[index] = interactive_instance_s(work, latency, itl_slo_s)
     floor_s = float(floor_instances) * widths
     spare = np.maximum(floor_s - interactive_s, 0.0)  # instance-seconds free under the floor
     batch_s = np.zeros(bins)
@@ -160,7 +172,8 @@ def oracle(
     all_batch = [r for group in backlogs.values() for r in group]
     max_seqs = batch_max_seqs(_work(all_batch, latency), latency, max_batch_size_seqs)
     for (deadline, submit), requests in sorted(backlogs.items()):
-        seconds = batch_instance_s(_work(requests, latency), latency, max_seqs)
+        work = _work(requests, latency, chunked_prefill)
+        seconds = batch_instance_s(work, latency, max_seqs)
         first = int(submit // bin_s)
         window = range(first, max(first + 1, min(math.ceil(deadline / bin_s), bins)))
         span = float(widths[window.start : window.stop].sum())

@@ -15,6 +15,7 @@ tensorParallelSize: 1             # GPUs per instance (must match the profile)
 horizonS: 3600
 initialReplicas: {interactive: 2} # where the pool starts (ready at t=0); default: role minimums
 simulation: {scrapeIntervalS: 15, scrapeDelayS: 5, windowS: 60}
+engine: {chunkedPrefill: true}    # vLLM's scheduler; maxNumBatchedTokens defaults per GPU
 workload:
   - {kind: azure, trace: conv, rateScale: 4}
   - {kind: batch, count: 2000, source: arxiv, submitS: 300, deadlineS: 3600}
@@ -62,6 +63,7 @@ from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.profiles import SPECS, profile, profile_names
 from chiron_operator.sim.requests import RequestSpec
 from chiron_operator.sim.router import RoutingMode
+from chiron_operator.sim.vllm_defaults import EngineSpec, profile_max_num_batched_tokens
 
 SCENARIO_DIR: Final = Path(__file__).parent / "scenarios"
 
@@ -243,6 +245,7 @@ class Scenario(SpecModel):
     horizon_s: PositiveFloat
     initial_replicas: dict[Role, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     simulation: SimulationSpec = SimulationSpec()
+    engine: EngineSpec = EngineSpec()
     workload: list[WorkloadPart] = Field(min_length=1)
     quick: QuickVariant | None = None
     pool: ScenarioPool = ScenarioPool()
@@ -315,6 +318,12 @@ class Scenario(SpecModel):
         """Initial ready pods per role: as configured, else each role's minimum."""
         bounds = self.bounds()
         return {r: self.initial_replicas.get(r, bounds[r].min_replicas) for r in Role}
+
+    @property
+    def max_num_batched_tokens(self) -> int:
+        """The pods' step budget: as configured, else vLLM's default for the profile's GPU."""
+        configured = self.engine.max_num_batched_tokens
+        return configured if configured else profile_max_num_batched_tokens(self.profile)
 
     @property
     def control_interval_s(self) -> float:
@@ -405,6 +414,8 @@ def build_config(
         drain_grace_s=sim.drain_grace_s,
         deadline_bucket_s=sim.deadline_bucket_s,
         expose_class_split=sim.expose_class_split,
+        chunked_prefill=scenario.engine.chunked_prefill,
+        max_num_batched_tokens=scenario.max_num_batched_tokens,
     )
 
 

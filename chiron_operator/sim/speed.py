@@ -24,6 +24,7 @@ from chiron_operator.sim import coldstart, profiles, workloads
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.engine import SimResult, simulate
 from chiron_operator.sim.requests import RequestSpec
+from chiron_operator.sim.vllm_defaults import profile_max_num_batched_tokens
 
 PROFILE = "llama31-8b-h100"
 COLD_START = "8b-warm"
@@ -66,6 +67,7 @@ def config(step_mode: StepMode = StepMode.FAST) -> SimConfig:
         TRACE_S + DRAIN_S,
         initial_replicas={Role.INTERACTIVE: 2, Role.MIXED: 0, Role.BATCH: 0},
         step_mode=step_mode,
+        max_num_batched_tokens=profile_max_num_batched_tokens(PROFILE),
     )
 
 

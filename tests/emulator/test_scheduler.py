@@ -135,13 +135,23 @@ def test_blocks_are_counted_in_whole_blocks_and_released() -> None:
     assert a.state is SeqState.FINISHED and s.used_blocks == 0 and s.kv_usage == 0.0
 
 
-def test_a_prompt_over_the_token_budget_runs_alone() -> None:
+def test_a_prompt_over_the_token_budget_is_prefilled_in_chunks() -> None:
     s = make(cap=8, budget=100)
     for i in range(3):
-        s.add(seq(f"p{i}", prompt=150))
-    s.add(seq("small", prompt=10))
-    assert names(s.schedule().prefills) == ["p0"]
-    assert names(s.schedule().prefills) == ["p1"]
+        s.add(seq(f"p{i}", prompt=150, out=3))
+    first = run_step(s)
+    assert names(first.prefills) == ["p0"] and first.prefill_lengths == (100,)
+    assert not first.completing and all(x.generated == 0 for x in first.prefills)
+    # p0's last 50 tokens come first and it emits its first token; p1 gets what is left.
+    second = run_step(s)
+    assert names(second.prefills) == ["p0", "p1"]
+    assert second.prefill_lengths == (50, 50) and second.prefill_starts == (100, 0)
+    assert names(second.completing) == ["p0"]
+    # Then p0 decodes (one token of the budget) and p1 takes the other 99: p2 waits.
+    third = run_step(s)
+    assert names(third.decodes) == ["p0"] and third.num_tokens == 100
+    assert names(third.prefills) == ["p1"] and third.prefill_starts == (50,)
+    assert s.num_waiting == 1
 
 
 def test_the_budget_counts_decodes_too() -> None:
@@ -150,8 +160,10 @@ def test_the_budget_counts_decodes_too() -> None:
     run_step(s)
     s.add(seq("b", prompt=20))
     s.add(seq("c", prompt=20))
-    # 40 - 1 (a's decode) - 20 (b) leaves 19: c waits for the next step.
-    assert names(s.schedule().prefills) == ["b"]
+    # 40 - 1 (a's decode) - 20 (b) leaves 19 of c's 20 tokens for this step.
+    step = s.schedule()
+    assert names(step.prefills) == ["b", "c"] and step.prefill_lengths == (20, 19)
+    assert names(step.completing) == ["b"]
 
 
 def test_abort_frees_a_running_sequence_and_skips_a_waiting_one() -> None:
@@ -179,6 +191,22 @@ def test_duration_is_the_batch_decode_step_plus_each_prefill() -> None:
     assert step.decode_context_tokens == 101 and step.num_tokens == 301
     expected = model.decode_step_s(1, 101) + model.prefill_s(300)
     assert step.duration_s(model) == pytest.approx(expected)
+
+
+def test_a_chunk_step_costs_the_decode_step_plus_its_chunk() -> None:
+    model = profile("llama31-8b-a100")
+    s = make(cap=8, budget=512)
+    s.add(seq("a", prompt=100, out=50))
+    s.complete(s.schedule())
+    s.add(seq("long", prompt=2000, out=2))
+    total = 0.0
+    while not (step := s.schedule()).completing:
+        assert step.decode_context_tokens > 0 and step.num_tokens == 512
+        total += step.duration_s(model) - model.decode_step_s(1, step.decode_context_tokens)
+        s.complete(step)
+    total += step.duration_s(model) - model.decode_step_s(1, step.decode_context_tokens)
+    # The chunks of one prompt cost the whole prompt's (unfloored) quadratic.
+    assert total == pytest.approx(model.prefill_chunk_s(0, 2000))
 
 
 @pytest.mark.parametrize("policy", list(Policy))

@@ -56,6 +56,7 @@ def test_observe_computes_and_publishes_but_changes_nothing(plane: Env, raised: 
     assert status.get("recommendations") in (None, {})
     decided = [d for d in plane.pools.decisions(pool, "mixed", "replicas") if d["to"] == 2]
     assert decided and not any(d["applied"] for d in decided)
+    assert len(decided) == 1, "an unapplied change is recorded once, not every tick"
     assert plane.pools.events(pool, "Recommendation") == []
     assert [e for e in plane.pools.events(pool) if e["type"] == "Normal"] == []
 

@@ -102,3 +102,32 @@ def test_status_tells_the_story() -> None:
     assert "not applied: mode Recommend" in scaling.message
     metrics = next(c for c in status.conditions if c.type == ConditionType.METRICS_AVAILABLE)
     assert metrics.status == "True"
+
+
+def test_unapplied_changes_are_recorded_once_per_value_and_reason() -> None:
+    change = decision(2, 64, Reason.INTERACTIVE_BACKPRESSURE_HIGH)
+    blocked = plan(change, FACTS, Mode.ENFORCE, conflict="HPA llm/hpa targets llama-mixed")
+    for the_plan in (plan(change, FACTS, Mode.OBSERVE), blocked):
+        first = records(change, FACTS, the_plan, [], NOW)
+        assert [(r.role, r.to_value, r.applied) for r in first if r.role is Role.MIXED] == [
+            (Role.MIXED, 2, False),
+            (Role.MIXED, 64, False),
+        ]
+        assert records(change, FACTS, the_plan, first, NOW) == [], "the same unapplied change"
+        bigger = decision(3, 64, Reason.INTERACTIVE_BACKPRESSURE_HIGH)
+        moved = records(bigger, FACTS, plan(bigger, FACTS, Mode.OBSERVE), first, NOW)
+        assert [(r.field, r.to_value) for r in moved] == [(DecisionField.REPLICAS, 3)]
+        clamped = decision(2, 64, Reason.CLAMPED_TO_MIN)
+        why = records(clamped, FACTS, plan(clamped, FACTS, Mode.OBSERVE), first, NOW)
+        assert [(r.field, r.reason) for r in why] == [
+            (DecisionField.REPLICAS, "ClampedToMin"),
+            (DecisionField.BATCH_SIZE, "ClampedToMin"),
+        ]
+
+
+def test_applied_changes_are_always_recorded() -> None:
+    change = decision(2, 64, Reason.INTERACTIVE_BACKPRESSURE_HIGH)
+    enforced = plan(change, FACTS, Mode.ENFORCE)
+    first = records(change, FACTS, enforced, [], NOW)
+    again = records(change, FACTS, enforced, first, NOW)
+    assert [(r.to_value, r.applied) for r in again] == [(2, True)]

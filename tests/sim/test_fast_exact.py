@@ -39,7 +39,9 @@ def _conversations(n: int, rate_per_s: float, seed: int) -> list[RequestSpec]:
     ]
 
 
-def _run(mode: StepMode, latency: LatencyModel, workload: list[RequestSpec]) -> SimResult:
+def _run(
+    mode: StepMode, latency: LatencyModel, workload: list[RequestSpec], budget: int | None = 2048
+) -> SimResult:
     sizes = {INT: (1, 24), MIX: (1, 48), BAT: (1, 96)}
     config = SimConfig(
         latency,
@@ -48,6 +50,8 @@ def _run(mode: StepMode, latency: LatencyModel, workload: list[RequestSpec]) -> 
         initial_replicas={r: n for r, (n, _) in sizes.items()},
         initial_max_num_seqs={r: s for r, (_, s) in sizes.items()},
         step_mode=mode,
+        chunked_prefill=budget is not None,
+        max_num_batched_tokens=budget or 1,
     )
     return simulate(config, workload, fixed_policy(sizes))
 
@@ -62,11 +66,22 @@ def _metrics(records: tuple[RequestRecord, ...]) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    ("latency", "rate"), [(H100_LIKE, 25.0), (TIGHT_KV, 20.0)], ids=["h100", "tight-kv"]
+    ("latency", "rate", "budget"),
+    [
+        (H100_LIKE, 25.0, 2048),
+        (TIGHT_KV, 20.0, 2048),
+        # Most prompts span several chunks (median ~660 tokens, up to 8000).
+        (H100_LIKE, 25.0, 256),
+        (H100_LIKE, 25.0, None),
+    ],
+    ids=["h100", "tight-kv", "h100-long-prompts-in-chunks", "h100-unchunked"],
 )
-def test_fast_and_exact_agree_within_two_percent(latency: LatencyModel, rate: float) -> None:
+def test_fast_and_exact_agree_within_two_percent(
+    latency: LatencyModel, rate: float, budget: int | None
+) -> None:
     workload = _conversations(2500, rate, seed=5)
-    fast, exact = _run(StepMode.FAST, latency, workload), _run(StepMode.EXACT, latency, workload)
+    fast = _run(StepMode.FAST, latency, workload, budget)
+    exact = _run(StepMode.EXACT, latency, workload, budget)
     assert fast.summary.completed == exact.summary.completed > 2000
     assert fast.events * 3 < exact.events  # fast-forwarding skips most iterations
     fast_m, exact_m = _metrics(fast.requests), _metrics(exact.requests)

@@ -9,6 +9,7 @@ import pytest
 from chiron_operator.core.enums import RequestClass
 from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.oracle import oracle
+from chiron_operator.sim.requests import RequestSpec
 from tests.sim import benchkit
 from tests.sim.simkit import SIMPLE, spec
 
@@ -20,7 +21,7 @@ ITL_S = 0.1
 TOKEN_S = 0.001 / 0.9
 
 
-def bound(requests: list, latency: LatencyModel = SIMPLE, **kwargs: float) -> float:
+def bound(requests: list[RequestSpec], latency: LatencyModel = SIMPLE, **kwargs: float) -> float:
     settings = {"itl_slo_s": ITL_S, "horizon_s": 60.0, "bin_s": 60.0, **kwargs}
     result = oracle(requests, latency, **settings)  # type: ignore[arg-type]
     return result.gpu_hours * 3600.0

@@ -1,0 +1,100 @@
+"""Changes that are not applied leave no trace in the controllers' bookkeeping, nor a flood.
+
+Observe and Recommend compute exactly what Enforce would do, every tick: a role that wants to
+grow must show the same desired count and reason tick after tick (not alternate with a
+ScaleUpCooldown hold for a scale-up that never happened), a batch-size restart that never
+happened must not spend the restart budget, and switching to Enforce must then act at once.
+"""
+
+from __future__ import annotations
+
+from chiron_operator.api import PoolStatus
+from chiron_operator.api.spec import Mode
+from chiron_operator.api.status import DecisionField
+from chiron_operator.core.enums import Reason, Role
+from chiron_operator.operator.events import events_for
+from chiron_operator.operator.outcome import TickOutcome
+from chiron_operator.operator.plan import Change
+from tests.operator.ticks import observe_pool
+
+# Past the pool's 30 s scale-up cooldown (one tick per second).
+TICKS = 40
+RESIZABLE = {
+    "mixed": {
+        "minReplicas": 1,
+        "maxReplicas": 1,
+        "minBatchSizeSeqs": 4,
+        "maxBatchSizeSeqs": 64,
+        "initialBatchSizeSeqs": 4,
+    }
+}
+QUICK_RESTARTS = {"restart": {"dwellS": 2, "urgentDwellS": 1, "minIntervalS": 600}}
+
+
+def _mixed(outcome: TickOutcome, field: DecisionField) -> tuple[int, Reason]:
+    decided = outcome.report.decision.roles[Role.MIXED]
+    verdict = decided.replicas if field is DecisionField.REPLICAS else decided.max_num_seqs
+    return verdict.value, verdict.reason
+
+
+def _changes(outcome: TickOutcome) -> list[tuple[Role, DecisionField, int, int]]:
+    return [(c.role, c.field, c.from_value, c.to_value) for c in outcome.the_plan.changes]
+
+
+def test_observe_shows_a_stable_desired_count_and_reason() -> None:
+    pool = observe_pool()
+    seen = {_mixed(pool.tick(), DecisionField.REPLICAS) for _ in range(TICKS)}
+    assert seen == {(3, Reason.INTERACTIVE_BACKPRESSURE_HIGH)}
+    assert pool.status["roles"]["mixed"]["desiredReplicas"] == 3
+    assert pool.replicas[Role.MIXED] == 1
+    mixed = [d for d in pool.status["decisions"] if d["role"] == "mixed"]
+    assert [(d["field"], d["to"], d["applied"]) for d in mixed] == [
+        ("replicas", 3, False),
+        ("batchSize", 4, False),
+    ], "an unapplied change is recorded once, not every tick"
+
+
+def test_switching_to_enforce_applies_at_once() -> None:
+    pool = observe_pool()
+    for _ in range(TICKS):
+        pool.tick()
+    enforced = pool.tick(spec={"mode": "Enforce"})
+    assert enforced.the_plan.acts
+    assert _changes(enforced) == [(Role.MIXED, DecisionField.REPLICAS, 1, 3)]
+    assert pool.replicas[Role.MIXED] == 3
+    applied = [d for d in pool.status["decisions"] if d["applied"]]
+    assert [(d["role"], d["to"]) for d in applied] == [("mixed", 3)]
+
+
+def test_recommend_posts_one_recommendation_while_it_stands() -> None:
+    pool = observe_pool("Recommend")
+    posted = []
+    for _ in range(TICKS):
+        previous = PoolStatus.model_validate(pool.status)
+        outcome = pool.tick()
+        posted += [r for _, r, _ in events_for(outcome.report, previous, outcome.status)]
+    assert posted == ["Recommendation"]
+
+
+def test_unapplied_restarts_spend_no_restart_budget() -> None:
+    pool = observe_pool(roles=RESIZABLE, tuning=QUICK_RESTARTS)
+    decided = [_mixed(pool.tick(), DecisionField.BATCH_SIZE) for _ in range(8)]
+    assert decided[-1] == (6, Reason.RESTART_APPLIED)
+    assert all(d == decided[-1] for d in decided[2:]), decided
+    enforced = pool.tick(spec={"mode": "Enforce"})
+    assert _changes(enforced) == [(Role.MIXED, DecisionField.BATCH_SIZE, 4, 6)]
+    assert enforced.the_plan.acts
+
+
+def test_a_failed_write_books_only_what_was_written() -> None:
+    pool = observe_pool("Enforce")
+    failed = pool.tick(apply=False)
+    change: Change = failed.the_plan.changes[0]
+    assert failed.the_plan.acts and change.field is DecisionField.REPLICAS
+    assert failed.report.unapplied == {change}
+    assert not any(d["applied"] for d in pool.status["decisions"])
+    assert events_for(failed.report, failed.status, failed.status) == []
+    retried = pool.tick()
+    assert _changes(retried) == [(Role.MIXED, DecisionField.REPLICAS, 1, 3)]
+    assert pool.replicas[Role.MIXED] == 3
+    assert pool.tick(spec={"mode": Mode.ENFORCE.value}).the_plan.changes == ()
