@@ -56,13 +56,13 @@ sweep: $(STAMP)
 	nice $(BIN)/chiron-sim sweep --json $(BENCH_DIR)/sweep-chiron.json \
 	  --param local.itlTargetRatio=0.6,0.7,0.8,0.9,1.0 \
 	  --param global.ibpHighRatio=0.7,0.8,0.9 --param global.ibpLowRatio=0.3,0.4,0.5,0.6 \
-	  --param global.busyRunningRatio=0.7,0.8,0.9 \
+	  --param global.busyRunningRatio=0.6,0.7,0.8,0.9 \
 	  --param restart.dwellS=60,120,240 --param restart.minChangeRatio=0.1,0.25,0.5 \
 	  --param local.increaseMaxRatio=0.25,0.5,1.0 \
 	  --param guards.scaleDownStabilizationS=120,300,600 \
 	  --param roles.interactive.initialBatchSizeSeqs=32,64 \
 	  --param roles.mixed.initialBatchSizeSeqs=64,128 \
-	  --context "Final round, around the chosen defaults (see rounds 1-4): they should stay."
+	  --context "Round 5, after chunked prefill (vLLM V1 budgets) and the two-scrape mean ITL: one at a time around the defaults."
 
 ## demo: the real operator autoscaling emulated vLLM pods on a local dev cluster (about 3 min):
 ## a live table in the terminal, then demo-out/summary.json and demo-out/demo.png
