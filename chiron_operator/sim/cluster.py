@@ -25,7 +25,7 @@ from heapq import heappush
 import numpy as np
 
 from chiron_operator.core.enums import Role
-from chiron_operator.sim.events import EventKind, EventQueue
+from chiron_operator.sim.events import Event, EventKind, EventQueue
 from chiron_operator.sim.instance import Instance, InstanceState
 from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
@@ -75,11 +75,14 @@ class Cluster:
         self.max_num_seqs: dict[Role, int] = dict.fromkeys(Role, 1)
         self.router = Router(routing, self.ready, self.dispatch, deadline_bucket_s)
         self._pulls_batch = routing is RoutingMode.CHIRON
+        # The router's EDF queue, tested at every boundary before asking the router to pull.
+        self._batch_fifo, self._batch_late = self.router.batch_fifo, self.router.batch_late
         self.requeued = 0
         self.pod_restarts = 0
         self.completed = 0
         # Output lengths of completed batch requests (what vllm:request_generation_tokens gives).
         self.output_lengths = OutputLengthStats()
+        self._completed_requests = self.output_lengths.completed
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -93,24 +96,36 @@ class Cluster:
 
     def on_boundary(self, now: float, pod: Instance, version: int) -> None:
         """An iteration boundary event of `pod` (ignored if `version` is stale)."""
+        event = self.boundary(now, pod, version)
+        if event is not None:
+            heappush(self._heap, event)
+
+    def boundary(self, now: float, pod: Instance, version: int) -> Event | None:
+        """`on_boundary` without the push: the pod's next boundary event, or None. Pushes no
+        event itself (a batch pull only queues on the pod, which is between segments), so the
+        engine can replace the event being handled, still the heap's root, with this one."""
         if version != pod.version:
-            return
+            return None
         completed = pod.end_segment(now)
         if completed:
             self.completed += len(completed)
-            for request in completed:
-                if not request.is_interactive:
-                    self.output_lengths.add(request.output_tokens)
+            self._completed_requests.extend(completed)  # for `output_lengths`, when read
         state = pod.state
         if state is not _READY:
             if state is _DRAINING and pod.n_running + pod.n_waiting == 0:
                 pod.terminate(now)
-                return
-        elif self._pulls_batch and pod.role is not _INTERACTIVE:
+                return None
+        elif (
+            self._pulls_batch
+            and (self._batch_fifo or self._batch_late)  # else refill pulls nothing
+            and pod.role is not _INTERACTIVE
+            and pod.n_running + pod.n_waiting < pod.max_num_seqs
+        ):
             self.router.refill(pod, now)
-        boundary = pod.start_segment(now)
-        if boundary is not None:
-            heappush(self._heap, (boundary, _ITERATION, self._next_sequence(), pod, pod.version))
+        end = pod.start_segment(now)
+        if end is None:
+            return None
+        return (end, _ITERATION, self._next_sequence(), pod, pod.version)
 
     def _requeue(self, requests: list[LiveRequest], now: float) -> None:
         for request in requests:

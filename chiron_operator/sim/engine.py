@@ -19,7 +19,8 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from heapq import heappop
+from heapq import heappop, heappush, heapreplace
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.cluster import Cluster
 from chiron_operator.sim.config import SimConfig, StepMode, cold_start_fn
-from chiron_operator.sim.events import EventKind, EventQueue
+from chiron_operator.sim.events import Event, EventKind, EventQueue
 from chiron_operator.sim.instance import Instance, InstanceState
 from chiron_operator.sim.live import LiveRequest
 from chiron_operator.sim.observe import Observer
@@ -141,7 +142,7 @@ class _Engine:
             expose_class_split=config.expose_class_split,
         )
         default_deadline = config.slo.batch_deadline_s
-        ordered = sorted(workload, key=lambda s: (s.arrival_s, s.request_id))
+        ordered = sorted(workload, key=attrgetter("arrival_s", "request_id"))  # C, not a lambda
         self.requests = [LiveRequest(spec, default_deadline) for spec in ordered]
         self.ticks: list[TickRecord] = []
         self.kv_capacity_tokens = config.latency.kv_capacity_tokens
@@ -175,42 +176,53 @@ class _Engine:
         """
         horizon = self.config.horizon_s
         heap = self.queue.heap
+        boundary: Callable[[float, Any, int], Event | None] = self.cluster.boundary
         requests = self.requests
-        on_arrival = self._on_arrival
-        arrival_kind = EventKind.ARRIVAL
+        submit = self.cluster.router.submit
+        kv_capacity_tokens = self.kv_capacity_tokens
+        arrival_kind, iteration_kind = EventKind.ARRIVAL, EventKind.ITERATION
         index, last = 0, len(requests)
         next_arrival_s = requests[0].arrival_s if requests else _INF
         events = 0
+        # A sentinel after the horizon keeps the heap non-empty (no emptiness test per event).
+        heappush(heap, (_INF, EventKind.CONTROL_TICK, 0, None, 0))
         while True:
-            if heap:
-                top = heap[0]
-                take_arrival = next_arrival_s < top[0] or (
-                    next_arrival_s == top[0] and top[1] > arrival_kind
-                )
-            else:
-                take_arrival = True
-            if take_arrival:
+            top = heap[0]
+            if next_arrival_s < top[0] or (next_arrival_s == top[0] and top[1] > arrival_kind):
                 if next_arrival_s > horizon:
                     return events
-                on_arrival(next_arrival_s, requests[index])
+                # `_on_arrival`, inlined: once per request.
+                request = requests[index]
+                self.arrived += 1
+                if request.prompt_tokens + request.output_tokens > kv_capacity_tokens:
+                    self._drop(request, EXCEEDS_KV_CAPACITY)
+                else:
+                    submit(request, next_arrival_s)
                 index += 1
                 next_arrival_s = requests[index].arrival_s if index < last else _INF
             else:
-                now, kind, _, payload, version = heappop(heap)
+                now, kind, _, payload, version = top
                 if now > horizon:
                     return events
-                handlers[kind](now, payload, version)
+                if kind is iteration_kind:
+                    # Most events. `Cluster.boundary` pushes nothing, so the event is still the
+                    # root: one sift replaces it with the pod's next boundary (a pop and a push
+                    # would take two; the order of events is the same, keys being unique).
+                    event = boundary(now, payload, version)
+                    if event is None:
+                        heappop(heap)
+                    else:
+                        heapreplace(heap, event)
+                else:
+                    heappop(heap)
+                    handlers[kind](now, payload, version)
             events += 1
 
     # -- handlers -----------------------------------------------------------------------------
 
-    def _on_arrival(self, now: float, request: LiveRequest) -> None:
-        self.arrived += 1
-        if request.prompt_tokens + request.output_tokens > self.kv_capacity_tokens:
-            request.drop_reason = EXCEEDS_KV_CAPACITY
-            self.dropped += 1
-            return
-        self.cluster.router.submit(request, now)
+    def _drop(self, request: LiveRequest, reason: str) -> None:
+        request.drop_reason = reason
+        self.dropped += 1
 
     def _on_ready(self, now: float, pod: Instance, _version: int) -> None:
         self.cluster.on_ready(pod, now)

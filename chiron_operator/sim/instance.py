@@ -35,6 +35,7 @@ import math
 from collections import deque
 from enum import IntEnum
 from heapq import heappop, heappush
+from operator import attrgetter
 
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.iterations import IterationClock
@@ -44,6 +45,7 @@ from chiron_operator.sim.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
 
 # No completion scheduled (only a prompt being prefilled in chunks runs).
 _NEVER = 1 << 62
+_IS_INTERACTIVE = attrgetter("is_interactive")
 
 
 class InstanceState(IntEnum):
@@ -136,9 +138,12 @@ class Instance(IterationClock):
         return len(self.running[0]) + len(self.waiting[0])
 
     def interactive_counts(self) -> tuple[int, int]:
-        """(running, waiting) interactive requests, by scanning (scrape time only)."""
-        running = sum(1 for group in self.running for r in group if r.is_interactive)
-        waiting = sum(1 for group in self.waiting for r in group if r.is_interactive)
+        """(running, waiting) interactive requests (scrape time only): slot 0 on a
+        priority-scheduled pod, else by scanning (summing the flags in C)."""
+        if self.priority_scheduling:
+            return len(self.running[0]), len(self.waiting[0])
+        running = sum(map(_IS_INTERACTIVE, self.running[0]))
+        waiting = sum(map(_IS_INTERACTIVE, self.waiting[0]))
         return running, waiting
 
     def kv_usage_ratio(self) -> float:
@@ -203,23 +208,25 @@ class Instance(IterationClock):
         self.scheduled_s = now
         finish = self._finish
         iteration = self.iteration
-        done: list[LiveRequest] = []
         if not finish or finish[0][0] > iteration:
-            return done  # a boundary for an admission, or the KV cache's limit
+            return []  # a boundary for an admission, or the KV cache's limit
+        done: list[LiveRequest] = []
+        running, priority_scheduling = self.running, self.priority_scheduling
+        freed = 0
         while finish and finish[0][0] <= iteration:
             _, serial, request = heappop(finish)
             if request.running_on is self and request.admit_serial == serial:
-                self._complete(request, now)
+                # The completion, inlined (once per request); counts are settled below.
+                del running[request.priority if priority_scheduling else 0][request]
+                output_tokens = request.output_tokens
+                freed += request.prompt_tokens + output_tokens
+                request.generated = output_tokens
+                request.completion_s = request.last_token_s = now
+                request.running_on = None
                 done.append(request)
+        self.n_running -= len(done)
+        self.context_tokens -= freed
         return done
-
-    def _complete(self, request: LiveRequest, now: float) -> None:
-        del self.running[request.priority if self.priority_scheduling else 0][request]
-        self.n_running -= 1
-        self.context_tokens -= request.prompt_tokens + request.output_tokens
-        request.generated = request.output_tokens
-        request.completion_s = request.last_token_s = now
-        request.running_on = None
 
     def start_segment(self, now: float) -> float | None:
         """Schedule at the boundary `now`: preempt, evict, admit, then start the next segment.
@@ -239,14 +246,16 @@ class Instance(IterationClock):
             return None
         finish = self._finish
         while finish:
-            first = finish[0]
-            if first[2].admit_serial == first[1] and first[2].running_on is self:
+            finish_iter, serial, request = finish[0]
+            if request.admit_serial == serial and request.running_on is self:
                 break
             heappop(finish)  # stale: preempted or aborted since it was pushed
+        else:
+            finish_iter = _NEVER
         # Until that first completion; after a preemption the next boundary may admit (an
         # interactive request that now fits, say), so it must be a real one.
         single = self.exact or blocked or (preempted and self.n_waiting > 0)
-        end = self._begin_segment(now, finish[0][0] if finish else _NEVER, single)
+        end = self._begin_segment(now, finish_iter, single)
         self.version += 1
         self.scheduled_s = end
         return end
@@ -260,14 +269,7 @@ class Instance(IterationClock):
         partial = self._partial
         room = self._budget - self.n_running
         if partial is not None:
-            room += 1  # the cut prompt does not decode
-            start = self._partial_done
-            total = self._partial_total
-            end = start + room if start + room < total else total
-            room -= end - start
-            self._queue_chunk(partial, start, end, total)
-            if end == total:
-                self._finish_prefill(partial)
+            room = self._next_chunk(partial, room + 1)  # the cut prompt does not decode
         if room > 0 and self.n_waiting and not preempted:
             room = self._admit(now, room)
         return (
@@ -333,12 +335,15 @@ class Instance(IterationClock):
             request.admit_serial = serial
             request.running_on = self
             running[request.priority if priority_scheduling else 0][request] = None
+            if tokens > room >= 0:
+                self._cut_prompt(request, tokens, room)  # it finishes once its prompt does
+                return 0
+            request.finish_iter = finish_iter
+            heappush(finish, (finish_iter, serial, request))
             if room < 0:
-                request.finish_iter = finish_iter
-                heappush(finish, (finish_iter, serial, request))
                 self._queue_prefill(request, tokens)
                 continue
-            room = self._first_chunk(request, tokens, finish_iter, room)
+            room = self._whole_prompt(request, tokens, room)
             if not room:
                 return 0
 

@@ -27,11 +27,12 @@ from math import sqrt as _sqrt
 
 from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
-from chiron_operator.sim.podmetrics import TTFT_BUCKETS_S, PodCounters
+from chiron_operator.sim.podmetrics import ITL_BUCKETS_S, TTFT_BUCKETS_S, PodCounters
 
 # Within this many steps of a whole number, `_iterations_done` checks its count with the exact
 # arithmetic of event times; farther away, rounding cannot move it across a step.
 _NEAR_WHOLE = 1e-4
+_ITL_INF_SLOT = len(ITL_BUCKETS_S)
 
 Chunk = tuple[LiveRequest, int, int, int]
 """(request, first prompt token, end token, prompt tokens in all) scheduled in a head."""
@@ -124,9 +125,25 @@ class IterationClock:
         last chunk, or only one iteration if `single`."""
         seqs, context, iteration = self.n_running, self.context_tokens, self.iteration
         partial = self._partial is not None
-        if self._prefilling or self._chunks:
+        chunks = self._chunks
+        if chunks or self._prefilling:
+            # The head: the scheduled prompt tokens plus one decode step of the sequences that
+            # were already decoding (see `LatencyModel.prefill_chunk_s` for how chunks and the
+            # floor are charged: a prefill-only forward pass still reads every weight), never
+            # negative, even for a model shifted by a negative step overhead.
+            if chunks:
+                head_ms, reserved = self._prefill_ms, self._head_reserved
+                decode_seqs = seqs - len(chunks)
+                if not decode_seqs and head_ms < self._pf:
+                    head_ms = self._pf
+            else:
+                head_ms, reserved = self._prefill_ms, self._prefill_tokens
+                decode_seqs = seqs - len(self._prefilling)
+            if decode_seqs:
+                head_ms += self._da + self._db * decode_seqs + self._dc * (context - reserved)
+            self._head_seqs = decode_seqs
             head = 1
-            dec_t0 = now + self._head_ms(seqs, context) / 1000.0
+            dec_t0 = now + (head_ms if head_ms > 0.0 else 0.0) / 1000.0
             context += seqs - partial  # first tokens, and the decoders' tokens
         else:
             head = 0
@@ -134,10 +151,7 @@ class IterationClock:
         seqs -= partial
         steps = finish_iter - iteration - head
         if partial:
-            step_s, growth_s, chunk = self._chunk_series(seqs, context)
-            # Up to the step before its last chunk, which admits with what it leaves.
-            left = (self._partial_total - self._partial_done - 1) // chunk if chunk else 0
-            steps = left if left < steps else steps
+            step_s, growth_s, chunk, steps = self._chunk_series(seqs, context, steps)
         else:
             dc = self._dc
             step_s = (self._da + self._db * seqs + dc * context) / 1000.0
@@ -155,10 +169,12 @@ class IterationClock:
         self._dec_t0, self._step_s, self._growth_s = dec_t0, step_s, growth_s
         return dec_t0 + (steps * step_s + growth_s * (steps * (steps - 1) // 2))
 
-    def _chunk_series(self, seqs: int, context: int) -> tuple[float, float, int]:
-        """(first step s, growth s, chunk tokens) of steps that decode `seqs` sequences and give
-        the rest of the budget to the partial prompt; chunk 0 if the series cannot be summed
-        (a prefill-only step on the roofline's floor, which is not arithmetic)."""
+    def _chunk_series(self, seqs: int, context: int, steps: int) -> tuple[float, float, int, int]:
+        """(first step s, growth s, chunk tokens, steps) of at most `steps` steps that decode
+        `seqs` sequences and give the rest of the budget to the partial prompt, up to the step
+        before its last chunk (which admits with what it leaves); chunk 0 and no steps if the
+        series cannot be summed (a prefill-only step on the roofline's floor, which is not
+        arithmetic)."""
         chunk = self._budget - seqs
         start = self._partial_done
         pc = self._pc
@@ -170,8 +186,9 @@ class IterationClock:
             step_ms += self._da + self._db * seqs + dc * decode_context
             growth_ms += dc * seqs
         elif step_ms < self._pf:
-            return 0.0, 0.0, 0
-        return step_ms / 1000.0, growth_ms / 1000.0, chunk
+            return 0.0, 0.0, 0, min(steps, 0)
+        left = (self._partial_total - start - 1) // chunk
+        return step_ms / 1000.0, growth_ms / 1000.0, chunk, left if left < steps else steps
 
     def _queue_prefill(self, request: LiveRequest, tokens: int) -> None:
         """Unchunked: add an admitted prompt of `tokens` tokens (prompt + tokens to recompute)
@@ -200,27 +217,50 @@ class IterationClock:
             self._partial = request
             self._partial_done, self._partial_total = end, total
 
-    def _finish_prefill(self, request: LiveRequest) -> None:
-        """The head emits `request`'s first token: from now on it finishes like a decode."""
-        finish_iter = self.iteration + request.output_tokens - request.generated
-        request.finish_iter = finish_iter
-        heappush(self._finish, (finish_iter, request.admit_serial, request))
+    def _next_chunk(self, partial: LiveRequest, room: int) -> int:
+        """Chunked: the cut prompt's next chunk, what `room` allows; returns the budget left.
+        `_queue_chunk` and, if it is the last chunk, the prompt's completion, inlined (every
+        step of a cut prompt)."""
+        start, total = self._partial_done, self._partial_total
+        end = start + room if start + room < total else total
+        self._chunks.append((partial, start, end, total))
+        prefill_ms = self._prefill_ms + (
+            (self._pa if start == 0 else 0.0) + self._pb * (end - start)
+        )
+        self._prefill_ms = prefill_ms + self._pc * (end * end - start * start)
+        self._prefill_tokens += end - start
+        self._head_reserved += total
+        if end == total:
+            self._prefilling.append(partial)
+            self._partial = None
+            # From now on it finishes like a decode.
+            finish_iter = self.iteration + partial.output_tokens - partial.generated
+            partial.finish_iter = finish_iter
+            heappush(self._finish, (finish_iter, partial.admit_serial, partial))
+        else:
+            self._partial_done = end
+        return room - (end - start)
 
-    def _first_chunk(self, request: LiveRequest, tokens: int, finish_iter: int, room: int) -> int:
-        """Give an admitted prompt what `room` allows; returns the budget left."""
-        if tokens > room:
-            self._queue_chunk(request, 0, room, tokens)
-            return 0
-        # The whole prompt in this step: `_queue_chunk` of [0, tokens), inlined (nearly every
-        # admission), then its completion is known.
+    def _cut_prompt(self, request: LiveRequest, tokens: int, room: int) -> None:
+        """Chunked: the first `room` tokens of an admitted prompt of `tokens` run in the head;
+        the rest continues at the next steps. `_queue_chunk` of [0, room), inlined."""
+        self._chunks.append((request, 0, room, tokens))
+        prefill_ms = self._prefill_ms + (self._pa + self._pb * room)
+        self._prefill_ms = prefill_ms + self._pc * (room * room)
+        self._prefill_tokens += room
+        self._head_reserved += tokens
+        self._partial = request
+        self._partial_done, self._partial_total = room, tokens
+
+    def _whole_prompt(self, request: LiveRequest, tokens: int, room: int) -> int:
+        """Chunked: a whole admitted prompt runs in the head, within `room`; returns the budget
+        left. `_queue_chunk` of [0, tokens), inlined (nearly every admission)."""
         self._chunks.append((request, 0, tokens, tokens))
         self._prefilling.append(request)
         prefill_ms = self._prefill_ms + (self._pa + self._pb * tokens)
         self._prefill_ms = prefill_ms + self._pc * (tokens * tokens)
         self._prefill_tokens += tokens
         self._head_reserved += tokens
-        request.finish_iter = finish_iter
-        heappush(self._finish, (finish_iter, request.admit_serial, request))
         return room - tokens
 
     def _drop_from_head(self, request: LiveRequest) -> None:
@@ -234,26 +274,6 @@ class IterationClock:
             for chunk in kept:
                 self._queue_chunk(*chunk)
             self._partial = partial  # queueing a finishing chunk of it again must not clear it
-
-    def _head_ms(self, seqs: int, context: int) -> float:
-        """The head: the scheduled prompt tokens plus one decode step of the sequences that
-        were already decoding (see `LatencyModel.prefill_chunk_s` for how chunks and the floor
-        are charged)."""
-        chunks = self._chunks
-        if chunks:
-            prefill_ms, reserved = self._prefill_ms, self._head_reserved
-            decode_seqs = seqs - len(chunks)
-            if not decode_seqs and prefill_ms < self._pf:
-                prefill_ms = self._pf  # a prefill-only forward pass still reads every weight
-        else:
-            prefill_ms, reserved = self._prefill_ms, self._prefill_tokens
-            decode_seqs = seqs - len(self._prefilling)
-        head_ms = prefill_ms
-        if decode_seqs:
-            head_ms += self._da + self._db * decode_seqs + self._dc * (context - reserved)
-        self._head_seqs = decode_seqs
-        # Never negative, even for a model shifted by a negative step overhead.
-        return head_ms if head_ms > 0.0 else 0.0
 
     def _time_at(self, upto: int) -> float:
         """When iteration `upto` of the segment (counting the head) ends."""
@@ -304,9 +324,16 @@ class IterationClock:
             seqs = self._seg_seqs
             counters = self.counters
             counters.generation_tokens += steps * seqs
-            growth = self._growth_s
             if seqs:
-                counters.observe_itl_run(self._step_s + growth * (done - head), growth, steps, seqs)
+                growth = self._growth_s
+                first_s = self._step_s + growth * (done - head)
+                # `PodCounters.observe_itl_run`'s common case, inlined (nearly every boundary):
+                # every step in the first step's bucket.
+                low = bisect_left(ITL_BUCKETS_S, first_s)
+                if low == _ITL_INF_SLOT or first_s + growth * (steps - 1) <= ITL_BUCKETS_S[low]:
+                    counters.itl_buckets[low] += steps * seqs
+                else:
+                    counters.observe_itl_run(first_s, growth, steps, seqs)
             self.iteration += steps
             self.context_tokens += steps * seqs
             chunk = self._seg_chunk
@@ -320,20 +347,25 @@ class IterationClock:
         admitted = self._prefilling
         emitted = decode_seqs + len(admitted)
         counters.generation_tokens += emitted
+        # `PodCounters.observe_ttft` and `observe_itl`, inlined: once per head and request.
+        itl_buckets = counters.itl_buckets
         if decode_seqs:
-            counters.observe_itl(end_s - self._seg_t0, decode_seqs)
+            itl_buckets[bisect_left(ITL_BUCKETS_S, end_s - self._seg_t0)] += decode_seqs
         ttft_buckets = counters.ttft_buckets
         for request in admitted:
             if request.generated == 0:
                 request.first_token_s = end_s
-                # `PodCounters.observe_ttft`, inlined: once per request.
                 ttft_buckets[bisect_left(TTFT_BUCKETS_S, end_s - request.pod_dispatch_s)] += 1
             else:
-                counters.observe_itl(end_s - request.last_token_s, 1)
+                itl_buckets[bisect_left(ITL_BUCKETS_S, end_s - request.last_token_s)] += 1
         counters.prompt_tokens += self._prefill_tokens
         self.iteration += 1
         self.context_tokens += emitted
-        self._clear_prefill()
+        # `_clear_prefill`, inlined: once per head.
+        self._prefilling = []
+        self._chunks = []
+        self._prefill_ms = 0.0
+        self._prefill_tokens = self._head_reserved = 0
 
     def _clear_prefill(self) -> None:
         self._prefilling = []

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chiron_operator.sim.live import LiveRequest
 
 TTFT_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -62,26 +66,63 @@ class PodCounters:
 
 
 class OutputLengthStats:
-    """Running mean and standard deviation of output lengths (Welford's algorithm)."""
+    """Running mean and standard deviation of the output lengths of completed batch requests
+    (Welford's algorithm).
 
-    __slots__ = ("_m2", "count", "mean")
+    `completed` takes completed requests of any class as they finish (one list extend per
+    boundary, no call); the batch ones among them are folded in, in completion order and so
+    with the same arithmetic, whenever a statistic is read.
+    """
+
+    __slots__ = ("_count", "_m2", "_mean", "completed")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.mean = 0.0
+        self._count = 0
+        self._mean = 0.0
         self._m2 = 0.0
+        self.completed: list[LiveRequest] = []
+
+    @property
+    def count(self) -> int:
+        self._settle()
+        return self._count
+
+    @property
+    def mean(self) -> float:
+        self._settle()
+        return self._mean
 
     def add(self, tokens: int) -> None:
-        self.count += 1
-        delta = tokens - self.mean
-        self.mean += delta / self.count
-        self._m2 += delta * (tokens - self.mean)
+        self._settle()
+        self._count += 1
+        delta = tokens - self._mean
+        self._mean += delta / self._count
+        self._m2 += delta * (tokens - self._mean)
+
+    def _settle(self) -> None:
+        """`add` the output length of each batch request in `completed`, in order."""
+        completed = self.completed
+        if not completed:
+            return
+        count, mean, m2 = self._count, self._mean, self._m2
+        for request in completed:
+            if request.is_interactive:
+                continue
+            tokens = request.output_tokens
+            count += 1
+            delta = tokens - mean
+            mean += delta / count
+            m2 += delta * (tokens - mean)
+        self._count, self._mean, self._m2 = count, mean, m2
+        completed.clear()  # cleared, never rebound: the cluster holds the list
 
     def mean_or_nan(self) -> float:
-        return self.mean if self.count else math.nan
+        self._settle()
+        return self._mean if self._count else math.nan
 
     def std_or_nan(self) -> float:
-        return math.sqrt(self._m2 / (self.count - 1)) if self.count > 1 else math.nan
+        self._settle()
+        return math.sqrt(self._m2 / (self._count - 1)) if self._count > 1 else math.nan
 
 
 def histogram_quantile(

@@ -15,17 +15,18 @@ as one becomes ready; its TTFT still counts from arrival.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from enum import StrEnum
+from heapq import heappop, heappush
 
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.instance import Instance
 from chiron_operator.sim.live import LiveRequest
 
 _INTERACTIVE, _MIXED = Role.INTERACTIVE, Role.MIXED  # bound once: used on every arrival
+_floor = math.floor
 
 Dispatch = Callable[[LiveRequest, Instance, float], None]
 """Hand a request to a pod at a time (the cluster enqueues it and schedules the pod)."""
@@ -63,17 +64,26 @@ class Router:
 
     `pool_queue` holds requests waiting for any eligible pod to become ready (FIFO);
     `batch_groups` counts the EDF queue's requests per deadline group (see `deadline_bucket_s`).
+
+    The EDF queue is ordered by (deadline, submission sequence), kept in two parts:
+    `batch_fifo`, sorted, takes every request whose deadline is no earlier than its last one's
+    (nearly all: deadlines follow arrivals, and a backlog often shares one), so most pops are
+    O(1) instead of a sift through thousands of tied tuples; `batch_late` is a heap for the
+    others (re-queues). The earlier of the two heads is popped, which is exactly one heap's
+    order. Both are public, never rebound, so that a caller can test for batch work without a
+    call; only the router changes them.
     """
 
     __slots__ = (
-        "_batch",
         "_class_aware",
         "_dispatch",
         "_interactive",
         "_mixed",
         "_ready",
         "_sequence",
+        "batch_fifo",
         "batch_groups",
+        "batch_late",
         "bucket_s",
         "mode",
         "pool_queue",
@@ -95,19 +105,20 @@ class Router:
         self._dispatch = dispatch
         self.bucket_s = deadline_bucket_s
         self.pool_queue: deque[LiveRequest] = deque()
-        self._batch: list[tuple[float, int, LiveRequest]] = []
+        self.batch_fifo: deque[tuple[float, int, LiveRequest]] = deque()
+        self.batch_late: list[tuple[float, int, LiveRequest]] = []
         self._sequence = 0
         self.batch_groups: Counter[float] = Counter()
 
     @property
     def batch_queued(self) -> int:
         """Batch requests in the pool-level EDF queue."""
-        return len(self._batch)
+        return len(self.batch_fifo) + len(self.batch_late)
 
     def submit(self, request: LiveRequest, now: float) -> None:
         """Route an arriving (or re-queued) request."""
         if self._class_aware and not request.is_interactive:
-            was_empty = not self._batch
+            was_empty = not self.batch_fifo and not self.batch_late
             self._push_batch(request)
             if was_empty:
                 # Pods pull whenever they free a slot, so a non-empty queue means no pod has
@@ -145,7 +156,11 @@ class Router:
         mixed: Instance | None = None
         mixed_load = 0
         for pod in self._mixed:
-            load = pod.interactive_load()
+            # `Instance.interactive_load`, inlined: this runs on every overflowing arrival.
+            if pod.priority_scheduling:
+                load = len(pod.running[0]) + len(pod.waiting[0])
+            else:
+                load = pod.n_running + pod.n_waiting
             if mixed is None or load < mixed_load:
                 mixed, mixed_load = pod, load
         if mixed is not None and (best is None or mixed_load < mixed.max_num_seqs):
@@ -164,10 +179,12 @@ class Router:
 
     def refill(self, pod: Instance, now: float) -> None:
         """Let a batch or mixed pod pull batch requests (EDF) into its free slots."""
-        if self.mode is not RoutingMode.CHIRON or pod.role is Role.INTERACTIVE:
+        if not self._class_aware or pod.role is _INTERACTIVE:
             return
-        while self._batch and pod.n_running + pod.n_waiting < pod.max_num_seqs:
-            self._dispatch(self._pop_batch(), pod, now)
+        # Bound locally: this runs after every boundary of a pod with a free slot.
+        fifo, late, dispatch = self.batch_fifo, self.batch_late, self._dispatch
+        while (fifo or late) and pod.n_running + pod.n_waiting < pod.max_num_seqs:
+            dispatch(self._pop_batch(), pod, now)
 
     def _pull_for_new_batch(self, now: float) -> None:
         pod = _least_loaded_with_slot(self._ready[Role.BATCH])
@@ -176,25 +193,38 @@ class Router:
         if pod is not None:
             self._dispatch(self._pop_batch(), pod, now)
 
-    def _group_of(self, deadline_s: float) -> float:
-        # Rounded down: a group is judged by its earliest possible deadline (conservative).
-        return math.floor(deadline_s / self.bucket_s) * self.bucket_s
-
     def _push_batch(self, request: LiveRequest) -> None:
-        self._sequence += 1
-        heapq.heappush(self._batch, (request.deadline_s, self._sequence, request))
-        self.batch_groups[self._group_of(request.deadline_s)] += 1
+        self._sequence = sequence = self._sequence + 1
+        deadline = request.deadline_s
+        fifo = self.batch_fifo
+        # Sequences only grow, so a deadline no earlier than the last one keeps `batch_fifo`
+        # sorted.
+        if not fifo or fifo[-1][0] <= deadline:
+            fifo.append((deadline, sequence, request))
+        else:
+            heappush(self.batch_late, (deadline, sequence, request))
+        # Its deadline group, rounded down: a group is judged by its earliest possible deadline
+        # (conservative).
+        bucket = self.bucket_s
+        self.batch_groups[_floor(deadline / bucket) * bucket] += 1
 
     def _pop_batch(self) -> LiveRequest:
-        request = heapq.heappop(self._batch)[2]
-        group = self._group_of(request.deadline_s)
-        remaining = self.batch_groups[group] - 1
-        if remaining:
-            self.batch_groups[group] = remaining
+        fifo, late = self.batch_fifo, self.batch_late
+        # Keys are unique (the sequence), so the comparison never reaches the requests.
+        if late and (not fifo or late[0] < fifo[0]):
+            request = heappop(late)[2]
         else:
-            del self.batch_groups[group]
+            request = fifo.popleft()[2]
+        bucket = self.bucket_s
+        group = _floor(request.deadline_s / bucket) * bucket
+        groups = self.batch_groups
+        remaining = groups[group] - 1
+        if remaining:
+            groups[group] = remaining
+        else:
+            del groups[group]
         return request
 
     def queued(self) -> list[LiveRequest]:
         """Every request still held by the router (for the end-of-run accounting)."""
-        return [*self.pool_queue, *(entry[2] for entry in self._batch)]
+        return [*self.pool_queue, *(entry[2] for entry in (*self.batch_fifo, *self.batch_late))]
