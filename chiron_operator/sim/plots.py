@@ -33,6 +33,16 @@ POLICY_MARKERS = {
 }
 
 
+def _ratio_ticks(ax: Axes) -> None:
+    """Labels at powers of two ("0.5x", "1x", "2x"...) on a log axis: matplotlib's default
+    minor labels (2x10^0, 3x10^0...) run into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: PLC0415
+
+    ax.xaxis.set_major_locator(FixedLocator([2.0**k for k in range(-4, 7)]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (9.0, 3.6)) -> Figure:
     import matplotlib  # noqa: PLC0415 -- optional dependency, loaded only to plot
 
@@ -242,6 +252,7 @@ def plot_bench_summary(document: Mapping[str, Any], path: Path, target: float = 
         ax.axhline(100 * target, color="tab:red", ls=":", lw=1)
         ax.axvline(1.0, color="tab:green", ls="--", lw=1)
         ax.set_xscale("log")
+        _ratio_ticks(ax)
         ax.set_title(scenario["name"], fontsize=10)
         ax.set_xlabel("GPU-hours / oracle")
         ax.set_ylabel("attainment % (min of classes)")
