@@ -218,27 +218,15 @@ class IterationClock:
             self._partial_done, self._partial_total = end, total
 
     def _next_chunk(self, partial: LiveRequest, room: int) -> int:
-        """Chunked: the cut prompt's next chunk, what `room` allows; returns the budget left.
-        `_queue_chunk` and, if it is the last chunk, the prompt's completion, inlined (every
-        step of a cut prompt)."""
+        """Chunked: the cut prompt's next chunk, what `room` allows; returns the budget left."""
         start, total = self._partial_done, self._partial_total
         end = start + room if start + room < total else total
-        self._chunks.append((partial, start, end, total))
-        prefill_ms = self._prefill_ms + (
-            (self._pa if start == 0 else 0.0) + self._pb * (end - start)
-        )
-        self._prefill_ms = prefill_ms + self._pc * (end * end - start * start)
-        self._prefill_tokens += end - start
-        self._head_reserved += total
+        self._queue_chunk(partial, start, end, total)
         if end == total:
-            self._prefilling.append(partial)
-            self._partial = None
             # From now on it finishes like a decode.
             finish_iter = self.iteration + partial.output_tokens - partial.generated
             partial.finish_iter = finish_iter
             heappush(self._finish, (finish_iter, partial.admit_serial, partial))
-        else:
-            self._partial_done = end
         return room - (end - start)
 
     def _cut_prompt(self, request: LiveRequest, tokens: int, room: int) -> None:
