@@ -23,6 +23,8 @@ from typing import Any
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the pinned deps
 
 from chiron_operator.sim import bench as benchmod
+from chiron_operator.sim import runs as runmod
+from chiron_operator.sim import sweep as sweepmod
 from chiron_operator.sim.config import StepMode
 from chiron_operator.sim.engine import SimResult
 from chiron_operator.sim.plots import plot_run
@@ -51,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario file, or the name of a packaged one")
     run.add_argument("--out", type=Path, required=True, help="directory for CSVs, JSON, PNGs")
     run.add_argument("--policy", default=CHIRON, choices=ROSTER)
-    run.add_argument("--seed", type=int, default=benchmod.EVALUATION_SEED)
+    run.add_argument("--seed", type=int, default=runmod.EVALUATION_SEED)
     run.add_argument("--quick", action="store_true", help="the scenario's quick variant")
     run.add_argument("--exact", action="store_true", help="step every iteration (slow)")
     run.add_argument("--no-plots", action="store_true")
@@ -71,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="quick variants (< 60 s in all)")
     bench.add_argument("--scenarios", help="comma-separated names (default: the whole suite)")
     bench.add_argument("--jobs", type=int, default=_default_jobs())
-    bench.add_argument("--seed", type=int, default=benchmod.EVALUATION_SEED)
-    bench.add_argument("--training-seed", type=int, default=benchmod.TRAINING_SEED)
+    bench.add_argument("--seed", type=int, default=runmod.EVALUATION_SEED)
+    bench.add_argument("--training-seed", type=int, default=runmod.TRAINING_SEED)
     bench.add_argument("--no-progress", action="store_true")
 
     sweep = commands.add_parser("sweep", help="sweep Chiron tunables on training seeds")
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--grid", action="store_true", help="cartesian product, not one-at-a-time")
     sweep.add_argument("--quick", action="store_true")
     sweep.add_argument("--scenarios", help="comma-separated names (default: the whole suite)")
-    sweep.add_argument("--seeds", default=str(benchmod.TRAINING_SEED), help="comma-separated")
+    sweep.add_argument("--seeds", default=str(runmod.TRAINING_SEED), help="comma-separated")
     sweep.add_argument("--jobs", type=int, default=_default_jobs())
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--context", default="", help="what this sweep was for (for the report)")
@@ -114,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _scenario_path(name: str) -> str:
-    return benchmod.suite_paths([name])[0]
+    return runmod.suite_paths([name])[0]
 
 
 def _policy_spec(args: argparse.Namespace, path: str) -> PolicySpec:
     overrides = tuple(
-        (key, benchmod.parse_param(f"{key}={value}").values[0])
+        (key, sweepmod.parse_param(f"{key}={value}").values[0])
         for key, _, value in (item.partition("=") for item in args.set)
     )
     if overrides and args.policy != CHIRON:
@@ -127,9 +129,9 @@ def _policy_spec(args: argparse.Namespace, path: str) -> PolicySpec:
     if args.policy == STATIC:
         replicas = args.static_replicas
         if replicas is None:
-            scenario = benchmod.scenario_at(path, args.quick)
-            workload = benchmod.workload_for(path, args.quick, args.seed)
-            replicas = benchmod.oracle_for(scenario, workload).peak_instances
+            scenario = runmod.scenario_at(path, args.quick)
+            workload = runmod.workload_for(path, args.quick, args.seed)
+            replicas = runmod.oracle_for(scenario, workload).peak_instances
         return PolicySpec(STATIC, static_replicas=replicas)
     if args.policy == LLUMNIX_TUNED:
         if not args.freeness:
@@ -142,9 +144,9 @@ def _policy_spec(args: argparse.Namespace, path: str) -> PolicySpec:
 def _run(args: argparse.Namespace) -> int:
     path = _scenario_path(args.scenario)
     load_scenario(path)  # fail early, with the file's own errors
-    scenario = benchmod.scenario_at(path, args.quick)
+    scenario = runmod.scenario_at(path, args.quick)
     spec = _policy_spec(args, path)
-    request = benchmod.RunRequest(
+    request = runmod.RunRequest(
         path, args.quick, spec, args.seed, StepMode.EXACT if args.exact else StepMode.FAST
     )
     with tqdm(
@@ -157,10 +159,10 @@ def _run(args: argparse.Namespace) -> int:
         def advance(now: float) -> None:
             bar.update(round(now) - bar.n)
 
-        result = benchmod.simulate_request(request, progress=advance)
+        result = runmod.simulate_request(request, progress=advance)
         bar.update(bar.total - bar.n)
-    workload = benchmod.workload_for(path, args.quick, args.seed)
-    bound = benchmod.oracle_for(scenario, workload)
+    workload = runmod.workload_for(path, args.quick, args.seed)
+    bound = runmod.oracle_for(scenario, workload)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_requests_csv(result.requests, out / "requests.csv")
@@ -186,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_document(
     result: SimResult, name: str, spec: PolicySpec, oracle_gpu_hours: float, peak: int
 ) -> dict[str, Any]:
-    summary = benchmod.summary_metrics(result.summary)
+    summary = runmod.summary_metrics(result.summary)
     return {
         "scenario": name,
         "policy": spec.label,
@@ -234,7 +236,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    paths = benchmod.suite_paths(_names(args.scenarios))
+    paths = runmod.suite_paths(_names(args.scenarios))
     # The static search takes a few rounds of a few probes: ~9 runs per scenario, roughly.
     runs = len(paths) * (len(llumnix_grid(quick=args.quick)) + len(ROSTER) + 9)
     started = time.perf_counter()
@@ -266,13 +268,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    paths = benchmod.suite_paths(_names(args.scenarios))
-    params = [benchmod.parse_param(p) for p in args.params]
+    paths = runmod.suite_paths(_names(args.scenarios))
+    params = [sweepmod.parse_param(p) for p in args.params]
     seeds = [int(s) for s in args.seeds.split(",")]
-    configs = benchmod.sweep_configs(params, grid=args.grid)
+    configs = sweepmod.sweep_configs(params, grid=args.grid)
     bar, step = _progress(args.no_progress, len(configs) * len(paths) * len(seeds), "sweep")
     with bar:
-        document = benchmod.sweep_chiron(
+        document = sweepmod.sweep_chiron(
             paths,
             params,
             quick=args.quick,

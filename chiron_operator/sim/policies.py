@@ -9,7 +9,7 @@
   size Chiron gives an instance serving both classes), and it starts with as many instances as
   Chiron starts with in total.
   - `static`: peak provisioning with hindsight: a fixed count, ready from the start, chosen by
-    `bench.static_search` as the fewest instances reaching the target on the training seed;
+    `static_search.static_search` as the fewest instances reaching the target on the training seed;
   - `hpa`, `keda`, `kpa`: their documented defaults (KPA's target concurrency is half the fixed
     batch size, as its default is for the default bounds);
   - `llumnix`: Llumnix's default freeness thresholds; `llumnix-tuned`: thresholds chosen per

@@ -9,21 +9,13 @@ from typing import Any
 
 import pytest
 
-from chiron_operator.sim import bench as benchmod
-from chiron_operator.sim.bench import (
-    RunRequest,
-    SweepParam,
-    choose,
-    parse_param,
-    run_all,
-    simulate_request,
-    static_search,
-    sweep_chiron,
-    sweep_configs,
-)
+from chiron_operator.sim import runs as benchmod
 from chiron_operator.sim.config import StepMode
 from chiron_operator.sim.policies import BASELINES, ROSTER, PolicySpec
 from chiron_operator.sim.report import best_baseline_at, goals, render
+from chiron_operator.sim.runs import RunRequest, choose, run_all, simulate_request
+from chiron_operator.sim.static_search import static_search
+from chiron_operator.sim.sweep import SweepParam, parse_param, sweep_chiron, sweep_configs
 from tests.sim import benchkit
 
 POLICY_KEYS = {
