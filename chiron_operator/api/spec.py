@@ -250,6 +250,18 @@ class TuningSpec(SpecModel):
         return self
 
 
+def pool_tuning(slo: SloTargets, roles: RolesSpec, tuning: TuningSpec) -> PoolTuning:
+    """The controllers' configuration from a spec's policy parts (pools and sim scenarios)."""
+    return PoolTuning(
+        slo=slo,
+        bounds=roles.bounds(),
+        local=tuning.local,
+        restart=tuning.restart,
+        global_scaling=tuning.global_scaling,
+        guards=tuning.guards,
+    )
+
+
 class LLMServingPoolSpec(SpecModel):
     """A pool of vLLM instances serving one model, autoscaled by Chiron against its SLOs."""
 
@@ -277,14 +289,7 @@ class LLMServingPoolSpec(SpecModel):
 
     def to_tuning(self) -> PoolTuning:
         """The policy configuration this spec asks for."""
-        return PoolTuning(
-            slo=self.slo,
-            bounds=self.roles.bounds(),
-            local=self.tuning.local,
-            restart=self.tuning.restart,
-            global_scaling=self.tuning.global_scaling,
-            guards=self.tuning.guards,
-        )
+        return pool_tuning(self.slo, self.roles, self.tuning)
 
 
 class LLMServingPool(SpecModel):

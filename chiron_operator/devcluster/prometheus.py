@@ -21,7 +21,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -48,6 +48,23 @@ def prometheus_binary() -> str:
             "(apt-get install -y --no-install-recommends prometheus)"
         )
     return found
+
+
+def wait_ready(url: str, alive: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> bool:
+    """Poll Prometheus's /-/ready at `url` until it answers 200 (True), the process is no
+    longer `alive` or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer,
+        ):
+            if answer.status == 200:
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def _interval(seconds: float) -> str:
@@ -156,18 +173,7 @@ class PrometheusProcess:
         return self
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not self.running:
-                return False
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer,
-            ):
-                if answer.status == 200:
-                    return True
-            time.sleep(0.05)
-        return False
+        return wait_ready(self.url, lambda: self.running)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period. Idempotent."""

@@ -53,7 +53,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from chiron_operator.api.base import SpecModel
-from chiron_operator.api.spec import ControlSpec, RolesSpec, TuningSpec
+from chiron_operator.api.spec import ControlSpec, RolesSpec, TuningSpec, pool_tuning
 from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import PoolTuning, RoleBounds, SloTargets
 from chiron_operator.sim import workloads
@@ -215,14 +215,7 @@ class ScenarioPool(SpecModel):
 
     def to_tuning(self) -> PoolTuning:
         """The policy configuration, as `LLMServingPoolSpec.to_tuning()` builds it."""
-        return PoolTuning(
-            slo=self.slo,
-            bounds=self.roles.bounds(),
-            local=self.tuning.local,
-            restart=self.tuning.restart,
-            global_scaling=self.tuning.global_scaling,
-            guards=self.tuning.guards,
-        )
+        return pool_tuning(self.slo, self.roles, self.tuning)
 
 
 class QuickVariant(SpecModel):

@@ -22,9 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -35,6 +33,10 @@ from pathlib import Path
 from typing import Any, Final, Self
 
 import pytest
+
+from chiron_operator.devcluster.processes import free_port
+from chiron_operator.devcluster.prometheus import PrometheusMissingError, wait_ready
+from chiron_operator.devcluster.prometheus import prometheus_binary as find_prometheus
 
 # First scrape ~5 s after start (discovery throttle) plus one scrape interval, with slack for a
 # loaded two-core machine.
@@ -83,23 +85,10 @@ def static_job(
 
 def prometheus_binary() -> str:
     """The prometheus executable; its absence fails the test (`make test` installs it)."""
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
-    if found is None:
-        pytest.fail(
-            "prometheus not installed: run `make system-deps` "
-            "(apt-get install -y --no-install-recommends prometheus)"
-        )
-    return found
-
-
-def free_port() -> int:
-    """A loopback port free right now (the server retries if another process takes it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    try:
+        return find_prometheus()
+    except PrometheusMissingError as exc:
+        pytest.fail(str(exc))
 
 
 def _expected_identities(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -167,18 +156,10 @@ class PrometheusServer:
             )
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                return False
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer,
-            ):
-                if answer.status == 200:
-                    return True
-            time.sleep(0.05)
-        return False
+        process = self._process
+        return wait_ready(
+            self.url, lambda: process is not None and process.poll() is None, READY_TIMEOUT_S
+        )
 
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as answer:
