@@ -1,8 +1,9 @@
 """The `LLMServingPool` API: spec and status models, validation, and the CRD they generate.
 
-The operator's entry points: `parse_spec` / `validate_spec` on a raw spec, `to_tuning()` on a
-parsed one, and the status models with their summary helpers. `chiron_operator.api.crd` builds
-the CRD (`chiron-crd`); it is not imported here so that reading specs never loads YAML tooling.
+The operator's entry points: `check_spec` (or `parse_spec` / `validate_spec`) on a raw spec,
+`to_tuning()` on a parsed one, and the status models with their summary helpers.
+`chiron_operator.api.crd` builds the CRD (`chiron-crd`); it is not imported here so that reading
+specs never loads YAML tooling.
 """
 
 from chiron_operator.api.base import (
@@ -60,6 +61,7 @@ from chiron_operator.api.template import (
 from chiron_operator.api.validation import (
     InvalidSpecError,
     SpecError,
+    check_spec,
     parse_spec,
     spec_errors,
     validate_spec,
@@ -110,6 +112,7 @@ __all__ = [
     "TolerationOperator",
     "TuningSpec",
     "batch_size_summary",
+    "check_spec",
     "finite_or_none",
     "parse_spec",
     "replicas_summary",

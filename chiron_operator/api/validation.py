@@ -66,8 +66,12 @@ def parse_spec(raw: object) -> LLMServingPoolSpec:
 
 def validate_spec(raw: object) -> list[SpecError]:
     """Every violation in a raw spec (empty when valid), each naming its field."""
+    return check_spec(raw)[1]
+
+
+def check_spec(raw: object) -> tuple[LLMServingPoolSpec | None, list[SpecError]]:
+    """One parse of a raw spec: the spec and no errors, or no spec and every violation."""
     try:
-        parse_spec(raw)
+        return parse_spec(raw), []
     except InvalidSpecError as invalid:
-        return invalid.errors
-    return []
+        return None, invalid.errors

@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from chiron_operator.emulator.metrics import MetricNames
 from chiron_operator.emulator.scheduler import Policy
-from chiron_operator.sim.latency import LatencyModel
-from chiron_operator.sim.profiles import SPECS, profile, profile_names
+from chiron_operator.perfmodel.latency import LatencyModel
+from chiron_operator.perfmodel.profiles import SPECS, profile, profile_names
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class EmulatorConfig:
     # vLLM's --shutdown-timeout: on SIGTERM, how long (wall-clock seconds, not time-scaled)
     # requests in flight may finish before the rest are aborted; 0 aborts at once, as in vLLM.
     shutdown_timeout_s: float = 0.0
+    # Emulator-only: model a vLLM with the fix for upstream issue 40004 (see the scheduler).
+    preempt_for_priority: bool = False
 
     @property
     def model_name(self) -> str:
@@ -123,6 +125,14 @@ def _build_parser() -> _Parser:
     p.add("--time-scale", type=float, default=1.0, help="divides every modelled duration")
     p.add("--kv-capacity-tokens", type=int, help="override the profile's KV capacity")
     p.add("--startup-delay-s", type=float, default=0.0, help="modelled cold start before /health")
+    p.add(
+        "--preempt-for-priority",
+        action="store_true",
+        help="model vLLM builds with the upstream fix for vLLM issue 40004: under "
+        "--scheduling-policy priority a waiting request evicts running requests of strictly "
+        "worse priority (default off: like vLLM 0.32, a waiting request never preempts; only "
+        "KV-cache pressure does)",
+    )
     p.add(
         "--metric-names",
         choices=[x.value for x in MetricNames],
@@ -257,4 +267,5 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
         log_level=LOG_LEVELS[ns.uvicorn_log_level],
         ignored_args=tuple(ignored),
         shutdown_timeout_s=ns.shutdown_timeout,
+        preempt_for_priority=ns.preempt_for_priority,
     )

@@ -1,4 +1,4 @@
-"""The engine loop: continuous batching in real time, paced by the simulator's latency model.
+"""The engine loop: continuous batching in real time, paced by the performance model.
 
 One asyncio task runs iterations back to back while there is work and sleeps on an event when
 there is none. Each iteration asks the scheduler for its work, sleeps for the modelled duration
@@ -87,6 +87,7 @@ class Engine:
             block_size=config.block_size,
             policy=config.scheduling_policy,
             max_num_batched_tokens=config.max_num_batched_tokens,
+            preempt_for_priority=config.preempt_for_priority,
         )
         self._handles: dict[Sequence, RequestHandle] = {}
         self._wakeup = asyncio.Event()

@@ -10,12 +10,17 @@ iteration boundary `schedule` returns the iteration's work:
   As in vLLM, nothing is admitted at a boundary where this happened;
 - the step's token budget (`max_num_batched_tokens`) goes first to one token per decoding
   sequence, then to the rest of any prompt cut at an earlier step (chunked prefill, which vLLM
-  V1 always runs: see `chiron_operator.sim.vllm_defaults`);
+  V1 always runs: see `chiron_operator.perfmodel.vllm_defaults`);
 - otherwise waiting requests are admitted in order (FCFS: arrival, preempted first; priority:
-  lower value first, then arrival) while the batch-size cap, the KV blocks and the token budget
-  allow, with head-of-line blocking; the last one admitted may get only what is left of the
-  budget, its prompt continuing at the next steps. Under the priority policy a head that does
-  not fit evicts running sequences of strictly worse priority, as vLLM V1 does.
+  lower value first, then arrival) while a slot is free (running < `max_num_seqs`), their KV
+  blocks fit and the token budget lasts, with head-of-line blocking; the last one admitted may
+  get only what is left of the budget, its prompt continuing at the next steps. A waiting
+  request never evicts running work, whatever its priority: vLLM 0.32's V1 scheduler stops its
+  waiting loop at the cap or when the blocks do not fit (upstream issue 40004), so under the
+  priority policy an urgent request waits for a running one to finish, and only the KV growth
+  above preempts. `preempt_for_priority` models builds with the upstream fix: a head that does
+  not fit then evicts running sequences of strictly worse priority (victims chosen as above)
+  until it fits, and is admitted.
 
 A sequence holds KV blocks for prompt + emitted + 1 tokens while it runs (the +1 is the token
 the current iteration produces), its whole prompt from its admission on (vLLM allocates chunk by
@@ -31,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
-from chiron_operator.sim.latency import LatencyModel
+from chiron_operator.perfmodel.latency import LatencyModel
 
 
 class Policy(StrEnum):
@@ -161,7 +166,11 @@ class WaitQueue:
 
 
 class Scheduler:
-    """Admission, KV-block accounting and preemption of one engine."""
+    """Admission, KV-block accounting and preemption of one engine.
+
+    `preempt_for_priority` (priority policy only) lets a waiting head evict running sequences of
+    strictly worse priority, as vLLM builds with the fix for upstream issue 40004 do.
+    """
 
     def __init__(
         self,
@@ -171,12 +180,14 @@ class Scheduler:
         block_size: int,
         policy: Policy,
         max_num_batched_tokens: int,
+        preempt_for_priority: bool = False,
     ) -> None:
         self.max_num_seqs = max_num_seqs
         self.kv_blocks = kv_blocks
         self.block_size = block_size
         self.policy = policy
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.preempt_for_priority = preempt_for_priority
         self.used_blocks = 0
         self.num_preemptions = 0
         self._running: list[Sequence] = []
@@ -237,7 +248,7 @@ class Scheduler:
                 budget -= self._chunk(seq, budget, chunks)
         if not preempted:
             self._admit(preempted, budget, chunks)
-            # A priority eviction may have taken back a chunk scheduled above.
+            # With preempt_for_priority an eviction may take back a chunk scheduled above.
             chunks = [c for c in chunks if c[0].state is SeqState.RUNNING]
         chunked = {c[0] for c in chunks}
         decodes = tuple(s for s in self._running if not s.prefilling and s not in chunked)
@@ -307,7 +318,9 @@ class Scheduler:
     def _make_room(self, head: Sequence, preempted: list[Sequence]) -> bool:
         need = self.blocks_for(head.context_tokens + 1)
         while len(self._running) >= self.max_num_seqs or need > self.kv_blocks - self.used_blocks:
-            if self.policy is not Policy.PRIORITY or not self._running:
+            # vLLM 0.32 never evicts for a waiting request (issue 40004): only the fix does.
+            evicts = self.preempt_for_priority and self.policy is Policy.PRIORITY
+            if not evicts or not self._running:
                 return False
             victim = self._victim()
             if victim.priority <= head.priority:

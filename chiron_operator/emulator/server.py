@@ -7,6 +7,10 @@
   loop died; 200 otherwise.
 - `GET /metrics`: vLLM's metric families in the classic text format, colons intact.
 
+A client that closes its connection aborts its request, streamed or whole, as vLLM's cancelled
+endpoints do: aiohttp >= 3.9 no longer cancels a handler on disconnect unless asked to, so the
+runner is started with `handler_cancellation`.
+
 On SIGTERM (or SIGINT) `serve` shuts down as vLLM does with `--shutdown-timeout`
 (vllm-project/vllm#36666): /health turns 503 at once, so the readiness probe fails; new
 requests are refused with a 503; the requests in flight run on for at most the shutdown timeout

@@ -134,6 +134,11 @@ class KubeClient:
             return cls.in_cluster()
         return cls.from_kubeconfig(kubeconfig)
 
+    @property
+    def api_client(self) -> k8s.ApiClient:
+        """The underlying client, for calls this class does not wrap (watches)."""
+        return self._api_client
+
     def close(self) -> None:
         """Release the connection pool."""
         self._api_client.close()  # type: ignore[no-untyped-call]

@@ -13,7 +13,7 @@ import asyncio
 from chiron_operator.api import ConditionType, Mode, PoolStatus
 from chiron_operator.kube import EventType
 from chiron_operator.operator.context import OperatorContext, PoolRef
-from chiron_operator.operator.report import METRICS_PENDING, TickReport
+from chiron_operator.operator.status import METRICS_PENDING, TickReport
 
 
 def _is_true(status: PoolStatus, kind: ConditionType) -> bool:

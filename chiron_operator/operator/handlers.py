@@ -14,8 +14,8 @@ from typing import Any
 
 import kopf
 
-from chiron_operator.api import GROUP, PLURAL, VERSION, parse_spec, validate_spec
-from chiron_operator.operator import cluster
+from chiron_operator.api import GROUP, PLURAL, VERSION, check_spec
+from chiron_operator.operator import objects as cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
 from chiron_operator.operator.tick import run_tick
 
@@ -66,12 +66,15 @@ async def reconcile_objects(ctx: OperatorContext, body: Mapping[str, Any]) -> No
     once, on creation), and reporting from both places would race into duplicate Events.
     """
     ref = pool_ref(body)
-    if validate_spec(body.get("spec") or {}):
+    spec, _ = check_spec(body.get("spec") or {})
+    if spec is None:
         return
-    spec = parse_spec(body.get("spec") or {})
+    tuning = spec.to_tuning()
     async with ctx.lock_for(ref):
         existing = await asyncio.to_thread(ctx.kube.list_deployments, ref.namespace, ref.name)
-        touched = await asyncio.to_thread(cluster.ensure_objects, ctx.kube, ref, spec, existing)
+        touched = await asyncio.to_thread(
+            cluster.ensure_objects, ctx.kube, ref, spec, tuning, existing
+        )
     if touched:
         log.info("pool %s/%s: applied %s", ref.namespace, ref.name, ", ".join(touched))
 

@@ -25,10 +25,10 @@ from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.kube import Conflict, ConflictReason, find_conflicts
 from chiron_operator.metrics import PoolMetrics, RoleFacts, build_snapshot
-from chiron_operator.operator.cluster import ClusterState
 from chiron_operator.operator.facts import pod_facts, role_facts, role_of
+from chiron_operator.operator.objects import ClusterState
 from chiron_operator.operator.plan import Change, Plan, plan, records, unapplied, unapplied_roles
-from chiron_operator.operator.report import STATE_WIRE, TickReport, build_status, condition
+from chiron_operator.operator.status import STATE_WIRE, TickReport, build_status, condition
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class TickInputs:
     """Everything one tick read."""
 
     spec: LLMServingPoolSpec
+    tuning: PoolTuning  # the spec's, built once per tick
     cluster: ClusterState
     metrics: PoolMetrics
     previous: PoolStatus
@@ -88,8 +89,7 @@ def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> T
     `applied` is what the tick managed to write when that is not the whole acting plan (a
     write failed): the controller memory and the records must not claim the rest happened.
     """
-    spec, state = inputs.spec, inputs.cluster
-    tuning = spec.to_tuning()
+    spec, state, tuning = inputs.spec, inputs.cluster, inputs.tuning
     facts, snapshot = _read(inputs, tuning)
     previous = inputs.previous
     before = load_state(previous)

@@ -10,7 +10,7 @@ from chiron_operator.api import Mode
 from chiron_operator.api.status import DecisionController
 from chiron_operator.core.enums import Role
 from chiron_operator.operator.context import PoolRef
-from chiron_operator.operator.report import TickReport, signals_status
+from chiron_operator.operator.status import TickReport, signals_status
 from chiron_operator.operator.telemetry import OperatorMetrics
 
 

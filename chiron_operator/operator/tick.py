@@ -17,28 +17,28 @@ from chiron_operator.api import (
     ConditionType,
     LLMServingPoolSpec,
     PoolStatus,
-    parse_spec,
-    validate_spec,
+    check_spec,
 )
 from chiron_operator.api.status import upsert_condition
+from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.kube import EventType, KubeApiError
 from chiron_operator.metrics import PoolMetrics, PoolQuery
-from chiron_operator.operator import cluster
+from chiron_operator.operator import objects as cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
 from chiron_operator.operator.events import announce
 from chiron_operator.operator.metrics_log import log_fetch_errors
 from chiron_operator.operator.outcome import TickInputs, TickOutcome, evaluate, previous_status
 from chiron_operator.operator.plan import Change
-from chiron_operator.operator.report import condition
+from chiron_operator.operator.status import condition
 from chiron_operator.operator.telemetry_update import publish
 
 log = logging.getLogger(__name__)
 
 
-async def report_invalid_spec(
+async def checked_spec(
     ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any], generation: int
-) -> bool:
-    """Write InvalidSpec (naming every field) and return True when the spec is invalid.
+) -> LLMServingPoolSpec | None:
+    """The pool's spec, parsed once; None after writing InvalidSpec (naming every field).
 
     An invalid pool is reported, never retried into a crash loop: nothing is acted on until
     the user fixes the spec, and the next spec change is validated afresh. Status and the
@@ -46,14 +46,14 @@ async def report_invalid_spec(
     a pool left invalid for a day must not rewrite its status (and wake every watcher) each
     interval, nor post the same Event thousands of times.
     """
-    errors = validate_spec(body.get("spec") or {})
+    spec, errors = check_spec(body.get("spec") or {})
     previous = previous_status(body)
     was_invalid = _condition_message(previous, ConditionType.INVALID_SPEC)
     if not errors and was_invalid is None:
-        return False
+        return spec
     message = "; ".join(e.message for e in errors) or "spec is valid"
     if errors and was_invalid == message and previous.observed_generation == generation:
-        return True
+        return None
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     status = _spec_verdict(previous, message, invalid=bool(errors), now=now, generation=generation)
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, status)
@@ -67,7 +67,7 @@ async def report_invalid_spec(
             message=message,
             event_type=EventType.WARNING,
         )
-    return bool(errors)
+    return spec
 
 
 def _spec_verdict(
@@ -150,14 +150,15 @@ async def run_tick(ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]) 
     """Gather, decide, apply (Enforce only), report. Raises only on API-server errors."""
     started = time.perf_counter()
     generation = int((body.get("metadata") or {}).get("generation") or 0)
-    if await report_invalid_spec(ctx, ref, body, generation):
+    spec = await checked_spec(ctx, ref, body, generation)
+    if spec is None:
         return
-    spec = parse_spec(body.get("spec") or {})
-    state = await _read_complete(ctx, ref, spec)
+    tuning = spec.to_tuning()
+    state = await _read_complete(ctx, ref, spec, tuning)
     metrics = await _fetch_metrics(ctx, ref, spec)
     log_fetch_errors(ctx.fetch_errors, (ref.namespace, ref.name), metrics)
     previous = previous_status(body)
-    inputs = TickInputs(spec, state, metrics, previous, ctx.clock(), generation)
+    inputs = TickInputs(spec, tuning, state, metrics, previous, ctx.clock(), generation)
     outcome, failure = await _apply(ctx, ref, inputs, evaluate(inputs))
     wire = outcome.status.model_dump(mode="json", by_alias=True)
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, wire)
@@ -207,7 +208,7 @@ async def _apply(
 
 
 async def _read_complete(
-    ctx: OperatorContext, ref: PoolRef, spec: LLMServingPoolSpec
+    ctx: OperatorContext, ref: PoolRef, spec: LLMServingPoolSpec, tuning: PoolTuning
 ) -> cluster.ClusterState:
     """The pool's objects, creating any role Deployment its spec needs and that is missing.
 
@@ -215,7 +216,9 @@ async def _read_complete(
     planned as a role at zero replicas and "scaled" through a Deployment that is not there.
     """
     state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
-    if cluster.missing_roles(ref, spec, state.deployments):
-        await asyncio.to_thread(cluster.ensure_objects, ctx.kube, ref, spec, state.deployments)
+    if cluster.missing_roles(ref, tuning, state.deployments):
+        await asyncio.to_thread(
+            cluster.ensure_objects, ctx.kube, ref, spec, tuning, state.deployments
+        )
         state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
     return state

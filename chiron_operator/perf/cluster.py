@@ -13,14 +13,14 @@ from typing import Any, Final
 
 from chiron_operator.api import parse_spec
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster import pods as pod_objects
-from chiron_operator.devcluster.audit import AuditRecord
-from chiron_operator.devcluster.objects import random_suffix
-from chiron_operator.devcluster.prometheus import PrometheusProcess
-from chiron_operator.devcluster.resources import PODS
-from chiron_operator.devcluster.rollout import template_hash
-from chiron_operator.devcluster.stack import DevStack
-from chiron_operator.devcluster.store import Write
+from chiron_operator.devcluster.cluster import pods as pod_objects
+from chiron_operator.devcluster.cluster.audit import AuditRecord
+from chiron_operator.devcluster.cluster.objects import random_suffix
+from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess
+from chiron_operator.devcluster.cluster.resources import PODS
+from chiron_operator.devcluster.cluster.rollout import template_hash
+from chiron_operator.devcluster.cluster.stack import DevStack
+from chiron_operator.devcluster.cluster.store import Write
 from chiron_operator.kube import build_deployment
 from chiron_operator.perf.fleet import FakeFleet
 

@@ -17,7 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
-from chiron_operator.devcluster.filesd import write_file_sd
+from chiron_operator.devcluster.cluster.filesd import write_file_sd
 from chiron_operator.emulator.metrics import CONTENT_TYPE, FinishedRequest, MetricNames, VllmMetrics
 
 RENDER_INTERVAL_S: Final = 1.0

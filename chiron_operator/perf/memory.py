@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from chiron_operator.devcluster.operator_process import OperatorOptions, OperatorProcess
-from chiron_operator.devcluster.resources import POOLS as POOL_RESOURCE
-from chiron_operator.devcluster.stack import DevStack, StackOptions
+from chiron_operator.devcluster.cluster.operator_process import OperatorOptions, OperatorProcess
+from chiron_operator.devcluster.cluster.resources import POOLS as POOL_RESOURCE
+from chiron_operator.devcluster.cluster.stack import DevStack, StackOptions
 from chiron_operator.perf.cluster import MODEL, OPERATOR, wait_until
 
 MIB: Final = 1024 * 1024

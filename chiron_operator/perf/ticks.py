@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from chiron_operator.api import parse_spec, validate_spec
-from chiron_operator.devcluster.operator_process import OperatorOptions, OperatorProcess
-from chiron_operator.devcluster.processes import free_port
-from chiron_operator.devcluster.prometheus import PrometheusProcess
-from chiron_operator.devcluster.stack import DevStack, StackOptions
+from chiron_operator.api import check_spec, parse_spec
+from chiron_operator.devcluster.cluster.operator_process import OperatorOptions, OperatorProcess
+from chiron_operator.devcluster.cluster.processes import free_port
+from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess
+from chiron_operator.devcluster.cluster.stack import DevStack, StackOptions
 from chiron_operator.metrics import PoolMetrics, PrometheusSource
 from chiron_operator.metrics.promql import PoolQuery
-from chiron_operator.operator.cluster import ClusterState, read_cluster
 from chiron_operator.operator.context import PoolRef
+from chiron_operator.operator.objects import ClusterState, read_cluster
 from chiron_operator.operator.outcome import TickInputs, evaluate, previous_status
 from chiron_operator.perf.cluster import (
     MODEL,
@@ -70,12 +70,12 @@ class TickCost:
 
 def pure_tick(body: Mapping[str, Any], state: ClusterState, metrics: PoolMetrics) -> object:
     """The CPU-only steps of `tick.run_tick`, in its order, on what it read."""
-    raw = body.get("spec") or {}
-    validate_spec(raw)
-    spec = parse_spec(raw)
+    spec, _ = check_spec(body.get("spec") or {})
+    assert spec is not None, "the benchmark's pool is valid"
     previous = previous_status(body)
     generation = int(body["metadata"].get("generation") or 0)
-    outcome = evaluate(TickInputs(spec, state, metrics, previous, time.time(), generation))
+    inputs = TickInputs(spec, spec.to_tuning(), state, metrics, previous, time.time(), generation)
+    outcome = evaluate(inputs)
     return outcome.status.model_dump(mode="json", by_alias=True)
 
 

@@ -25,9 +25,9 @@ from heapq import heappush
 import numpy as np
 
 from chiron_operator.core.enums import Role
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.events import Event, EventKind, EventQueue
 from chiron_operator.sim.instance import Instance, InstanceState
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
 from chiron_operator.sim.podmetrics import OutputLengthStats
 from chiron_operator.sim.router import Router, RoutingMode

@@ -11,9 +11,9 @@ import numpy as np
 
 from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import SloTargets
-from chiron_operator.sim.latency import LatencyModel
+from chiron_operator.perfmodel.latency import LatencyModel
+from chiron_operator.perfmodel.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
 from chiron_operator.sim.router import RoutingMode
-from chiron_operator.sim.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
 
 
 class StepMode(StrEnum):

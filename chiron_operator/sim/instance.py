@@ -38,10 +38,10 @@ from heapq import heappop, heappush
 from operator import attrgetter
 
 from chiron_operator.core.enums import Role
+from chiron_operator.perfmodel.latency import LatencyModel
+from chiron_operator.perfmodel.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
 from chiron_operator.sim.iterations import IterationClock
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import INTERACTIVE_PRIORITY, LiveRequest
-from chiron_operator.sim.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
 
 # No completion scheduled (only a prompt being prefilled in chunks runs).
 _NEVER = 1 << 62

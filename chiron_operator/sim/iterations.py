@@ -25,7 +25,7 @@ from bisect import bisect_left
 from heapq import heappush
 from math import sqrt as _sqrt
 
-from chiron_operator.sim.latency import LatencyModel
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
 from chiron_operator.sim.podmetrics import ITL_BUCKETS_S, TTFT_BUCKETS_S, PodCounters
 

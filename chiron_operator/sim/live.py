@@ -7,13 +7,9 @@ instances (dispatches, preemptions, re-queues) and becomes a `RequestRecord` at 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from chiron_operator.core.enums import RequestClass
 from chiron_operator.sim.requests import RequestSpec
-
-if TYPE_CHECKING:
-    from chiron_operator.sim.instance import Instance
 
 INTERACTIVE_PRIORITY = 0
 BATCH_PRIORITY = 1
@@ -72,5 +68,7 @@ class LiveRequest:
         self.last_token_s = self.completion_s = _NAN
         self.generated = self.finish_iter = self.admit_serial = 0
         self.preemptions = self.requeues = 0
-        self.running_on: Instance | None = None
+        # Compared by identity only (is it still running where it was admitted?), so it needs no
+        # type from `instance`, which imports this module: typing it `object` keeps sim acyclic.
+        self.running_on: object | None = None
         self.drop_reason = ""

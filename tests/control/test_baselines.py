@@ -13,17 +13,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chiron_operator.control.baselines import default_baselines, hpa, keda, kpa, llumnix, static
+from chiron_operator.control.baselines import (
+    BASELINES,
+    BaselineParams,
+    build_baseline,
+    hpa,
+    keda,
+    kpa,
+    llumnix,
+    static,
+)
 from chiron_operator.control.baselines.hpa import hpa_replicas
 from chiron_operator.control.baselines.llumnix import freeness
-from chiron_operator.control.policy import BoundPolicy
-from chiron_operator.core.baseline_tuning import (
+from chiron_operator.control.baselines.tuning import (
     HpaTuning,
     KedaTuning,
     KpaTuning,
     LlumnixTuning,
     StaticTuning,
 )
+from chiron_operator.control.policy import BoundPolicy
 from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, RoleSnapshot
@@ -325,8 +334,23 @@ FACTORIES: dict[str, Factory] = {
 names = pytest.mark.parametrize("name", sorted(FACTORIES))
 
 
-def test_default_baselines_are_all_here() -> None:
-    assert set(default_baselines()) == set(FACTORIES) - {"llumnix-tuned"}
+def test_the_registry_holds_every_baseline() -> None:
+    assert set(BASELINES) == set(FACTORIES)
+
+
+@names
+def test_the_registry_builds_what_the_module_builds(name: str) -> None:
+    bounds = wide(12)
+    built = build_baseline(name, BaselineParams(bounds=bounds, freeness_blocks=(30.0, 120.0)))
+    expected = FACTORIES[name](bounds)
+    assert (built.name, built.tuning) == (expected.name, expected.tuning)
+
+
+def test_the_registry_names_what_is_missing() -> None:
+    with pytest.raises(ValueError, match="freeness_blocks"):
+        build_baseline("llumnix-tuned", BaselineParams(bounds=wide(4)))
+    with pytest.raises(ValueError, match="known: static, hpa"):
+        build_baseline("nope", BaselineParams(bounds=wide(4)))
 
 
 @names

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from chiron_operator.devcluster.apiserver import ApiServerHandle, start_apiserver, write_kubeconfig
+from chiron_operator.devcluster.cluster.apiserver import (
+    ApiServerHandle,
+    start_apiserver,
+    write_kubeconfig,
+)
 from chiron_operator.kube import KubeClient
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from chiron_operator.api import parse_spec
 from chiron_operator.api.spec import LLMServingPoolSpec
-from chiron_operator.devcluster.processes import Launch, ProcessSpec
+from chiron_operator.devcluster.cluster.processes import Launch, ProcessSpec
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
 """The dev cluster's API server through the official kubernetes client: what kmock 0.8 lacks
-or breaks (TESTING.md) behaves as kube-apiserver does."""
+or breaks (docs/TESTING.md) behaves as kube-apiserver does."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster.apiserver import (
+from chiron_operator.devcluster.cluster.apiserver import (
     ApiServerHandle,
     DevApiServer,
     start_apiserver,

@@ -12,11 +12,12 @@ import pytest
 
 from chiron_operator.api import parse_spec, validate_spec
 from chiron_operator.core.enums import RequestClass, Role
-from chiron_operator.devcluster.batch_gateway import METRIC, BatchGateway, BatchRequest
-from chiron_operator.devcluster.demo import DRAIN_GRACE_CAP_S
-from chiron_operator.devcluster.demo_report import DemoRecord, scaling_actions, summarise
-from chiron_operator.devcluster.demo_traffic import InteractiveResult
-from chiron_operator.devcluster.demo_workload import (
+from chiron_operator.devcluster.demo.batch_gateway import METRIC, BatchGateway, BatchRequest
+from chiron_operator.devcluster.demo.cli import DRAIN_GRACE_CAP_S
+from chiron_operator.devcluster.demo.clients import InteractiveResult
+from chiron_operator.devcluster.demo.report import DemoRecord, scaling_actions, summarise
+from chiron_operator.devcluster.demo.traffic import Completion, endpoints_of
+from chiron_operator.devcluster.demo.workload import (
     MAX_BATCH_OUTPUT,
     MAX_PROMPT,
     DemoPlan,
@@ -25,7 +26,6 @@ from chiron_operator.devcluster.demo_workload import (
     interactive_requests,
     pool_spec,
 )
-from chiron_operator.devcluster.traffic import Completion, endpoints_of
 from chiron_operator.emulator.args import parse_args as emulator_parse_args
 from chiron_operator.kube import build_deployment, drain_timing
 from chiron_operator.sim.requests import RequestSpec

@@ -15,10 +15,10 @@ import pytest
 
 from chiron_operator.api import parse_spec
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster.apiserver import ApiServerHandle
-from chiron_operator.devcluster.kubelet import PORT_ANNOTATION, Kubelet
-from chiron_operator.devcluster.processes import ContainerRuntime, PodProcess, ProcessSpec
-from chiron_operator.devcluster.termination import pre_stop_sleep_s, terminate
+from chiron_operator.devcluster.cluster.apiserver import ApiServerHandle
+from chiron_operator.devcluster.cluster.kubelet import PORT_ANNOTATION, Kubelet
+from chiron_operator.devcluster.cluster.processes import ContainerRuntime, PodProcess, ProcessSpec
+from chiron_operator.devcluster.cluster.termination import pre_stop_sleep_s, terminate
 from chiron_operator.kube import KubeClient, build_deployment
 from tests.devcluster.support import SPEC, eventually, is_ready
 from tests.devcluster.test_kubelet import POOLS, in_thread

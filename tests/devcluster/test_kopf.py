@@ -17,8 +17,8 @@ import kmock
 import kopf
 import pytest
 
-from chiron_operator.devcluster.apiserver import ApiServerHandle
-from chiron_operator.devcluster.resources import POOLS
+from chiron_operator.devcluster.cluster.apiserver import ApiServerHandle
+from chiron_operator.devcluster.cluster.resources import POOLS
 from chiron_operator.kube import KubeClient
 from tests.devcluster.support import eventually
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster.apiserver import ApiServerHandle
+from chiron_operator.devcluster.cluster.apiserver import ApiServerHandle
 from chiron_operator.kube import build_deployment
 from tests.devcluster.support import pool_spec
 

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster.apiserver import ApiServerHandle
-from chiron_operator.devcluster.kubelet import PORT_ANNOTATION, Kubelet
-from chiron_operator.devcluster.rollout import HASH_LABEL
+from chiron_operator.devcluster.cluster.apiserver import ApiServerHandle
+from chiron_operator.devcluster.cluster.kubelet import PORT_ANNOTATION, Kubelet
+from chiron_operator.devcluster.cluster.rollout import HASH_LABEL
 from chiron_operator.kube import (
     KubeClient,
     build_deployment,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chiron_operator.devcluster.patching import (
+from chiron_operator.devcluster.cluster.patching import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,

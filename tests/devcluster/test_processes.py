@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from chiron_operator.devcluster.filesd import Target, target_groups, write_file_sd
-from chiron_operator.devcluster.processes import ContainerRuntime, Launch, free_port, with_port
+from chiron_operator.devcluster.cluster.filesd import Target, target_groups, write_file_sd
+from chiron_operator.devcluster.cluster.processes import (
+    ContainerRuntime,
+    Launch,
+    free_port,
+    with_port,
+)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chiron_operator.devcluster.rollout import (
+from chiron_operator.devcluster.cluster.rollout import (
     PodState,
     deployment_status,
     plan,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chiron_operator.devcluster.selectors import (
+from chiron_operator.devcluster.cluster.selectors import (
     SelectorError,
     matches_selector_object,
     parse_field_selector,

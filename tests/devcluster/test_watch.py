@@ -11,7 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chiron_operator.devcluster.apiserver import ApiServerHandle, DevApiServer, start_apiserver
+from chiron_operator.devcluster.cluster.apiserver import (
+    ApiServerHandle,
+    DevApiServer,
+    start_apiserver,
+)
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 

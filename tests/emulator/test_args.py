@@ -9,7 +9,7 @@ from chiron_operator.emulator.__main__ import main
 from chiron_operator.emulator.args import DEFAULT_MAX_MODEL_LEN, parse_args, split_unknown
 from chiron_operator.emulator.metrics import MetricNames
 from chiron_operator.emulator.scheduler import Policy
-from chiron_operator.sim.profiles import profile
+from chiron_operator.perfmodel.profiles import profile
 
 
 def test_defaults_follow_vllm_and_the_8b_profile() -> None:
@@ -22,6 +22,7 @@ def test_defaults_follow_vllm_and_the_8b_profile() -> None:
     assert c.kv_capacity_tokens == profile("llama31-8b-a100").kv_capacity_tokens
     assert (c.time_scale, c.startup_delay_s, c.tensor_parallel_size) == (1.0, 0.0, 1)
     assert c.metric_names is MetricNames.CURRENT
+    assert c.preempt_for_priority is False
     assert c.ignored_args == ()
 
 
@@ -85,6 +86,14 @@ def test_unknown_vllm_flags_are_ignored_with_their_values() -> None:
         "--dtype=bfloat16",
         "-O3",
     )
+
+
+@pytest.mark.parametrize("spelling", ["--preempt-for-priority", "--preempt_for_priority"])
+def test_preempt_for_priority_is_an_emulator_flag_beside_ignored_vllm_ones(spelling: str) -> None:
+    c = parse_args(["m", "--enforce-eager", spelling, "--scheduling-policy", "priority"])
+    assert c.preempt_for_priority is True
+    assert c.scheduling_policy is Policy.PRIORITY
+    assert c.ignored_args == ("--enforce-eager",)
 
 
 def test_split_unknown_keeps_negative_numbers_as_values() -> None:

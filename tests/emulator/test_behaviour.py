@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 
 import pytest
 
-from chiron_operator.sim.profiles import profile
+from chiron_operator.perfmodel.profiles import profile
 from tests.emulator.emukit import Timed, running, sample_gauges, sample_value
 
 RUNNING = "vllm:num_requests_running"
@@ -33,10 +34,10 @@ async def test_max_num_seqs_caps_the_batch_and_the_rest_waits(cap: int, concurre
     assert sample_value(final, RUNNING) == sample_value(final, WAITING) == 0
 
 
-async def submit_then_urgent(policy: str) -> tuple[list[Timed], list[Timed], str]:
+async def submit_then_urgent(policy: str, *flags: str) -> tuple[list[Timed], list[Timed], str]:
     """12 priority-10 requests, then (once they queue) 6 priority-0 ones, on 2 slots."""
-    flags = ("--max-num-seqs", "2", "--scheduling-policy", policy, "--time-scale", "5")
-    async with running(*flags) as emu:
+    base = ("--max-num-seqs", "2", "--scheduling-policy", policy, "--time-scale", "5")
+    async with running(*base, *flags) as emu:
         c = emu.client
         batch = [asyncio.create_task(c.complete(max_tokens=20, priority=10)) for _ in range(12)]
         await asyncio.sleep(0.03)
@@ -44,12 +45,16 @@ async def submit_then_urgent(policy: str) -> tuple[list[Timed], list[Timed], str
         return list(await asyncio.gather(*batch)), urgent, await c.metrics()
 
 
-async def test_priority_policy_serves_priority_0_first() -> None:
-    batch, urgent, text = await submit_then_urgent("priority")
+@pytest.mark.parametrize("evict", [False, True])
+async def test_priority_policy_serves_priority_0_first(evict: bool) -> None:
+    flags = ("--preempt-for-priority",) if evict else ()
+    batch, urgent, text = await submit_then_urgent("priority", *flags)
     assert statistics.mean(r.latency for r in urgent) < statistics.mean(r.latency for r in batch)
     assert max(r.done for r in urgent) < max(r.done for r in batch)
-    # The batch was full of priority-10 work: the urgent requests preempted some of it.
-    assert sample_value(text, "vllm:num_preemptions_total") >= 1
+    # By default the urgent requests only jump the queue, as in vLLM 0.32; with the flag they
+    # also evict running priority-10 work.
+    preemptions = sample_value(text, "vllm:num_preemptions_total")
+    assert preemptions >= 1 if evict else preemptions == 0
     assert all(r.status == 200 for r in batch + urgent)
 
 
@@ -59,6 +64,54 @@ async def test_fcfs_accepts_priority_and_ignores_it() -> None:
     assert min(r.done for r in urgent) > max(r.done for r in batch) - 0.005
     assert statistics.mean(r.latency for r in urgent) > statistics.mean(r.latency for r in batch)
     assert sample_value(text, "vllm:num_preemptions_total") == 0
+
+
+def token_times(r: Timed) -> list[float]:
+    """Arrival times of a completion stream's token events."""
+    return [t for t, p in r.events if p != "[DONE]"]
+
+
+def max_gap(times: list[float]) -> float:
+    """The longest wait between consecutive tokens."""
+    return max(b - a for a, b in itertools.pairwise(times))
+
+
+async def one_urgent_behind_two_batch(*flags: str) -> tuple[Timed, Timed, Timed, str]:
+    """The vLLM 0.32 measurement: 2 slots busy with priority-10 streams, a priority-0 one 0.3 s
+    later. The short batch stream needs ~0.75 s (60 steps of ~12.5 ms), the long one twice that.
+    """
+    policy = ("--max-num-seqs", "2", "--scheduling-policy", "priority", "--time-scale", "1")
+    async with running(*policy, *flags) as emu:
+        c = emu.client
+        short = asyncio.create_task(c.stream(max_tokens=60, priority=10))
+        long = asyncio.create_task(c.stream(max_tokens=120, priority=10))
+        await asyncio.sleep(0.3)
+        text = await c.metrics()
+        assert (sample_value(text, RUNNING), sample_value(text, WAITING)) == (2, 0)
+        urgent = await c.stream(max_tokens=5, priority=0)
+        return await short, await long, urgent, await c.metrics()
+
+
+async def test_a_waiting_priority_0_request_does_not_preempt_at_the_cap() -> None:
+    short, long, urgent, text = await one_urgent_behind_two_batch()
+    assert len(token_times(short)) == 60 and len(token_times(urgent)) == 5
+    # Its first token comes only after the short batch request finished, as on vLLM 0.32.
+    assert token_times(urgent)[0] > token_times(short)[-1]
+    assert token_times(urgent)[0] < token_times(long)[-1]
+    assert sample_value(text, "vllm:num_preemptions_total") == 0
+
+
+async def test_preempt_for_priority_evicts_a_running_batch_request_at_the_cap() -> None:
+    short, long, urgent, text = await one_urgent_behind_two_batch("--preempt-for-priority")
+    assert len(token_times(long)) == 120 and len(token_times(urgent)) == 5
+    assert urgent.done < token_times(short)[-1]
+    assert token_times(urgent)[0] - urgent.sent < 0.15
+    assert sample_value(text, "vllm:num_preemptions_total") == 1
+    assert sample_value(text, "vllm:request_num_preemptions_sum") == 1
+    # The victim is the latest arrival among equal priorities: the long stream stalls while the
+    # urgent request runs, the short one does not.
+    urgent_span = token_times(urgent)[-1] - token_times(urgent)[0]
+    assert max_gap(token_times(long)) > urgent_span > max_gap(token_times(short))
 
 
 async def test_token_pacing_follows_the_latency_model() -> None:

@@ -1,4 +1,4 @@
-"""Optional: the emulator side by side with a real vLLM (TESTING.md, "Real vLLM on the CPU").
+"""Optional: the emulator side by side with a real vLLM (docs/TESTING.md, "Real vLLM on the CPU").
 
 Runs only when CHIRON_REAL_VLLM_URL points at a running vLLM, e.g. one started with
 `vllm serve PATH --host 127.0.0.1 --max-num-seqs 8 --max-model-len 256`; set

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from chiron_operator.emulator.scheduler import Policy, Scheduler, SeqState, Sequence, Step
-from chiron_operator.sim.profiles import profile
+from chiron_operator.perfmodel.profiles import profile
 
 
 def make(
@@ -17,6 +17,7 @@ def make(
     block_size: int = 16,
     policy: Policy = Policy.FCFS,
     budget: int = 8192,
+    preempt_for_priority: bool = False,
 ) -> Scheduler:
     return Scheduler(
         max_num_seqs=cap,
@@ -24,6 +25,7 @@ def make(
         block_size=block_size,
         policy=policy,
         max_num_batched_tokens=budget,
+        preempt_for_priority=preempt_for_priority,
     )
 
 
@@ -68,8 +70,37 @@ def test_priority_policy_admits_lower_values_first_then_by_arrival() -> None:
     assert order == ["b0", "d0", "c5", "a10"]
 
 
-def test_priority_request_preempts_a_worse_running_one_when_the_batch_is_full() -> None:
+def test_priority_request_waits_for_a_free_slot_by_default() -> None:
+    # vLLM 0.32 (issue 40004): a waiting request never preempts, whatever its priority.
     s = make(cap=2, policy=Policy.PRIORITY)
+    s.add(seq("batch-short", out=3, priority=10))
+    s.add(seq("batch-long", out=10, priority=10))
+    run_step(s)
+    s.add(seq("batch-queued", priority=10))
+    s.add(seq("interactive", priority=0))
+    for _ in range(2):
+        step = run_step(s)
+        assert not step.preempted and not step.prefills
+        assert names(step.decodes) == ["batch-short", "batch-long"]
+    # batch-short finished at the last step: its slot goes to the best priority waiting.
+    step = s.schedule()
+    assert names(step.prefills) == ["interactive"] and names(step.decodes) == ["batch-long"]
+    assert not step.preempted and s.num_preemptions == 0 and s.num_waiting == 1
+
+
+def test_priority_request_waits_for_kv_blocks_by_default() -> None:
+    # block_size 1 makes blocks tokens: the batch holds 9 of 10, the newcomer needs 3.
+    s = make(cap=8, blocks=10, block_size=1, policy=Policy.PRIORITY)
+    s.add(seq("batch", prompt=8, out=2, priority=10))
+    run_step(s)
+    s.add(seq("interactive", prompt=2, out=1, priority=0))
+    step = run_step(s)
+    assert names(step.decodes) == ["batch"] and not step.prefills and not step.preempted
+    assert names(s.schedule().prefills) == ["interactive"] and s.num_preemptions == 0
+
+
+def test_preempt_for_priority_evicts_a_worse_running_one_when_the_batch_is_full() -> None:
+    s = make(cap=2, policy=Policy.PRIORITY, preempt_for_priority=True)
     s.add(seq("batch-old", priority=10))
     s.add(seq("batch-new", priority=10))
     run_step(s)
@@ -84,8 +115,17 @@ def test_priority_request_preempts_a_worse_running_one_when_the_batch_is_full() 
     assert s.num_preemptions == 1
 
 
-def test_equal_priority_never_preempts() -> None:
-    s = make(cap=1, policy=Policy.PRIORITY)
+def test_preempt_for_priority_does_nothing_under_fcfs() -> None:
+    s = make(cap=1, preempt_for_priority=True)
+    s.add(seq("first", priority=10))
+    run_step(s)
+    s.add(seq("second", priority=0))
+    step = s.schedule()
+    assert not step.preempted and names(step.decodes) == ["first"] and not step.prefills
+
+
+def test_equal_priority_never_preempts_even_with_preempt_for_priority() -> None:
+    s = make(cap=1, policy=Policy.PRIORITY, preempt_for_priority=True)
     s.add(seq("first", priority=5))
     run_step(s)
     s.add(seq("second", priority=5))
@@ -121,6 +161,16 @@ def test_kv_growth_preempts_the_most_recent_and_admits_nothing_that_step() -> No
     step = s.schedule()
     assert names(step.prefills) == ["new", "queued"]
     assert step.prefill_lengths == (5, 1)
+
+
+def test_kv_growth_under_priority_preempts_the_worst_priority_even_if_older() -> None:
+    s = make(cap=8, blocks=10, block_size=1, policy=Policy.PRIORITY)
+    s.add(seq("batch", prompt=4, out=6, priority=10))
+    s.add(seq("interactive", prompt=4, out=6, priority=0))
+    run_step(s)
+    step = s.schedule()
+    assert names(step.preempted) == ["batch"] and names(step.decodes) == ["interactive"]
+    assert s.num_preemptions == 1
 
 
 def test_blocks_are_counted_in_whole_blocks_and_released() -> None:
@@ -209,10 +259,12 @@ def test_a_chunk_step_costs_the_decode_step_plus_its_chunk() -> None:
     assert total == pytest.approx(model.prefill_chunk_s(0, 2000))
 
 
-@pytest.mark.parametrize("policy", list(Policy))
-def test_invariants_hold_under_random_load(policy: Policy) -> None:
+@pytest.mark.parametrize(
+    ("policy", "evict"), [(Policy.FCFS, False), (Policy.PRIORITY, False), (Policy.PRIORITY, True)]
+)
+def test_invariants_hold_under_random_load(policy: Policy, evict: bool) -> None:
     rng = random.Random(7)
-    s = make(cap=6, blocks=40, block_size=4, policy=policy)
+    s = make(cap=6, blocks=40, block_size=4, policy=policy, preempt_for_priority=evict)
     live: list[Sequence] = []
     produced = 0
     for i in range(3000):

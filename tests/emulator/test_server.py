@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 
-from tests.emulator.emukit import running, sample_value
+from tests.emulator.emukit import Running, running, sample_value
+
+RUNNING = "vllm:num_requests_running"
 
 
 async def test_models_lists_every_served_name() -> None:
@@ -119,17 +122,44 @@ async def test_health_is_503_during_the_startup_delay_then_200() -> None:
         assert (await emu.client.complete(max_tokens=1)).status == 200
 
 
-async def test_a_client_that_goes_away_aborts_its_request() -> None:
+async def poll_gauge(emu: Running, name: str, want: float, timeout_s: float) -> float:
+    """Scrape until gauge `name` equals `want` or `timeout_s` passes; its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = sample_value(await emu.client.metrics(), name)
+        if value == want or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.01)
+
+
+async def send_then_hang_up(url: str, stream: bool, ready: asyncio.Event) -> None:
+    """POST a request of 2000 tokens on a connection of its own; `ready` once it is under way."""
+    body = {"prompt": "hello", "max_tokens": 2000, "stream": stream}
+    async with (
+        aiohttp.ClientSession(base_url=url) as session,
+        session.post("/v1/completions", json=body) as resp,
+    ):
+        # A stream's headers and first event come at once; a whole response only at the end.
+        await resp.content.readline()
+        ready.set()
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_closes_its_connection_aborts_its_request(stream: bool) -> None:
+    # 2000 tokens at the 8B profile's pace take several seconds: only an abort ends it sooner.
     async with running("--time-scale", "1") as emu:
-        task = asyncio.create_task(emu.client.complete(max_tokens=2000))
+        ready = asyncio.Event()
+        client = asyncio.create_task(send_then_hang_up(emu.server.url, stream, ready))
+        assert await poll_gauge(emu, RUNNING, 1, timeout_s=2.0) == 1
         await asyncio.sleep(0.2)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        for _ in range(100):
-            text = await emu.client.metrics()
-            if sample_value(text, "vllm:request_success_total", finished_reason="abort") == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert sample_value(text, "vllm:request_success_total", finished_reason="abort") == 1
-        assert sample_value(text, "vllm:num_requests_running") == 0
-        assert sample_value(text, "vllm:kv_cache_usage_perc") == 0
+        assert ready.is_set() is stream
+        assert sample_value(await emu.client.metrics(), RUNNING) == 1
+        # Cancelling the client task closes its session and with it the TCP connection.
+        client.cancel()
+        await asyncio.gather(client, return_exceptions=True)
+        assert await poll_gauge(emu, RUNNING, 0, timeout_s=0.5) == 0
+        text = await emu.client.metrics()
+    assert sample_value(text, "vllm:request_success_total", finished_reason="abort") == 1
+    assert sample_value(text, "vllm:request_success_total", finished_reason="length") == 0
+    assert sample_value(text, "vllm:kv_cache_usage_perc") == 0

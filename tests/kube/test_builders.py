@@ -10,7 +10,7 @@ import pytest
 
 from chiron_operator.api import parse_spec
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster.selectors import matches_selector_object
+from chiron_operator.devcluster.cluster.selectors import matches_selector_object
 from chiron_operator.kube import (
     DrainTiming,
     applied_max_num_seqs,

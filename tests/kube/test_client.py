@@ -10,9 +10,9 @@ import pytest
 
 from chiron_operator.api import parse_spec
 from chiron_operator.core.enums import Role
-from chiron_operator.devcluster.apiserver import ApiServerHandle, write_kubeconfig
-from chiron_operator.devcluster.processes import free_port
-from chiron_operator.devcluster.resources import group_version
+from chiron_operator.devcluster.cluster.apiserver import ApiServerHandle, write_kubeconfig
+from chiron_operator.devcluster.cluster.processes import free_port
+from chiron_operator.devcluster.cluster.resources import group_version
 from chiron_operator.kube import (
     ConflictReason,
     EventType,

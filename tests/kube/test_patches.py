@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chiron_operator.devcluster.patching import STRATEGIC_MERGE_PATCH, apply_patch
+from chiron_operator.devcluster.cluster.patching import STRATEGIC_MERGE_PATCH, apply_patch
 from chiron_operator.kube import (
     current_deletion_cost,
     deletion_costs,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from chiron_operator.devcluster.operator_process import OperatorOptions
-from chiron_operator.devcluster.prometheus import PrometheusProcess
-from chiron_operator.devcluster.stack import DevStack, StackOptions
+from chiron_operator.devcluster.cluster.operator_process import OperatorOptions
+from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess
+from chiron_operator.devcluster.cluster.stack import DevStack, StackOptions
 from tests.operator.harness import OperatorSlot, Pools
 
 NAMESPACE = "llm"

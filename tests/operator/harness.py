@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 import aiohttp
 
 from chiron_operator.core.enums import RequestClass
-from chiron_operator.devcluster.apiclient import AsyncApi
-from chiron_operator.devcluster.audit import AuditLog, AuditRecord
-from chiron_operator.devcluster.operator_process import OperatorOptions, OperatorProcess
-from chiron_operator.devcluster.stack import DevStack
-from chiron_operator.devcluster.traffic import Balancer, Completion, Endpoints, HoldLoad
+from chiron_operator.devcluster.cluster.apiclient import AsyncApi
+from chiron_operator.devcluster.cluster.audit import AuditLog, AuditRecord
+from chiron_operator.devcluster.cluster.operator_process import OperatorOptions, OperatorProcess
+from chiron_operator.devcluster.cluster.stack import DevStack
+from chiron_operator.devcluster.demo.traffic import Balancer, Completion, Endpoints, HoldLoad
 from chiron_operator.kube import KubeApiError, KubeClient
 
 T = TypeVar("T")

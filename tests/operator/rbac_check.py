@@ -1,9 +1,9 @@
 """The operator's recorded API calls against the Helm chart's rendered RBAC.
 
 Each call the audit log recorded is mapped to what kube-apiserver's authorizer sees (group,
-`resource/subresource`, verb, namespace, name; `chiron_operator.devcluster.audit`) and looked up
-in the grants the chart renders for given values (`tests.chart.rbac`). Non-resource requests
-(API discovery, /version) are allowed to every authenticated user by the default
+`resource/subresource`, verb, namespace, name; `chiron_operator.devcluster.cluster.audit`) and
+looked up in the grants the chart renders for given values (`tests.chart.rbac`). Non-resource
+requests (API discovery, /version) are allowed to every authenticated user by the default
 `system:discovery` binding, so they are checked to be exactly that and nothing else.
 """
 
@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from chiron_operator.devcluster.audit import AuditRecord
+from chiron_operator.devcluster.cluster.audit import AuditRecord
 from tests.chart.rbac import Grant, allows, rendered_grants
 from tests.chart.support import NAMESPACE, RELEASE, parse, render
 

@@ -14,7 +14,7 @@ import pytest
 from chiron_operator.api import parse_spec
 from chiron_operator.core.enums import Role
 from chiron_operator.kube import KubeApiError, KubeClient, build_deployment, build_services
-from chiron_operator.operator import cluster
+from chiron_operator.operator import objects as cluster
 from chiron_operator.operator.context import PoolRef
 from chiron_operator.operator.main import exact_namespaces, parse_args
 
@@ -59,7 +59,7 @@ class Recorder:
 
 
 def run(kube: Recorder, existing: list[dict[str, Any]]) -> list[str]:
-    return cluster.ensure_objects(cast(KubeClient, kube), REF, SPEC, existing)
+    return cluster.ensure_objects(cast(KubeClient, kube), REF, SPEC, SPEC.to_tuning(), existing)
 
 
 def test_a_new_pool_gets_its_deployments_and_services_once() -> None:
@@ -144,6 +144,8 @@ def test_any_template_field_the_spec_changes_is_rolled_out() -> None:
     )
     kube = Recorder()
     kube.services = build_services("p", "llm", "uid-1", tolerant)
-    cluster.ensure_objects(cast(KubeClient, kube), REF, tolerant, _current(SPEC))
+    cluster.ensure_objects(
+        cast(KubeClient, kube), REF, tolerant, tolerant.to_tuning(), _current(SPEC)
+    )
     patched = sorted(c for c in kube.calls if c.startswith("patch"))
     assert patched == [f"patch p-{r} replicas=None" for r in ("batch", "interactive", "mixed")]

@@ -19,7 +19,7 @@ from chiron_operator.kube import EventType
 from chiron_operator.metrics import RoleFacts
 from chiron_operator.operator.events import events_for
 from chiron_operator.operator.plan import Plan
-from chiron_operator.operator.report import METRICS_PENDING, TickReport, build_status
+from chiron_operator.operator.status import METRICS_PENDING, TickReport, build_status
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
 GRACE_S = 13.0

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chiron_operator.devcluster.prometheus import PrometheusProcess
+from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess
 from tests.operator.conftest import OPERATOR, Env
 from tests.operator.harness import (
     condition_is,

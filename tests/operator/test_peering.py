@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from chiron_operator.devcluster.audit import AuditRecord
-from chiron_operator.devcluster.operator_process import OperatorOptions, OperatorProcess
-from chiron_operator.devcluster.stack import DevStack, StackOptions
+from chiron_operator.devcluster.cluster.audit import AuditRecord
+from chiron_operator.devcluster.cluster.operator_process import OperatorOptions, OperatorProcess
+from chiron_operator.devcluster.cluster.stack import DevStack, StackOptions
 from tests.operator.harness import Pools, fixed, pool_spec, wait_for, wait_ticks
 from tests.operator.rbac_check import chart_grants, denied, namespaced_values
 

@@ -14,7 +14,7 @@ from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.metrics import RoleFacts
 from chiron_operator.operator.plan import plan, records
-from chiron_operator.operator.report import TickReport, build_status
+from chiron_operator.operator.status import TickReport, build_status
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from chiron_operator.devcluster.audit import RequestAttributes, request_attributes
-from chiron_operator.devcluster.operator_process import OperatorOptions, OperatorProcess
-from chiron_operator.devcluster.stack import DevStack, StackOptions
+from chiron_operator.devcluster.cluster.audit import RequestAttributes, request_attributes
+from chiron_operator.devcluster.cluster.operator_process import OperatorOptions, OperatorProcess
+from chiron_operator.devcluster.cluster.stack import DevStack, StackOptions
 from tests.operator.harness import Pools, condition_is, fixed, pool_spec, wait_for, wait_ticks
 from tests.operator.rbac_check import chart_grants, default_values, denied, used
 

@@ -18,7 +18,7 @@ from chiron_operator.kube import build_deployment, replicas_patch
 from chiron_operator.kube.labels import LABEL_POOL, LABEL_ROLE
 from chiron_operator.metrics import PodMetrics, PoolMetrics
 from chiron_operator.metrics.results import QueueMetrics
-from chiron_operator.operator.cluster import ClusterState
+from chiron_operator.operator.objects import ClusterState
 from chiron_operator.operator.outcome import TickInputs, TickOutcome, evaluate
 from chiron_operator.operator.plan import Change
 from tests.operator.harness import merged, pool_spec
@@ -99,7 +99,9 @@ class PureTicks:
         self.now_s += TICK_S
         parsed = parse_spec(merged(self.spec, spec or {}))
         previous = PoolStatus.model_validate(self.status)
-        inputs = TickInputs(parsed, self.cluster(), self.metrics(seqs), previous, self.now_s, 1)
+        inputs = TickInputs(
+            parsed, parsed.to_tuning(), self.cluster(), self.metrics(seqs), previous, self.now_s, 1
+        )
         applied: Collection[Change] | None = None if apply else ()
         outcome = evaluate(inputs, applied)
         if outcome.the_plan.acts and apply:

@@ -6,8 +6,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from chiron_operator.sim.bench import bench
-from chiron_operator.sim.runs import suite_paths
+from chiron_operator.sim.harness.bench import bench
+from chiron_operator.sim.harness.runs import suite_paths
 
 DATA = Path(__file__).parent / "data"
 TINY_MIXED = str(DATA / "tiny-mixed.yaml")

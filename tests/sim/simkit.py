@@ -12,10 +12,10 @@ from chiron_operator.control.policy import BoundPolicy
 from chiron_operator.core.decision import PoolDecision, RoleDecision, Verdict
 from chiron_operator.core.enums import Reason, RequestClass, Role
 from chiron_operator.core.snapshot import PoolSnapshot
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.cluster import Cluster
 from chiron_operator.sim.events import EventKind, EventQueue
 from chiron_operator.sim.instance import Instance
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
 from chiron_operator.sim.requests import RequestSpec
 

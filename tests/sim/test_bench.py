@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from chiron_operator.sim import runs as benchmod
 from chiron_operator.sim.config import StepMode
-from chiron_operator.sim.policies import BASELINES, ROSTER, PolicySpec
-from chiron_operator.sim.report import best_baseline_at, goals, render
-from chiron_operator.sim.runs import RunRequest, choose, run_all, simulate_request
-from chiron_operator.sim.static_search import static_search
-from chiron_operator.sim.sweep import SweepParam, parse_param, sweep_chiron, sweep_configs
+from chiron_operator.sim.harness import runs as benchmod
+from chiron_operator.sim.harness.policies import BASELINES, ROSTER, PolicySpec
+from chiron_operator.sim.harness.report import best_baseline_at, goals, render
+from chiron_operator.sim.harness.runs import RunRequest, choose, run_all, simulate_request
+from chiron_operator.sim.harness.static_search import static_search
+from chiron_operator.sim.harness.sweep import SweepParam, parse_param, sweep_chiron, sweep_configs
 from tests.sim import benchkit
 
 POLICY_KEYS = {
@@ -162,6 +162,20 @@ def test_fast_and_exact_modes_agree_on_a_tiny_scenario() -> None:
     assert fast.summary.interactive_slo_attainment == pytest.approx(
         exact.summary.interactive_slo_attainment, abs=0.02
     )
+
+
+def test_overrides_of_the_control_interval_and_slo_reach_the_simulator() -> None:
+    def run(*overrides: tuple[str, object]) -> Any:
+        spec = PolicySpec("chiron", overrides=tuple(overrides))
+        return simulate_request(RunRequest(benchkit.TINY_MIXED, True, spec, 0))
+
+    base = run()
+    slower = run(("control.intervalS", base.config.control_interval_s * 3))
+    assert slower.config.control_interval_s == base.config.control_interval_s * 3
+    assert len(slower.ticks) < len(base.ticks)
+    strict = run(("slo.interactiveTtftS", 0.001))
+    assert strict.config.slo.interactive_ttft_s == 0.001
+    assert strict.summary.interactive_slo_attainment < base.summary.interactive_slo_attainment
 
 
 def test_static_search_finds_the_fewest_instances_reaching_the_target() -> None:

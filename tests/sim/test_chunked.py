@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from chiron_operator.core.enums import Role
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.instance import Instance, InstanceState
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
 from tests.sim.simkit import drive_pod, live
 

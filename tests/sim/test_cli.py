@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chiron_operator.sim.cli import main
+from chiron_operator.sim.harness.cli import main
 from tests.sim import benchkit
 
 

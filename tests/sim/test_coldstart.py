@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chiron_operator.sim.coldstart import (
+from chiron_operator.perfmodel.coldstart import (
     ColdStartModel,
     cold_start,
     cold_start_names,

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chiron_operator.core.enums import RequestClass, Role
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.engine import SimResult, simulate
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.records import AFTER_HORIZON, EXCEEDS_KV_CAPACITY, UNFINISHED
 from chiron_operator.sim.requests import RequestSpec
 from chiron_operator.sim.router import RoutingMode

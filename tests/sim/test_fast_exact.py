@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from chiron_operator.core.enums import RequestClass, Role
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.engine import SimResult, simulate
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.records import RequestRecord
 from chiron_operator.sim.requests import RequestSpec
 from chiron_operator.sim.router import RoutingMode

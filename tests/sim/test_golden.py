@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from chiron_operator.sim.policies import PolicySpec
+from chiron_operator.sim.harness.policies import PolicySpec
+from chiron_operator.sim.harness.runs import RunRequest, simulate_request
 from chiron_operator.sim.records import Summary
-from chiron_operator.sim.runs import RunRequest, simulate_request
 from tests.sim import benchkit
 
 GOLDEN = Path(__file__).parent / "golden" / "summaries.json"

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chiron_operator.core.enums import RequestClass, Role
+from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.sim.instance import Instance, InstanceState
-from chiron_operator.sim.latency import LatencyModel
 from chiron_operator.sim.live import LiveRequest
 from chiron_operator.sim.podmetrics import ITL_BUCKETS_S, PodCounters, histogram_quantile
 from tests.sim.simkit import H100_LIKE, SIMPLE, drive_pod, live

@@ -9,8 +9,8 @@ from typing import Final
 import numpy as np
 import pytest
 
-from chiron_operator.sim import calibration, fitting, profiles
-from chiron_operator.sim.latency import LatencyModel, with_step_overhead
+from chiron_operator.perfmodel import calibration, fitting, profiles
+from chiron_operator.perfmodel.latency import LatencyModel, with_step_overhead
 
 MAPE_MAX = 0.05
 # Llama-2-70B H100 TP8 prefill grows x2.85 from 2048 to 4096 tokens but x2.16 from 4096 to 8192,

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from chiron_operator.core.enums import RequestClass
-from chiron_operator.sim.latency import LatencyModel
-from chiron_operator.sim.oracle import oracle
+from chiron_operator.perfmodel.latency import LatencyModel
+from chiron_operator.sim.harness.oracle import oracle
 from chiron_operator.sim.requests import RequestSpec
 from tests.sim import benchkit
 from tests.sim.simkit import SIMPLE, spec

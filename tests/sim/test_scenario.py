@@ -11,8 +11,8 @@ import yaml
 from pydantic import ValidationError
 
 from chiron_operator.core.enums import RequestClass, Role
-from chiron_operator.sim.coldstart import ColdStartModel
-from chiron_operator.sim.policies import (
+from chiron_operator.perfmodel.coldstart import ColdStartModel
+from chiron_operator.sim.harness.policies import (
     PolicySpec,
     baseline_bounds,
     baseline_initial_replicas,

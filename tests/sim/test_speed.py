@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chiron_operator.sim import speed
+from chiron_operator.sim.harness import speed
 
 
 def test_measure_keeps_the_fastest_run_and_counts_requests() -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chiron_operator.core.enums import RequestClass
+from chiron_operator.perfmodel import calibration
 from chiron_operator.sim import workloads as wl
 from chiron_operator.sim.requests import RequestSpec
 
@@ -220,7 +221,8 @@ def test_merge_refuses_clashing_ids_unless_renumbering() -> None:
 
 
 def test_vendored_files_match_their_readme_checksums() -> None:
-    folders = [p for p in wl.DATA_DIR.iterdir() if p.is_dir()]
+    roots = (wl.DATA_DIR, calibration.DATA_DIR)
+    folders = [p for root in roots for p in root.iterdir() if p.is_dir()]
     assert len(folders) == 6
     for folder in folders:
         readme = (folder / "README.md").read_text()

@@ -34,9 +34,9 @@ from typing import Any, Final, Self
 
 import pytest
 
-from chiron_operator.devcluster.processes import free_port
-from chiron_operator.devcluster.prometheus import PrometheusMissingError, wait_ready
-from chiron_operator.devcluster.prometheus import prometheus_binary as find_prometheus
+from chiron_operator.devcluster.cluster.processes import free_port
+from chiron_operator.devcluster.cluster.prometheus import PrometheusMissingError, wait_ready
+from chiron_operator.devcluster.cluster.prometheus import prometheus_binary as find_prometheus
 
 # First scrape ~5 s after start (discovery throttle) plus one scrape interval, with slack for a
 # loaded two-core machine.

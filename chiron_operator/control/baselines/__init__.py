@@ -10,27 +10,13 @@ rails as Chiron, with a `bound(...)` constructor giving drivers a `BoundPolicy`:
   - `llumnix`: Llumnix on KV freeness every 10 s (untuned: up below 10, down above 60), and
     `llumnix.bound_tuned` for thresholds swept per workload.
 
-Tunings and states live in `chiron_operator.core.baseline_tuning`.
+Tunings and states live in `tuning`; `registry.BASELINES` is the one name -> factory table
+that drivers build baselines from (`registry.build_baseline`); `common` holds the per-role
+tick they share.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from chiron_operator.control.baselines.registry import BASELINES, BaselineParams, build_baseline
 
-from chiron_operator.control.baselines import hpa, keda, kpa, llumnix, static
-from chiron_operator.control.policy import BoundPolicy
-
-
-def default_baselines() -> dict[str, BoundPolicy[Any, Any]]:
-    """Every baseline with its documented defaults, keyed by policy name (Llumnix untuned)."""
-    policies: list[BoundPolicy[Any, Any]] = [
-        static.bound(),
-        hpa.bound(),
-        keda.bound(),
-        kpa.bound(),
-        llumnix.bound(),
-    ]
-    return {policy.name: policy for policy in policies}
-
-
-__all__ = ["default_baselines", "hpa", "keda", "kpa", "llumnix", "static"]
+__all__ = ["BASELINES", "BaselineParams", "build_baseline"]

@@ -1,5 +1,6 @@
 """What every baseline shares: the roles it scales, the pods it may read, HPA's scale-up rate,
-and the assembly of guarded proposals into a `PoolDecision`.
+and one tick over every scaled role (`decide_per_role`): a proposal per role, guarded and
+assembled into a `PoolDecision`.
 
 Baselines do not tune batch size: every role keeps its initial --max-num-seqs (reason STATIC),
 so the benchmark compares instance scaling alone against Chiron's two levels.
@@ -8,9 +9,12 @@ so the benchmark compares instance scaling alone against Chiron's two levels.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
+from chiron_operator.control.baselines.tuning import BaselineState
 from chiron_operator.control.guards import apply_guards, metrics_problem
+from chiron_operator.control.policy import DecideFn
 from chiron_operator.core.decision import PoolDecision, RoleDecision, Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, RoleSnapshot
@@ -107,3 +111,58 @@ def assemble(
     }
     decision = PoolDecision(snapshot.now_s, roles, dict(observations))
     return decision, {**guard_states, **new_states}
+
+
+class GuardedTuning(Protocol):
+    """What the per-role loop needs of a baseline's tuning: its bounds and guard rails."""
+
+    @property
+    def bounds(self) -> Mapping[Role, RoleBounds]: ...
+
+    @property
+    def guards(self) -> GuardTuning: ...
+
+
+RoleProposal = Callable[[Role], tuple[Verdict, Mapping[str, float]]]
+"""One role's proposal and the observations it was made from (named for the decision record)."""
+
+
+def decide_per_role(
+    snapshot: PoolSnapshot,
+    tuning: GuardedTuning,
+    guard_states: Mapping[Role, GuardState],
+    propose: RoleProposal,
+) -> tuple[PoolDecision, dict[Role, GuardState]]:
+    """One baseline tick: `propose` for every scaled role, then the guards, then the decision."""
+    proposals: dict[Role, Verdict] = {}
+    observations: dict[str, float] = {}
+    for role in scaled_roles(tuning.bounds):
+        proposals[role], seen = propose(role)
+        observations.update(seen)
+    return assemble(
+        snapshot, tuning.bounds, tuning.guards, guard_states, proposals, observations=observations
+    )
+
+
+GuardedT = TypeVar("GuardedT", bound=GuardedTuning)
+
+
+def single_signal_decide(
+    observation: str, propose: Callable[[PoolSnapshot, Role, GuardedT], tuple[Verdict, float]]
+) -> DecideFn[GuardedT, BaselineState]:
+    """The decide of a stateless baseline whose proposal reads one signal per role.
+
+    The signal's value is recorded in the decision as `<role>_<observation>`.
+    """
+
+    def decide(
+        snapshot: PoolSnapshot, tuning: GuardedT, state: BaselineState
+    ) -> tuple[PoolDecision, BaselineState]:
+        def one_role(role: Role) -> tuple[Verdict, Mapping[str, float]]:
+            verdict, value = propose(snapshot, role, tuning)
+            return verdict, {f"{role.value}_{observation}": value}
+
+        decision, guards = decide_per_role(snapshot, tuning, state.guards, one_role)
+        return decision, BaselineState(guards)
+
+    return decide

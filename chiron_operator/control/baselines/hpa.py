@@ -11,19 +11,18 @@ changes. HPA's default behaviour comes from the tuning: the guards stabilise sca
 from __future__ import annotations
 
 from chiron_operator.control.baselines.common import (
-    assemble,
     ceil_count,
     hold,
     hpa_scale_up_limit,
     mean,
     ready_count,
-    scaled_roles,
+    single_signal_decide,
     unready_count,
     usable_pods,
 )
+from chiron_operator.control.baselines.tuning import BaselineState, HpaTuning
 from chiron_operator.control.policy import BoundPolicy
-from chiron_operator.core.baseline_tuning import BaselineState, HpaTuning
-from chiron_operator.core.decision import PoolDecision, Verdict
+from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PoolSnapshot, is_known
 
@@ -99,25 +98,8 @@ def propose(snapshot: PoolSnapshot, role: Role, tuning: HpaTuning) -> tuple[Verd
     return limited, usage
 
 
-def decide(
-    snapshot: PoolSnapshot, tuning: HpaTuning, state: BaselineState
-) -> tuple[PoolDecision, BaselineState]:
-    """One HPA tick over every scaled role, behind the guard rails."""
-    proposals: dict[Role, Verdict] = {}
-    observations: dict[str, float] = {}
-    for role in scaled_roles(tuning.bounds):
-        verdict, usage = propose(snapshot, role, tuning)
-        proposals[role] = verdict
-        observations[f"{role.value}_kv_usage_ratio"] = usage
-    decision, guards = assemble(
-        snapshot,
-        tuning.bounds,
-        tuning.guards,
-        state.guards,
-        proposals,
-        observations=observations,
-    )
-    return decision, BaselineState(guards)
+decide = single_signal_decide("kv_usage_ratio", propose)
+"""One HPA tick over every scaled role, behind the guard rails."""
 
 
 def bound(tuning: HpaTuning | None = None) -> BoundPolicy[HpaTuning, BaselineState]:

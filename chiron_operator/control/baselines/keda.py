@@ -14,18 +14,17 @@ busy the instances are. That is the baseline's nature, and part of what the benc
 from __future__ import annotations
 
 from chiron_operator.control.baselines.common import (
-    assemble,
     ceil_count,
     hold,
     hpa_scale_up_limit,
     mean,
     ready_count,
-    scaled_roles,
+    single_signal_decide,
     usable_pods,
 )
+from chiron_operator.control.baselines.tuning import BaselineState, KedaTuning
 from chiron_operator.control.policy import BoundPolicy
-from chiron_operator.core.baseline_tuning import BaselineState, KedaTuning
-from chiron_operator.core.decision import PoolDecision, Verdict
+from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PoolSnapshot, is_known
 
@@ -68,25 +67,8 @@ def propose(snapshot: PoolSnapshot, role: Role, tuning: KedaTuning) -> tuple[Ver
     return keda_replicas(current, total, min_replicas, tuning), total
 
 
-def decide(
-    snapshot: PoolSnapshot, tuning: KedaTuning, state: BaselineState
-) -> tuple[PoolDecision, BaselineState]:
-    """One KEDA tick over every scaled role, behind the guard rails."""
-    proposals: dict[Role, Verdict] = {}
-    observations: dict[str, float] = {}
-    for role in scaled_roles(tuning.bounds):
-        verdict, total = propose(snapshot, role, tuning)
-        proposals[role] = verdict
-        observations[f"{role.value}_waiting_requests"] = total
-    decision, guards = assemble(
-        snapshot,
-        tuning.bounds,
-        tuning.guards,
-        state.guards,
-        proposals,
-        observations=observations,
-    )
-    return decision, BaselineState(guards)
+decide = single_signal_decide("waiting_requests", propose)
+"""One KEDA tick over every scaled role, behind the guard rails."""
 
 
 def bound(tuning: KedaTuning | None = None) -> BoundPolicy[KedaTuning, BaselineState]:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import math
 
 from chiron_operator.control.baselines.common import (
-    assemble,
     ceil_count,
+    decide_per_role,
     hold,
     mean,
     ready_count,
-    scaled_roles,
     usable_pods,
 )
+from chiron_operator.control.baselines.tuning import KpaRoleState, KpaState, KpaTuning
 from chiron_operator.control.policy import BoundPolicy
-from chiron_operator.core.baseline_tuning import KpaRoleState, KpaState, KpaTuning
 from chiron_operator.core.decision import PoolDecision, Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PoolSnapshot, is_known
@@ -108,22 +107,14 @@ def decide(
     snapshot: PoolSnapshot, tuning: KpaTuning, state: KpaState
 ) -> tuple[PoolDecision, KpaState]:
     """One KPA tick over every scaled role, behind the guard rails."""
-    proposals: dict[Role, Verdict] = {}
-    observations: dict[str, float] = {}
     role_states = dict(state.roles)
-    for role in scaled_roles(tuning.bounds):
+
+    def one_role(role: Role) -> tuple[Verdict, dict[str, float]]:
         previous = role_states.get(role, KpaRoleState())
         verdict, role_states[role], observed = propose(snapshot, role, tuning, previous)
-        proposals[role] = verdict
-        observations[f"{role.value}_concurrency_requests"] = observed
-    decision, guards = assemble(
-        snapshot,
-        tuning.bounds,
-        tuning.guards,
-        state.guards,
-        proposals,
-        observations=observations,
-    )
+        return verdict, {f"{role.value}_concurrency_requests": observed}
+
+    decision, guards = decide_per_role(snapshot, tuning, state.guards, one_role)
     return decision, KpaState(guards, role_states)
 
 

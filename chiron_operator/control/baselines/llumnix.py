@@ -23,15 +23,14 @@ import math
 from dataclasses import dataclass
 
 from chiron_operator.control.baselines.common import (
-    assemble,
+    decide_per_role,
     hold,
     ready_count,
-    scaled_roles,
     unready_count,
     usable_pods,
 )
+from chiron_operator.control.baselines.tuning import LlumnixState, LlumnixTuning
 from chiron_operator.control.policy import BoundPolicy
-from chiron_operator.core.baseline_tuning import LlumnixState, LlumnixTuning
 from chiron_operator.core.decision import PoolDecision, Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, is_known
@@ -112,27 +111,21 @@ def decide(
     """One tick: a freeness check per scaled role when the interval has passed, else hold."""
     now_s = snapshot.now_s
     due = _check_due(now_s, state.last_check_s, tuning.scaling_interval_s)
-    proposals: dict[Role, Verdict] = {}
-    observations: dict[str, float] = {}
-    for role in scaled_roles(tuning.bounds):
-        current = snapshot.role(role).replicas
+
+    def one_role(role: Role) -> tuple[Verdict, dict[str, float]]:
         if not due:
             last = state.last_check_s or 0.0
             why = f"next freeness check {last + tuning.scaling_interval_s - now_s:.0f} s away"
-            proposals[role] = hold(current, Reason.NO_CHANGE, why)
-            continue
-        proposals[role], seen = propose(snapshot, role, tuning)
-        if seen is not None:
-            observations[f"{role.value}_free_kv_blocks"] = seen.free_blocks
-            observations[f"{role.value}_requests"] = seen.requests
-    decision, guards = assemble(
-        snapshot,
-        tuning.bounds,
-        tuning.guards,
-        state.guards,
-        proposals,
-        observations=observations,
-    )
+            return hold(snapshot.role(role).replicas, Reason.NO_CHANGE, why), {}
+        verdict, seen = propose(snapshot, role, tuning)
+        if seen is None:
+            return verdict, {}
+        return verdict, {
+            f"{role.value}_free_kv_blocks": seen.free_blocks,
+            f"{role.value}_requests": seen.requests,
+        }
+
+    decision, guards = decide_per_role(snapshot, tuning, state.guards, one_role)
     return decision, LlumnixState(guards, now_s if due else state.last_check_s)
 
 

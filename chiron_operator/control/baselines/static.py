@@ -6,9 +6,9 @@ for lack of instances it was given, and pays for them all the time.
 
 from __future__ import annotations
 
-from chiron_operator.control.baselines.common import assemble, scaled_roles
+from chiron_operator.control.baselines.common import decide_per_role
+from chiron_operator.control.baselines.tuning import BaselineState, StaticTuning
 from chiron_operator.control.policy import BoundPolicy
-from chiron_operator.core.baseline_tuning import BaselineState, StaticTuning
 from chiron_operator.core.decision import PoolDecision, Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PoolSnapshot
@@ -26,9 +26,8 @@ def decide(
     snapshot: PoolSnapshot, tuning: StaticTuning, state: BaselineState
 ) -> tuple[PoolDecision, BaselineState]:
     """One tick: every scaled role asks for its fixed count, behind the guard rails."""
-    proposals = {role: propose(role, tuning) for role in scaled_roles(tuning.bounds)}
-    decision, guards = assemble(
-        snapshot, tuning.bounds, tuning.guards, state.guards, proposals, observations={}
+    decision, guards = decide_per_role(
+        snapshot, tuning, state.guards, lambda role: (propose(role, tuning), {})
     )
     return decision, BaselineState(guards)
 

@@ -1,0 +1,265 @@
+"""What the demo shows and leaves behind: the live table, the summary and the plot.
+
+Everything here is measured, not modelled: latencies from the requests the demo's clients sent
+and completed (TTFT and mean ITL against the pool's SLOs), replicas and batch sizes from the
+pool's status sampled every second, scaling actions from the operator's Events, and decisions
+from the records the operator keeps in status (merged across samples, so none is lost to the
+history limit).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from chiron_operator.devcluster.demo.batch_gateway import BatchOutcome
+from chiron_operator.devcluster.demo.clients import InteractiveResult
+from chiron_operator.devcluster.demo.workload import NAMESPACE, POOL, DemoPlan
+
+ROLES: Final = ("interactive", "mixed", "batch")
+CHANGE: Final = re.compile(r"^(\w+) (replicas|batchSize) (\d+) -> (\d+)")
+SLACK_WINDOW_S: Final = 10.0
+BOLD, RESET = "\x1b[1m", "\x1b[0m"
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSample:
+    desired: int
+    ready: int
+    batch_size: int | None
+    target_batch_size: int | None
+    running: float
+    waiting: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The pool and the clients once a second (t_s: seconds from the start of traffic)."""
+
+    t_s: float
+    roles: Mapping[str, RoleSample]
+    interactive_sent: int
+    batch_queued: int
+    batch_in_flight: int
+    batch_done: int
+    last_reason: str
+    signals: Mapping[str, Any]
+
+
+def role_samples(
+    status: Mapping[str, Any], load: Mapping[str, tuple[float, float]]
+) -> dict[str, RoleSample]:
+    """Per-role numbers from the pool's status and (running, waiting) per role from Prometheus."""
+    roles = status.get("roles") or {}
+    out = {}
+    for role in ROLES:
+        found = roles.get(role) or {}
+        running, waiting = load.get(role, (0.0, 0.0))
+        out[role] = RoleSample(
+            desired=int(found.get("desiredReplicas") or 0),
+            ready=int(found.get("readyReplicas") or 0),
+            batch_size=found.get("batchSizeSeqs"),
+            target_batch_size=found.get("targetBatchSizeSeqs"),
+            running=running,
+            waiting=waiting,
+        )
+    return out
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+def _fmt(value: float, unit: str = "s", digits: int = 2) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.{digits}f} {unit}".strip()
+
+
+def interactive_stats(results: Sequence[InteractiveResult], plan: DemoPlan) -> dict[str, float]:
+    done = [r.completion for r in results if r.completion is not None and r.completion.ok]
+    ttft = [c.ttft_s for c in done if c.ttft_s is not None]
+    itl = [c.mean_itl_s for c in done if c.mean_itl_s is not None]
+    met = sum(r.met(plan.ttft_slo_s, plan.itl_slo_s) for r in results)
+    return {
+        "requests": float(len(results)),
+        "completed": float(len(done)),
+        "attainment": met / len(results) if results else math.nan,
+        "ttft_p50_s": _pct(ttft, 50),
+        "ttft_p95_s": _pct(ttft, 95),
+        "itl_p50_s": _pct(itl, 50),
+        "itl_p95_s": _pct(itl, 95),
+    }
+
+
+def render_table(
+    sample: Sample,
+    plan: DemoPlan,
+    results: Sequence[InteractiveResult],
+    batch: Sequence[BatchOutcome],
+) -> str:
+    """The live view: per role replicas, batch size, queue and SLO slack; then the totals."""
+    head = f"{BOLD}Chiron demo{RESET}  t={sample.t_s:5.0f} s  phase: {plan.phase(sample.t_s)}"
+    last = sample.last_reason or "-"
+    lines = [head, f"pool {NAMESPACE}/{POOL} (Enforce)   last decision: {last}", ""]
+    lines.append(
+        f"{'role':<12} {'ready/desired':>13} {'batch size':>11} {'running':>8} "
+        f"{'waiting':>8}  SLO slack (last {SLACK_WINDOW_S:.0f} s)"
+    )
+    slack = role_slack(sample.t_s, plan, results)
+    deadline_left = plan.batch_at_s + plan.batch_deadline_s - sample.t_s
+    for role in ROLES:
+        r = sample.roles[role]
+        size = "-" if r.batch_size is None else str(r.batch_size)
+        if r.target_batch_size is not None and r.target_batch_size != r.batch_size:
+            size += f"->{r.target_batch_size}"
+        if role == "batch":
+            note = f"deadline in {deadline_left:.0f} s" if sample.batch_queued else "-"
+        else:
+            note = _slack_text(slack.get(role))
+        replicas = f"{r.ready}/{r.desired}"
+        lines.append(
+            f"{role:<12} {replicas:>13} {size:>11} {r.running:>8.0f} {r.waiting:>8.0f}  {note}"
+        )
+    return "\n".join([*lines, "", *_totals(sample, plan, results, batch)])
+
+
+def _totals(
+    sample: Sample,
+    plan: DemoPlan,
+    results: Sequence[InteractiveResult],
+    batch: Sequence[BatchOutcome],
+) -> list[str]:
+    stats = interactive_stats(results, plan)
+    return [
+        f"interactive  sent {sample.interactive_sent:5d}  done {stats['completed']:5.0f}  "
+        f"SLO met {_fmt(100 * stats['attainment'], '%', 1)}  "
+        f"TTFT p95 {_fmt(stats['ttft_p95_s'])} (SLO {plan.ttft_slo_s:g} s)  "
+        f"ITL p95 {_fmt(stats['itl_p95_s'], 's', 3)} (SLO {plan.itl_slo_s:g} s)",
+        f"batch        queued {sample.batch_queued:5d}  running {sample.batch_in_flight:4d}  "
+        f"done {len(batch):5d}  by deadline {_fmt(100 * _deadline_share(batch), '%', 1)}  "
+        f"BBP {_ratio(sample.signals.get('batchBackpressureRatio'))}  "
+        f"IBP {_ratio(sample.signals.get('interactiveBackpressureRatio'))}",
+    ]
+
+
+def role_slack(
+    t_s: float, plan: DemoPlan, results: Sequence[InteractiveResult]
+) -> dict[str, float]:
+    """1 - TTFT p95 / SLO per role, over interactive requests that arrived in the last window."""
+    by_role: dict[str, list[float]] = {}
+    for result in results:
+        done = result.completion
+        if done is None or done.ttft_s is None or result.spec.arrival_s < t_s - SLACK_WINDOW_S:
+            continue
+        by_role.setdefault(done.role, []).append(done.ttft_s)
+    return {role: 1.0 - _pct(values, 95) / plan.ttft_slo_s for role, values in by_role.items()}
+
+
+def _slack_text(slack: float | None) -> str:
+    if slack is None:
+        return "-"
+    return f"TTFT {slack:+.2f}" + ("  (missed)" if slack < 0 else "")
+
+
+def _ratio(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
+
+
+def _deadline_share(batch: Sequence[BatchOutcome]) -> float:
+    return sum(o.met_deadline for o in batch) / len(batch) if batch else math.nan
+
+
+def scaling_actions(events: Iterable[Mapping[str, Any]]) -> Counter[str]:
+    """Applied changes by kind (scale_ups, scale_downs, batch_size_changes), from Events."""
+    counts: Counter[str] = Counter()
+    for event in events:
+        found = CHANGE.match(str(event.get("message") or ""))
+        if event.get("type") != "Normal" or found is None:
+            continue
+        before, after = int(found.group(3)), int(found.group(4))
+        if found.group(2) == "batchSize":
+            counts["batch_size_changes"] += int(event.get("count") or 1)
+        elif after > before:
+            counts["scale_ups"] += int(event.get("count") or 1)
+        elif after < before:
+            counts["scale_downs"] += int(event.get("count") or 1)
+    return counts
+
+
+@dataclass
+class DemoRecord:
+    """Everything a demo run measured."""
+
+    plan: DemoPlan
+    samples: list[Sample] = field(default_factory=list)
+    interactive: list[InteractiveResult] = field(default_factory=list)
+    batch: list[BatchOutcome] = field(default_factory=list)
+    batch_total: int = 0
+    decisions: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)
+    events: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def merge_decisions(self, status: Mapping[str, Any]) -> None:
+        """Keep every decision record the status ever showed (it holds only the latest)."""
+        for record in status.get("decisions") or []:
+            key = (str(record["time"]), str(record["role"]), str(record["field"]))
+            self.decisions[key] = record
+
+
+def summarise(record: DemoRecord) -> dict[str, Any]:
+    """summary.json: SLO and deadline attainment as measured, scaling from status and Events."""
+    plan, samples = record.plan, record.samples
+    stats = interactive_stats(record.interactive, plan)
+    actions = scaling_actions(record.events)
+    met_batch = sum(o.met_deadline for o in record.batch)
+    total = record.batch_total
+    return {
+        "duration_s": round(samples[-1].t_s, 1) if samples else 0.0,
+        "time_scale": plan.time_scale,
+        "slo": {
+            "interactive_ttft_s": plan.ttft_slo_s,
+            "interactive_itl_s": plan.itl_slo_s,
+            "batch_deadline_s": plan.batch_deadline_s,
+            "note": "latency SLOs are the example pool's divided by time_scale: the emulators "
+            "report (and clients measure) real seconds of a time-scaled latency model",
+        },
+        "scale_ups": actions["scale_ups"],
+        "scale_downs": actions["scale_downs"],
+        "batch_size_changes": actions["batch_size_changes"],
+        "interactive_requests": len(record.interactive),
+        "interactive_completed": int(stats["completed"]),
+        "interactive_failed": _failures(record.interactive),
+        "interactive_slo_attainment": _round(stats["attainment"]),
+        "interactive_ttft_p50_s": _round(stats["ttft_p50_s"]),
+        "interactive_ttft_p95_s": _round(stats["ttft_p95_s"]),
+        "interactive_itl_p95_s": _round(stats["itl_p95_s"]),
+        "batch_requests": total,
+        "batch_completed": len(record.batch),
+        "batch_deadline_attainment": _round(met_batch / total) if total else None,
+        "decisions": dict(
+            Counter(str(d["reason"]) for d in record.decisions.values()).most_common()
+        ),
+        "max_ready_replicas": {
+            role: max((s.roles[role].ready for s in samples), default=0) for role in ROLES
+        },
+    }
+
+
+def _failures(results: Sequence[InteractiveResult]) -> dict[str, int]:
+    """Why requests did not complete: no ready endpoint, aborted by a terminating pod, ..."""
+    reasons: Counter[str] = Counter()
+    for result in results:
+        done = result.completion
+        if done is None:
+            reasons["no ready endpoint"] += 1
+        elif not done.ok:
+            reasons[done.error or "no tokens"] += 1
+    return dict(reasons.most_common())
+
+
+def _round(value: float) -> float | None:
+    return round(value, 4) if math.isfinite(value) else None

@@ -1,0 +1,157 @@
+"""The benchmark report's tables: per-scenario policy results and every sweep, in Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from chiron_operator.sim.harness.report_goals import CHIRON, attainment, best_baseline_at, pct
+
+
+def num(value: float, digits: int = 2) -> str:
+    """A number with `digits` decimals."""
+    return f"{value:.{digits}f}"
+
+
+def scenario_section(scenario: Mapping[str, Any], image_path: str) -> list[str]:
+    """One scenario's results: its workload and oracle, the policy table and its plot."""
+    return [
+        f"### {scenario['name']}",
+        "",
+        scenario["description"],
+        "",
+        f"{scenario['requests']:,} requests over {scenario['horizon_s']:.0f} s; oracle "
+        f"{scenario['oracle_gpu_hours']:.2f} GPU-h (peak {scenario['oracle_peak_instances']}"
+        f" instances, floor {scenario['oracle_floor_instances']}).",
+        "",
+        *scenario_table(scenario),
+        "",
+        f"![instances over time]({image_path})",
+        "",
+    ]
+
+
+def scenario_table(scenario: Mapping[str, Any]) -> list[str]:
+    """The scenario's policy table in Markdown."""
+    oracle = scenario["oracle_gpu_hours"]
+    policies = scenario["policies"]
+    lines = [
+        "| policy | interactive SLO | batch deadlines | GPU-h | x oracle | x best baseline "
+        "at equal attainment | scaling actions | restarts (pods) | TTFT p95 s | ITL p95 s "
+        "| longest recovery s |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in policies.items():
+        best = best_baseline_at(policies, attainment(m), name)
+        versus = (
+            "none reaches it" if best is None else (f"{m['gpu_hours'] / best[1]:.2f}x ({best[0]})")
+        )
+        ttft = m.get("interactive_ttft_p95_s")
+        itl = m.get("interactive_itl_p95_s")
+        lines.append(
+            f"| {'**' + name + '**' if name == CHIRON else name} "
+            f"| {pct(m['interactive_slo_attainment'])} | {pct(m['batch_deadline_attainment'])} "
+            f"| {num(m['gpu_hours'])} | {m['gpu_hours'] / oracle:.2f}x | {versus} "
+            f"| {m['scaling_actions']} | {m['restarts']} ({m.get('pod_restarts', 0)}) "
+            f"| {'n/a' if ttft is None else num(ttft)} | {'n/a' if itl is None else num(itl, 3)}"
+            f" | {m.get('longest_recovery_s', 0):.0f} |"
+        )
+    lines.append(f"| *oracle (lower bound)* | | | {num(oracle)} | 1.00x | | | | | | |")
+    return lines
+
+
+def llumnix_sweep_table(scenario: Mapping[str, Any]) -> list[str]:
+    """The scenario's tuned-Llumnix sweep: every threshold pair tried, the chosen one marked."""
+    sweep = scenario["llumnix_sweep"]
+    lines = [
+        "| scale up below | scale down above | interactive SLO | batch deadlines | GPU-h "
+        "| chosen |",
+        "|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for index, row in enumerate(sweep["rows"]):
+        lines.append(
+            f"| {row['scale_up_freeness_blocks']:g} | {row['scale_down_freeness_blocks']:g} "
+            f"| {pct(row['interactive_slo_attainment'])} "
+            f"| {pct(row['batch_deadline_attainment'])} "
+            f"| {num(row['gpu_hours'])} | {'yes' if index == sweep['chosen'] else ''} |"
+        )
+    return lines
+
+
+def static_sweep_table(scenario: Mapping[str, Any]) -> list[str]:
+    """The scenario's static search: every instance count tried, the chosen one marked."""
+    sweep = scenario["static_sweep"]
+    lines = [
+        "| instances | interactive SLO | batch deadlines | GPU-h | chosen |",
+        "|---:|---:|---:|---:|:---:|",
+    ]
+    for row in sweep["rows"]:
+        chosen = "yes" if row["replicas"] == sweep["chosen_replicas"] else ""
+        lines.append(
+            f"| {row['replicas']} | {pct(row['interactive_slo_attainment'])} "
+            f"| {pct(row['batch_deadline_attainment'])} | {num(row['gpu_hours'])} | {chosen} |"
+        )
+    return lines
+
+
+def chiron_sweep_section(sweep: Mapping[str, Any]) -> list[str]:
+    """One Chiron sweep as Markdown: every override set with its score."""
+    scenarios = ", ".join(sweep["scenarios"])
+    seeds = ", ".join(str(s) for s in sweep["seeds"])
+    params = "; ".join(
+        f"`{p['path']}` in {{{', '.join(str(v) for v in p['values'])}}}" for p in sweep["params"]
+    )
+    lines = [
+        f"{sweep['mode'].capitalize()} over {params}; scenarios {scenarios}"
+        f"{' (quick variants)' if sweep['quick'] else ''}; training seeds {seeds}. Score: runs "
+        f"reaching {pct(sweep['target_attainment'])} on both classes (more is better), then mean "
+        "GPU-hours over the oracle (less is better).",
+        "",
+        "| overrides | runs at target | mean attainment | mean GPU-h / oracle | best |",
+        "|---|---:|---:|---:|:---:|",
+    ]
+    for index, row in enumerate(sweep["rows"]):
+        overrides = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items()) or "defaults"
+        if "invalid" in row:
+            lines.append(f"| {overrides} | rejected by the pool's rules | | | |")
+            continue
+        lines.append(
+            f"| {overrides} | {row['runs_meeting_target']}/{len(row['runs'])} "
+            f"| {pct(row['mean_attainment'])} | {row['mean_oracle_ratio']:.3f} "
+            f"| {'yes' if index == sweep['best'] else ''} |"
+        )
+    return lines
+
+
+def sweeps_section(document: Mapping[str, Any], sweeps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The sweeps: tuned Llumnix and static per scenario, then Chiron's (`sweeps`)."""
+    lines = [
+        "## Sweeps",
+        "",
+        "### Tuned Llumnix (per scenario, training seed)",
+        "",
+        "The chosen thresholds are the cheapest meeting 99% on both classes on the training "
+        "seed, else those with the highest attainment; they are then evaluated on the "
+        "evaluation seed in the tables above.",
+        "",
+    ]
+    for scenario in document["scenarios"]:
+        lines += [f"#### {scenario['name']}", "", *llumnix_sweep_table(scenario), ""]
+    lines += [
+        "### Static provisioning (per scenario, training seed)",
+        "",
+        "Counts bracketed between the oracle's peak and the baselines' maximum; the fewest "
+        "reaching 99% on both classes is chosen (the maximum when none does).",
+        "",
+    ]
+    for scenario in document["scenarios"]:
+        lines += [f"#### {scenario['name']}", "", *static_sweep_table(scenario), ""]
+    if sweeps:
+        lines += ["### Chiron's tunables", ""]
+        for sweep in sweeps:
+            if sweep.get("title"):
+                lines += [f"#### {sweep['title']}", ""]
+            if sweep.get("context"):
+                lines += [str(sweep["context"]), ""]
+            lines += [*chiron_sweep_section(sweep), ""]
+    return lines

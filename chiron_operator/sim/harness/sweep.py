@@ -1,0 +1,224 @@
+"""Sweeps of Chiron's tunables: one at a time or a grid, over the suite and training seeds.
+
+Each configuration runs every scenario on every seed; the rows record attainment and GPU-hours
+over the oracle, and `best` names the row the adoption rule prefers (see `_best_sweep_row`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from chiron_operator.sim.harness.oracle import OracleResult
+from chiron_operator.sim.harness.policies import PolicySpec, with_overrides
+from chiron_operator.sim.harness.runs import (
+    TARGET_ATTAINMENT,
+    TRAINING_SEED,
+    Progress,
+    RunOutcome,
+    RunRequest,
+    attainment,
+    oracle_for,
+    run_all,
+    scenario_at,
+    workload_for,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepParam:
+    """A Chiron tunable (wire path under the pool's `tuning`) and the values to try."""
+
+    path: str
+    values: tuple[Any, ...]
+
+
+Config = tuple[tuple[str, Any], ...]
+"""One override set: (wire path, value) pairs, the defaults when empty."""
+
+
+def parse_param(text: str) -> SweepParam:
+    """`global.ibpHighRatio=0.7,0.8,0.9` -> SweepParam (numbers parsed as such)."""
+    path, _, raw = text.partition("=")
+    if not path or not raw:
+        raise ValueError(f"expected PATH=V1,V2,..., got {text!r}")
+    return SweepParam(path.strip(), tuple(_number(v.strip()) for v in raw.split(",")))
+
+
+def _number(text: str) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def sweep_configs(params: Sequence[SweepParam], *, grid: bool) -> list[Config]:
+    """Override sets to run: the defaults, then each value of each parameter alone
+    (one-at-a-time), or the full cartesian product with `grid`."""
+    if grid:
+        combos = itertools.product(*[[(p.path, v) for v in p.values] for p in params])
+        return [tuple(c) for c in combos]
+    configs: list[Config] = [()]
+    configs += [((p.path, v),) for p in params for v in p.values]
+    return configs
+
+
+NOISE_ATTAINMENT: Final = 0.0025
+"""Attainment differences below this (a quarter of a point) are read as seed noise."""
+COST_TOLERANCE: Final = 0.02
+"""A default may cost this much more (relative mean GPU-hours over the oracle) for attainment."""
+
+
+def _best_sweep_row(rows: Sequence[Mapping[str, Any]], reference: int | None) -> int:
+    """The sweep's pick (see `sweep_chiron`)."""
+    valid = [i for i, row in enumerate(rows) if "invalid" not in row]
+    if reference is None or "invalid" in rows[reference]:
+        return max(valid, key=lambda i: (rows[i]["mean_attainment"], -rows[i]["mean_oracle_ratio"]))
+    base = rows[reference]
+    floor = {
+        (r["scenario"], r["seed"]): min(TARGET_ATTAINMENT, r["attainment"] - NOISE_ATTAINMENT)
+        for r in base["runs"]
+    }
+    budget = base["mean_oracle_ratio"] * (1.0 + COST_TOLERANCE)
+    candidates = [
+        i
+        for i in valid
+        if rows[i]["mean_oracle_ratio"] <= budget
+        and all(r["attainment"] >= floor[(r["scenario"], r["seed"])] for r in rows[i]["runs"])
+    ]
+    return max(
+        candidates or [reference],
+        key=lambda i: (rows[i]["mean_attainment"], -rows[i]["mean_oracle_ratio"]),
+    )
+
+
+def sweep_chiron(
+    paths: Sequence[str],
+    params: Sequence[SweepParam],
+    *,
+    quick: bool,
+    seeds: Sequence[int] = (TRAINING_SEED,),
+    grid: bool = False,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run Chiron with each override set on every scenario and seed; pick the best set.
+
+    Overrides change defaults: a scenario that sets a value of its own keeps it.
+
+    The pick, one-at-a-time (the first set is the defaults): among the sets that lose no
+    attainment against the defaults in any run (beyond `NOISE_ATTAINMENT`, and never below the
+    target where the defaults reach it) and cost at most `COST_TOLERANCE` more GPU-hours over
+    the oracle on average, the one with the highest mean attainment (then the cheapest). So a
+    default changes only for attainment that costs (almost) nothing, and the defaults stay when
+    no set qualifies. A grid has no reference: the highest mean attainment, then the cheapest.
+    """
+    started = time.perf_counter()
+    configs = sweep_configs(params, grid=grid)
+    invalid = _invalid_configs(configs, paths, quick)
+    requests = _sweep_requests(configs, invalid, paths, seeds, quick)
+    outcomes = run_all(requests, jobs=jobs, progress=progress)
+    bounds = {
+        (path, seed): oracle_for(scenario_at(path, quick), workload_for(path, quick, seed))
+        for path in paths
+        for seed in seeds
+    }
+    rows = [
+        {"overrides": dict(config), "invalid": invalid[index], "runs": []}
+        if index in invalid
+        else _sweep_row(config, [o for o in outcomes if o.request.tag == str(index)], bounds, quick)
+        for index, config in enumerate(configs)
+    ]
+    return {
+        "params": [{"path": p.path, "values": list(p.values)} for p in params],
+        "mode": "grid" if grid else "one-at-a-time",
+        "seeds": list(seeds),
+        "quick": quick,
+        "scenarios": [scenario_at(p, quick).name for p in paths],
+        "rows": rows,
+        "best": _best_sweep_row(rows, reference=None if grid else 0),
+        "target_attainment": TARGET_ATTAINMENT,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def _invalid_configs(
+    configs: Sequence[Config], paths: Sequence[str], quick: bool
+) -> dict[int, list[str]]:
+    """Override sets the pool's own rules reject, by index, with why for each scenario."""
+    invalid: dict[int, list[str]] = {}
+    for index, config in enumerate(configs):
+        for path in paths:
+            try:
+                with_overrides(scenario_at(path, quick), config, defaults_only=True)
+            except ValueError as error:  # a combination the pool's own rules reject
+                first = str(error).splitlines()[1:3]
+                invalid.setdefault(index, []).append(
+                    f"{scenario_at(path, quick).name}: {' '.join(x.strip() for x in first)}"
+                )
+    return invalid
+
+
+def _sweep_requests(
+    configs: Sequence[Config],
+    invalid: Mapping[int, list[str]],
+    paths: Sequence[str],
+    seeds: Sequence[int],
+    quick: bool,
+) -> list[RunRequest]:
+    """Every valid override set on every scenario and seed, tagged with the set's index."""
+    return [
+        RunRequest(
+            path,
+            quick,
+            PolicySpec("chiron", overrides=config, defaults_only=True),
+            seed,
+            tag=str(index),
+        )
+        for index, config in enumerate(configs)
+        if index not in invalid
+        for path in paths
+        for seed in seeds
+    ]
+
+
+def _sweep_row(
+    config: Config,
+    runs: Sequence[RunOutcome],
+    bounds: Mapping[tuple[str, int], OracleResult],
+    quick: bool,
+) -> dict[str, Any]:
+    """One override set's score over its runs: how many reach the target, and the means."""
+    per_run = [
+        _run_record(o, bounds[(o.request.scenario_path, o.request.seed)], quick) for o in runs
+    ]
+    met = sum(1 for r in per_run if r["attainment"] >= TARGET_ATTAINMENT)
+    mean_ratio = sum(r["oracle_ratio"] for r in per_run) / max(1, len(per_run))
+    mean_attainment = sum(r["attainment"] for r in per_run) / max(1, len(per_run))
+    return {
+        "overrides": dict(config),
+        "runs_meeting_target": met,
+        "mean_attainment": mean_attainment,
+        "mean_oracle_ratio": mean_ratio,
+        "runs": per_run,
+    }
+
+
+def _run_record(outcome: RunOutcome, bound: OracleResult, quick: bool) -> dict[str, Any]:
+    """One run of a sweep row, with its GPU-hours over the oracle's."""
+    metrics = outcome.metrics
+    return {
+        "scenario": scenario_at(outcome.request.scenario_path, quick).name,
+        "seed": outcome.request.seed,
+        "attainment": attainment(metrics),
+        "interactive_slo_attainment": metrics["interactive_slo_attainment"],
+        "batch_deadline_attainment": metrics["batch_deadline_attainment"],
+        "gpu_hours": metrics["gpu_hours"],
+        "oracle_ratio": metrics["gpu_hours"] / bound.gpu_hours,
+        "restarts": metrics["restarts"],
+        "scaling_actions": metrics["scaling_actions"],
+    }
