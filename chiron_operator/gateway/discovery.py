@@ -1,0 +1,233 @@
+"""The pool's pods and targets, watched through the Kubernetes API (the gateway's only reads).
+
+Three watches, each with the least the gateway's RBAC grants (get, list and watch on pods; get
+and watch on its pool):
+
+- the pool's vLLM pods (`chiron.io/pool=<pool>`, with a role label): role, readiness, address,
+  `--max-num-seqs`; a pod being deleted stops taking requests at once;
+- the pool's gateway pods (same pool label, component `gateway`): how many replicas share the
+  caps and which share is this one's;
+- the pool object: each role's target batch size from its status (the local controller's fast
+  path), applied within the watch's latency, with no pod restart.
+
+The `kubernetes` client is synchronous: each watch runs in a worker thread and hands whole
+snapshots to the event loop, so the dispatcher only ever sees consistent states. A watch that
+fails is restarted after a short pause and relists; nothing is scaled or dropped on a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+
+from chiron_operator.api.base import GROUP, PLURAL, VERSION
+from chiron_operator.core.enums import Role
+from chiron_operator.gateway.config import GatewayConfig, PodInfo, Share
+from chiron_operator.gateway.dispatcher import Dispatcher
+from chiron_operator.kube import labels as lb
+from chiron_operator.kube.client import KubeClient
+
+log = logging.getLogger(__name__)
+
+GATEWAY_COMPONENT: Final = "gateway"
+DEFAULT_POD_PORT: Final = 8000
+WATCH_TIMEOUT_S: Final = 60
+RETRY_PAUSE_S: Final = 2.0
+
+Json = dict[str, Any]
+
+
+def pod_info(pod: Mapping[str, Any], port_annotation: str = "") -> PodInfo | None:
+    """A vLLM pod of the pool as the dispatcher needs it; None for pods that are not one."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    try:
+        role = Role(str(labels.get(lb.LABEL_ROLE)))
+    except ValueError:
+        return None
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    port = _port(pod, port_annotation)
+    ready = bool(ip) and port is not None and _ready(pod)
+    url = f"http://{ip}:{port}" if ip and port is not None else ""
+    return PodInfo(str(metadata.get("name")), role, url, _max_num_seqs(pod), ready)
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False  # terminating: it finishes what it has and takes nothing new
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _vllm_container(pod: Mapping[str, Any]) -> Json:
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    named = [c for c in containers if c.get("name") == lb.CONTAINER_NAME]
+    return dict((named or containers)[0])
+
+
+def _port(pod: Mapping[str, Any], annotation: str) -> int | None:
+    if annotation:
+        text = str(((pod.get("metadata") or {}).get("annotations") or {}).get(annotation, ""))
+        return int(text) if text.isdigit() else None
+    ports = _vllm_container(pod).get("ports") or []
+    named = [p for p in ports if p.get("name") == lb.PORT_NAME] or ports
+    value = named[0].get("containerPort") if named else DEFAULT_POD_PORT
+    return int(value) if isinstance(value, int) else DEFAULT_POD_PORT
+
+
+def _max_num_seqs(pod: Mapping[str, Any]) -> int | None:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    text = str(annotations.get(lb.ANNOTATION_MAX_NUM_SEQS, ""))
+    if text.isdigit():
+        return int(text)
+    args = [str(a) for a in _vllm_container(pod).get("args") or []]
+    for i, arg in enumerate(args):
+        if arg.startswith("--max-num-seqs="):
+            text = arg.partition("=")[2]
+        elif arg in ("--max-num-seqs", "--max_num_seqs") and i + 1 < len(args):
+            text = args[i + 1]
+        else:
+            continue
+        return int(text) if text.isdigit() else None
+    return None
+
+
+def gateway_share(pods: Mapping[str, Json], own_name: str) -> Share:
+    """This replica's share: ready gateway pods by name, this one counted even when not yet
+    ready (it serves already, so it must take a share that leaves the others' intact)."""
+    names = sorted(
+        str((p.get("metadata") or {}).get("name"))
+        for p in pods.values()
+        if _is_gateway(p) and _ready(p)
+    )
+    if own_name not in names:
+        names = sorted([*names, own_name or "~self"])
+    return Share(len(names), names.index(own_name or "~self"))
+
+
+def _is_gateway(pod: Mapping[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(lb.LABEL_COMPONENT) == GATEWAY_COMPONENT
+
+
+def targets_of(pool: Mapping[str, Any]) -> dict[Role, int | None]:
+    """Each role's target batch size from the pool's status (None where not published yet)."""
+    roles = (pool.get("status") or {}).get("roles") or {}
+    found: dict[Role, int | None] = {}
+    for role in Role:
+        value = (roles.get(role.value) or {}).get("targetBatchSizeSeqs")
+        found[role] = value if isinstance(value, int) and value > 0 else None
+    return found
+
+
+class PoolWatcher:
+    """Keeps a dispatcher's pods, share and targets current from the Kubernetes API."""
+
+    def __init__(self, config: GatewayConfig, dispatcher: Dispatcher, kube: KubeClient) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.kube = kube
+        self.stopped = threading.Event()
+        self._pods: dict[str, Json] = {}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        threads = [
+            threading.Thread(target=self._watch_pods, args=(loop,), daemon=True),
+            threading.Thread(target=self._watch_pool, args=(loop,), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            await asyncio.Event().wait()  # until cancelled with the app
+        finally:
+            self.stopped.set()
+
+    def _watch_pods(self, loop: asyncio.AbstractEventLoop) -> None:
+        core = k8s.CoreV1Api(self.kube.api_client)
+        selector = f"{lb.LABEL_POOL}={self.config.pool}"
+
+        def events() -> Iterator[tuple[str, Json]]:
+            stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+                core.list_namespaced_pod,
+                self.config.namespace,
+                label_selector=selector,
+                timeout_seconds=WATCH_TIMEOUT_S,
+            )
+            serialize = self.kube.api_client.sanitize_for_serialization
+            for event in stream:
+                pod = serialize(event["object"])  # type: ignore[no-untyped-call]
+                yield event["type"], pod
+
+        self._forever("pods", events, lambda kind, pod: self._on_pod(loop, kind, pod))
+
+    def _on_pod(self, loop: asyncio.AbstractEventLoop, kind: str, pod: Json) -> None:
+        name = str((pod.get("metadata") or {}).get("name"))
+        if kind == "DELETED":
+            self._pods.pop(name, None)
+        else:
+            self._pods[name] = pod
+        snapshot = dict(self._pods)
+        loop.call_soon_threadsafe(self._apply_pods, snapshot)
+
+    def _apply_pods(self, pods: dict[str, Json]) -> None:
+        annotation = self.config.pod_port_annotation
+        infos = [info for p in pods.values() if (info := pod_info(p, annotation)) is not None]
+        self.dispatcher.set_share(gateway_share(pods, self.config.pod_name))
+        self.dispatcher.set_pods(infos)
+
+    def _watch_pool(self, loop: asyncio.AbstractEventLoop) -> None:
+        custom = k8s.CustomObjectsApi(self.kube.api_client)
+
+        def events() -> Iterator[tuple[str, Json]]:
+            stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+                custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.config.namespace,
+                PLURAL,
+                field_selector=f"metadata.name={self.config.pool}",
+                timeout_seconds=WATCH_TIMEOUT_S,
+            )
+            for event in stream:
+                yield event["type"], dict(event["object"])
+
+        def apply(kind: str, pool: Json) -> None:
+            if kind != "DELETED":
+                loop.call_soon_threadsafe(self.dispatcher.set_targets, targets_of(pool))
+
+        self._forever("pool", events, apply)
+
+    def _forever(
+        self,
+        what: str,
+        events: Callable[[], Iterator[tuple[str, Json]]],
+        handle: Callable[[str, Json], None],
+    ) -> None:
+        """Run a watch until stopped; a failure pauses, then relists (the snapshot is kept)."""
+        while not self.stopped.is_set():
+            try:
+                for kind, obj in events():
+                    if self.stopped.is_set():
+                        return
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        handle(kind, obj)
+            except Exception as exc:  # a watch must outlive any API or network failure
+                log.warning("watch of the pool's %s failed (%s); retrying", what, exc)
+                self.stopped.wait(RETRY_PAUSE_S)
+
+
+async def watch_pool(config: GatewayConfig, dispatcher: Dispatcher) -> None:
+    """Watch the pool for as long as the gateway runs."""
+    kube = KubeClient.from_environment(config.kubeconfig or None)
+    try:
+        await PoolWatcher(config, dispatcher, kube).run()
+    finally:
+        kube.close()

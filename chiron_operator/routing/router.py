@@ -1,0 +1,263 @@
+"""Routing and admission for one pool: which pod gets a request, and when.
+
+The order (DESIGN.md section 2a), for every driver (the gateway, the simulator):
+
+- An interactive request goes to the ready interactive pod with a free slot and the least load;
+  else to the ready mixed pod with a free slot and the least interactive load; else, when a full
+  mixed pod runs batch work that may still be cut off, that pod's newest batch request is cut
+  off (vLLM aborts a request whose client disconnects; real vLLM does not preempt at the
+  `--max-num-seqs` cap by itself) and the interactive request takes its slot; else it waits in
+  a bounded pool-level queue, never behind batch work; else it is refused: 429, or 503 when no
+  interactive or mixed pod is ready.
+- Batch work (the global queue, earliest-deadline group first) fills batch pods first, then the
+  spare slots of mixed pods (less `mixed_reserve_slots`), and only while no interactive request
+  waits, so it never takes the slot an interactive request is waiting for.
+- A slot is one request in flight; a pod never has more of this router's requests in flight
+  than its cap (`PodSlots.cap_seqs`), except after its cap was lowered, when it takes nothing
+  new until it is below the new cap.
+
+`PoolRouter` is a deterministic state machine with no I/O, no clock and no randomness: time is
+an argument, and every call returns the `Action`s the driver performs, each with its reason.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+from chiron_operator.core.enums import Role
+from chiron_operator.routing.batch_queue import BatchQueue
+from chiron_operator.routing.model import (
+    Action,
+    CutOff,
+    PodSlots,
+    Refuse,
+    RouteReason,
+    RoutingTuning,
+    Send,
+    Ticket,
+    Wait,
+)
+
+_Waiter = tuple[Ticket, float]
+
+
+class PoolRouter:
+    """The admission book of one pool: pods and their slots, the interactive wait queue and the
+    global batch queue."""
+
+    __slots__ = ("batch", "pods", "tuning", "waiting")
+
+    def __init__(self, tuning: RoutingTuning, *, deadline_bucket_s: float = 60.0) -> None:
+        self.tuning = tuning
+        self.pods: dict[str, PodSlots] = {}
+        self.waiting: deque[_Waiter] = deque()
+        self.batch = BatchQueue(deadline_bucket_s)
+
+    # Pods -------------------------------------------------------------------------------------
+
+    def set_pod(self, name: str, role: Role, cap_seqs: int, *, ready: bool) -> list[Action]:
+        """Add or update a pod (its role, its cap, whether it takes new requests).
+
+        A pod that is not ready (starting, terminating) keeps its requests in flight but takes
+        no new ones. Freed or new slots are filled at once.
+        """
+        pod = self.pods.get(name)
+        if pod is None or pod.role is not role:
+            pod = self.pods[name] = PodSlots(name, role, max(cap_seqs, 0), ready)
+        pod.cap_seqs, pod.ready = max(cap_seqs, 0), ready
+        return self._fill()
+
+    def remove_pod(self, name: str) -> list[Ticket]:
+        """Forget a pod that is gone; returns the requests it still had (the driver's to retry)."""
+        pod = self.pods.pop(name, None)
+        if pod is None:
+            return []
+        orphans = [*pod.interactive, *pod.batch]
+        for ticket in orphans:
+            ticket.pod = None
+        return orphans
+
+    # Requests ---------------------------------------------------------------------------------
+
+    def submit(self, ticket: Ticket, now_s: float) -> list[Action]:
+        """A new request: send it, queue it, or refuse it."""
+        if not ticket.interactive:
+            self.batch.push(ticket)
+            return self._fill()
+        if self.waiting:
+            return [self._wait_or_refuse(ticket, now_s)]
+        actions = self._place_interactive(ticket, avoid=None)
+        return actions or [self._wait_or_refuse(ticket, now_s)]
+
+    def finish(self, ticket: Ticket) -> list[Action]:
+        """A request ended upstream (completed or failed for good): its slot is free."""
+        self._release(ticket)
+        return self._fill()
+
+    def retry(self, ticket: Ticket, now_s: float) -> list[Action]:
+        """A request's upstream connection failed before any byte came back: route it again,
+        away from the pod that failed (interactive) or back in its place in the queue (batch)."""
+        failed = ticket.pod
+        self._release(ticket)
+        ticket.retries += 1
+        if not ticket.interactive:
+            self.batch.put_back(ticket)
+            return self._fill()
+        # Another pod if one has room; the same one rather than a wait beside its free slot.
+        placed = self._place_interactive(ticket, avoid=failed) or self._place_interactive(
+            ticket, avoid=None
+        )
+        return [*placed, *self._fill()] if placed else [self._wait_or_refuse(ticket, now_s)]
+
+    def requeue(self, ticket: Ticket) -> list[Action]:
+        """A batch request cut off mid-stream (a lost pod): back to its place in the queue."""
+        self._release(ticket)
+        ticket.cut_offs += 1
+        self.batch.put_back(ticket)
+        return self._fill()
+
+    def abandon(self, ticket: Ticket) -> list[Action]:
+        """The client went away: forget the request wherever it is."""
+        self.waiting = deque(w for w in self.waiting if w[0] is not ticket)
+        if not ticket.interactive and ticket.pod is None:
+            self.batch.remove({ticket.request_id})
+        self._release(ticket)
+        return self._fill()
+
+    def expire(self, now_s: float) -> list[Action]:
+        """Refuse the interactive requests that waited longer than `max_queue_wait_s`."""
+        limit_s = self.tuning.max_queue_wait_s
+        refused: list[Action] = []
+        while self.waiting and now_s - self.waiting[0][1] >= limit_s:
+            ticket, since_s = self.waiting.popleft()
+            refused.append(self._refuse(ticket, RouteReason.QUEUE_TIMEOUT, now_s - since_s))
+        return refused
+
+    # Reads ------------------------------------------------------------------------------------
+
+    def ready_pods(self, *roles: Role) -> Iterator[PodSlots]:
+        return (p for p in self.pods.values() if p.ready and (not roles or p.role in roles))
+
+    def oldest_wait_s(self, now_s: float) -> float:
+        """How long the head of the interactive queue has waited (0 when none waits)."""
+        return now_s - self.waiting[0][1] if self.waiting else 0.0
+
+    # Placement --------------------------------------------------------------------------------
+
+    def _place_interactive(self, ticket: Ticket, avoid: str | None) -> list[Action]:
+        pods = [p for p in self.ready_pods() if p.name != avoid]
+        own = _least((p for p in pods if p.role is Role.INTERACTIVE and p.free_slots), _load)
+        if own is not None:
+            return [self._send(ticket, own, RouteReason.TO_INTERACTIVE)]
+        mixed = [p for p in pods if p.role is Role.MIXED]
+        spare = _least((p for p in mixed if p.free_slots), _interactive_load)
+        if spare is not None:
+            return [self._send(ticket, spare, RouteReason.OVERFLOW_TO_MIXED)]
+        if not self.tuning.preempt_batch:
+            return []
+        full = _least((p for p in mixed if _can_cut(p)), _interactive_load)
+        if full is None:
+            return []
+        victim = full.newest_preemptible_batch()
+        assert victim is not None  # _can_cut checked it
+        self._release(victim)
+        victim.cut_offs += 1
+        self.batch.put_back(victim)
+        return [
+            CutOff(victim, full.name, RouteReason.CUT_OFF),
+            self._send(ticket, full, RouteReason.PREEMPTED_BATCH),
+        ]
+
+    def _fill(self) -> list[Action]:
+        """Give free slots to waiting interactive requests first, then to batch work."""
+        actions: list[Action] = []
+        while self.waiting:
+            placed = self._place_interactive(self.waiting[0][0], avoid=None)
+            if not placed:
+                break
+            self.waiting.popleft()
+            actions.extend(placed)
+        # Batch pods serve no interactive work; mixed slots go to batch work only while no
+        # interactive request waits (none is free then anyway, and none must be taken).
+        mixed_allowed = not self.waiting
+        while len(self.batch):
+            pod = self._batch_slot(mixed_allowed=mixed_allowed)
+            if pod is None:
+                break
+            ticket = self.batch.pop()
+            reason = RouteReason.BATCH_TO_BATCH_POD
+            if pod.role is Role.MIXED:
+                reason = RouteReason.BATCH_TO_MIXED
+            actions.append(self._send(ticket, pod, reason))
+        return actions
+
+    def _batch_slot(self, *, mixed_allowed: bool) -> PodSlots | None:
+        own = _least((p for p in self.ready_pods(Role.BATCH) if p.free_slots), _load)
+        if own is not None or not mixed_allowed:
+            return own
+        reserve = self.tuning.mixed_reserve_slots
+        return _least((p for p in self.ready_pods(Role.MIXED) if p.free_slots > reserve), _load)
+
+    def _send(self, ticket: Ticket, pod: PodSlots, reason: RouteReason) -> Send:
+        ticket.pod = pod.name
+        if ticket.interactive:
+            pod.interactive.add(ticket)
+        else:
+            pod.batch.append(ticket)
+        return Send(ticket, pod.name, reason)
+
+    def _release(self, ticket: Ticket) -> None:
+        pod = self.pods.get(ticket.pod) if ticket.pod is not None else None
+        ticket.pod = None
+        if pod is None:
+            return
+        if ticket.interactive:
+            pod.interactive.discard(ticket)
+        elif ticket in pod.batch:
+            pod.batch.remove(ticket)
+
+    def _wait_or_refuse(self, ticket: Ticket, now_s: float) -> Action:
+        if len(self.waiting) >= self.tuning.max_queued_interactive:
+            return self._refuse(ticket, RouteReason.QUEUE_FULL, 0.0)
+        self.waiting.append((ticket, now_s))
+        return Wait(ticket, RouteReason.QUEUED, len(self.waiting))
+
+    def _refuse(self, ticket: Ticket, reason: RouteReason, waited_s: float) -> Refuse:
+        serving = any(p.role is not Role.BATCH for p in self.ready_pods())
+        retry_after_s = max(1.0, min(self.tuning.max_queue_wait_s, 5.0))
+        if not serving:
+            message = "no interactive or mixed pod of the pool is ready"
+            return Refuse(ticket, 503, RouteReason.NO_READY_POD, message, retry_after_s)
+        if reason is RouteReason.QUEUE_TIMEOUT:
+            message = f"no slot freed within {waited_s:.1f} s (every pod is at its batch size)"
+        else:
+            limit = self.tuning.max_queued_interactive
+            message = f"every pod is at its batch size and {limit} requests already wait"
+        return Refuse(ticket, 429, reason, message, retry_after_s)
+
+
+def _load(pod: PodSlots) -> tuple[int, int]:
+    return (pod.in_flight, 0)
+
+
+def _interactive_load(pod: PodSlots) -> tuple[int, int]:
+    return (len(pod.interactive), pod.in_flight)
+
+
+def _can_cut(pod: PodSlots) -> bool:
+    """A full mixed pod where cutting off one batch request frees a slot under its cap."""
+    return (
+        pod.cap_seqs > 0 and pod.in_flight <= pod.cap_seqs and bool(pod.newest_preemptible_batch())
+    )
+
+
+def _least(pods: Iterable[PodSlots], key: Callable[[PodSlots], tuple[int, int]]) -> PodSlots | None:
+    """The pod with the smallest key; the first one seen among equals (deterministic)."""
+    best: PodSlots | None = None
+    best_key = (0, 0)
+    for pod in pods:
+        value = key(pod)
+        if best is None or value < best_key:
+            best, best_key = pod, value
+    return best
