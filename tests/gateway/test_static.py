@@ -28,19 +28,19 @@ def counted(text: str, request_class: str, outcome: str) -> float:
 
 
 async def test_interactive_fills_interactive_pods_then_overflows_to_mixed() -> None:
-    async with pods(PodSpec(Role.INTERACTIVE, 2), PodSpec(Role.MIXED, 2)) as p:
-        async with gateway(p.infos) as gw:
-            calls = [asyncio.create_task(send(gw, max_tokens=80, stream=True)) for _ in range(3)]
-            await asyncio.sleep(0.3)
-            assert await p.sum_of("vllm:num_requests_running") == {
-                "interactive-0": 2.0,
-                "mixed-1": 1.0,
-            }
-            answers = await asyncio.gather(*calls)
-            assert [a.status for a in answers] == [200, 200, 200]
-            text = await gw.metrics()
-            assert counted(text, "interactive", "routed") == 2
-            assert counted(text, "interactive", "overflowed_to_mixed") == 1
+    specs = (PodSpec(Role.INTERACTIVE, 2), PodSpec(Role.MIXED, 2))
+    async with pods(*specs) as p, gateway(p.infos) as gw:
+        calls = [asyncio.create_task(send(gw, max_tokens=80, stream=True)) for _ in range(3)]
+        await asyncio.sleep(0.3)
+        assert await p.sum_of("vllm:num_requests_running") == {
+            "interactive-0": 2.0,
+            "mixed-1": 1.0,
+        }
+        answers = await asyncio.gather(*calls)
+        assert [a.status for a in answers] == [200, 200, 200]
+        text = await gw.metrics()
+        assert counted(text, "interactive", "routed") == 2
+        assert counted(text, "interactive", "overflowed_to_mixed") == 1
 
 
 async def test_no_pod_ever_runs_more_than_its_cap() -> None:
