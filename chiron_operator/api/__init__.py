@@ -18,6 +18,7 @@ from chiron_operator.api.base import (
     SINGULAR,
     VERSION,
 )
+from chiron_operator.api.gateway import GatewayResources, GatewaySpec
 from chiron_operator.api.spec import (
     BatchQueueSpec,
     ControlSpec,
@@ -36,6 +37,7 @@ from chiron_operator.api.status import (
     DecisionController,
     DecisionField,
     DecisionRecord,
+    GatewayStatus,
     MetricNames,
     PoolStatus,
     Recommendations,
@@ -90,6 +92,9 @@ __all__ = [
     "DecisionField",
     "DecisionRecord",
     "EnvVar",
+    "GatewayResources",
+    "GatewaySpec",
+    "GatewayStatus",
     "InvalidSpecError",
     "LLMServingPool",
     "LLMServingPoolSpec",

@@ -73,6 +73,13 @@ PRINTER_COLUMNS: Final[tuple[dict[str, Any], ...]] = (
         "description": "Age of the newest metrics sample, seconds.",
         "jsonPath": ".status.signals.metricsAgeS",
     },
+    {
+        "name": "Endpoint",
+        "type": "string",
+        "priority": 1,
+        "description": "Where clients send requests: the pool's gateway Service.",
+        "jsonPath": ".status.gateway.endpoint",
+    },
 )
 
 

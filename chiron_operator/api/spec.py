@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 
 from chiron_operator.api.base import SpecModel
+from chiron_operator.api.gateway import GatewaySpec
 from chiron_operator.api.rules import enforce
 from chiron_operator.api.status import PoolStatus
 from chiron_operator.api.template import PodTemplate
@@ -250,8 +251,13 @@ class TuningSpec(SpecModel):
         return self
 
 
-def pool_tuning(slo: SloTargets, roles: RolesSpec, tuning: TuningSpec) -> PoolTuning:
-    """The controllers' configuration from a spec's policy parts (pools and sim scenarios)."""
+def pool_tuning(
+    slo: SloTargets, roles: RolesSpec, tuning: TuningSpec, *, fast_path: bool = False
+) -> PoolTuning:
+    """The controllers' configuration from a spec's policy parts (pools and sim scenarios).
+
+    `fast_path`: a gateway caps the pods at the target batch size (`PoolTuning.fast_path`).
+    """
     return PoolTuning(
         slo=slo,
         bounds=roles.bounds(),
@@ -259,6 +265,7 @@ def pool_tuning(slo: SloTargets, roles: RolesSpec, tuning: TuningSpec) -> PoolTu
         restart=tuning.restart,
         global_scaling=tuning.global_scaling,
         guards=tuning.guards,
+        fast_path=fast_path,
     )
 
 
@@ -280,6 +287,7 @@ class LLMServingPoolSpec(SpecModel):
     batch_queue: BatchQueueSpec | None = None
     control: ControlSpec = Field(default=ControlSpec(), description="Controller cadence.")
     drain: DrainSpec = DrainSpec()
+    gateway: GatewaySpec = GatewaySpec()
     tuning: TuningSpec = Field(default=TuningSpec(), description="The algorithms' tunables.")
 
     @model_validator(mode="after")
@@ -289,7 +297,7 @@ class LLMServingPoolSpec(SpecModel):
 
     def to_tuning(self) -> PoolTuning:
         """The policy configuration this spec asks for."""
-        return pool_tuning(self.slo, self.roles, self.tuning)
+        return pool_tuning(self.slo, self.roles, self.tuning, fast_path=self.gateway.enabled)
 
 
 class LLMServingPool(SpecModel):

@@ -193,6 +193,16 @@ class Recommendations(StatusModel):
     batch: RoleRecommendation | None = None
 
 
+class GatewayStatus(StatusModel):
+    """The pool's gateway (spec.gateway): where clients send requests, and how many serve."""
+
+    endpoint: str = Field(
+        default="", description="In-cluster URL clients send to: http://<pool>.<namespace>.svc:80."
+    )
+    replicas: int = Field(default=0, description="Replicas of the <pool>-gateway Deployment.")
+    ready_replicas: int = Field(default=0, description="Ready gateway pods.")
+
+
 class PoolStatus(StatusModel):
     """Status of an LLMServingPool."""
 
@@ -210,6 +220,9 @@ class PoolStatus(StatusModel):
     )
     last_reason: str = Field(default="", description="Reason of the latest decision.")
     roles: RoleStatuses = Field(default=RoleStatuses(), description="Per-role status.")
+    gateway: GatewayStatus | None = Field(
+        default=None, description="The pool's gateway; null when spec.gateway.enabled is false."
+    )
     signals: SignalsStatus = Field(default=SignalsStatus(), description="Last tick's signals.")
     conditions: tuple[Condition, ...] = Field(
         default=(),

@@ -4,7 +4,9 @@ One tick, in order (each stage pure and separately tested):
   1. global controller -> raw replica proposals per role (interactive and batch backpressure);
   2. guard rails -> bounded, stabilised, metrics-aware replicas;
   3. per role: local controller -> target batch size, then the restart-aware layer decides
-     whether the target is worth restarting the role's pods for (the slow path).
+     whether the target is worth restarting the role's pods for (the slow path). With a
+     gateway (`tuning.fast_path`) the target is the pods' cap at once, and the restart-aware
+     layer only raises the --max-num-seqs ceiling when the target goes above it (`fast_path`).
 
 `decide` books every change it makes (cooldown and restart stamps) as if it were applied; a
 driver that does not apply one (Observe, a conflict, a failed write) settles the new state with
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chiron_operator.control.fast_path import decide_ceiling, running_cap
 from chiron_operator.control.global_scaling import decide_global
 from chiron_operator.control.guards import apply_guards, metrics_problem
 from chiron_operator.control.local import decide_local, local_signals
@@ -109,8 +112,10 @@ def _decide_batch_size(
     signals = local_signals(role_snapshot, tuning.guards.metrics_staleness_s)
     # Batch instances have no ITL SLO: only throughput backpressure shapes their batch size.
     itl_slo_s = None if role is Role.BATCH else tuning.slo.interactive_itl_s
+    # With the gateway the pods run the last target, not the ceiling: judge that size.
+    running_seqs = running_cap(applied_seqs, local_state) if tuning.fast_path else applied_seqs
     target, new_local = decide_local(
-        signals, applied_seqs, itl_slo_s, bounds, tuning.local, local_state
+        signals, running_seqs, itl_slo_s, bounds, tuning.local, local_state
     )
     out_of_bounds = _clamp_to_bounds(applied_seqs, tuning, role)
     if out_of_bounds is not None:
@@ -128,9 +133,14 @@ def _decide_batch_size(
         and new_local.ewma_itl_s is not None
         and new_local.ewma_itl_s >= itl_slo_s
     )
-    applied, new_restart = decide_restart(
-        snapshot.now_s, applied_seqs, target, urgent, tuning.restart, restart_state
-    )
+    if tuning.fast_path:
+        applied, new_restart = decide_ceiling(
+            snapshot.now_s, applied_seqs, target, bounds, tuning.restart, restart_state
+        )
+    else:
+        applied, new_restart = decide_restart(
+            snapshot.now_s, applied_seqs, target, urgent, tuning.restart, restart_state
+        )
     return _BatchSizeOutcome(applied, target.value, new_local, new_restart)
 
 

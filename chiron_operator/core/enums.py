@@ -51,6 +51,8 @@ class Reason(StrEnum):
     RESTART_DWELLING = "RestartDwelling"
     RESTART_MIN_INTERVAL = "RestartMinInterval"
     RESTART_BUDGET_EXHAUSTED = "RestartBudgetExhausted"
+    # The fast path: the pool's gateway caps pods at the target, --max-num-seqs is a ceiling.
+    BATCH_SIZE_VIA_GATEWAY = "BatchSizeViaGateway"
 
     # Guard rails, shared by every policy.
     METRICS_MISSING = "MetricsMissing"

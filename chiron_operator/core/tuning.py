@@ -202,7 +202,12 @@ def _default_bounds() -> dict[Role, RoleBounds]:
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class PoolTuning:
-    """The whole configuration a Chiron policy decides under."""
+    """The whole configuration a Chiron policy decides under.
+
+    `fast_path` says a gateway caps every pod at its role's target batch size (the local
+    controller's fast path, no restart). --max-num-seqs is then only a ceiling: the
+    restart-aware layer raises it when the target must go above it, and never lowers it.
+    """
 
     slo: SloTargets = field(default_factory=SloTargets)
     bounds: Mapping[Role, RoleBounds] = field(default_factory=_default_bounds)
@@ -210,6 +215,7 @@ class PoolTuning:
     restart: RestartTuning = field(default_factory=RestartTuning)
     global_scaling: GlobalTuning = field(default_factory=GlobalTuning)
     guards: GuardTuning = field(default_factory=GuardTuning)
+    fast_path: bool = False
 
     def role_bounds(self, role: Role) -> RoleBounds:
         """Bounds for a role; a role without bounds may not run (max 0)."""

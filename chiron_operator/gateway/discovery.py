@@ -118,7 +118,13 @@ def _is_gateway(pod: Mapping[str, Any]) -> bool:
 
 
 def targets_of(pool: Mapping[str, Any]) -> dict[Role, int | None]:
-    """Each role's target batch size from the pool's status (None where not published yet)."""
+    """Each role's target batch size from the pool's status (None where not published yet).
+
+    Only an enforcing pool's targets cap pods: in Observe and Recommend the operator acts on
+    nothing, and the gateway applying its targets would be acting.
+    """
+    if (pool.get("spec") or {}).get("mode") != "Enforce":
+        return dict.fromkeys(Role)
     roles = (pool.get("status") or {}).get("roles") or {}
     found: dict[Role, int | None] = {}
     for role in Role:
@@ -225,9 +231,19 @@ class PoolWatcher:
 
 
 async def watch_pool(config: GatewayConfig, dispatcher: Dispatcher) -> None:
-    """Watch the pool for as long as the gateway runs."""
-    kube = KubeClient.from_environment(config.kubeconfig or None)
-    try:
-        await PoolWatcher(config, dispatcher, kube).run()
-    finally:
-        kube.close()
+    """Watch the pool for as long as the gateway runs.
+
+    A client that cannot be built (no service account token yet, an unreadable kubeconfig) is
+    retried: the gateway keeps serving what it knows, and an empty pool queues or refuses.
+    """
+    while True:
+        try:
+            kube = KubeClient.from_environment(config.kubeconfig or None)
+        except Exception as exc:  # any configuration error: say it, wait, try again
+            log.error("cannot reach the Kubernetes API (%s); retrying", exc)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            continue
+        try:
+            await PoolWatcher(config, dispatcher, kube).run()
+        finally:
+            kube.close()

@@ -4,15 +4,14 @@ The router (`chiron_operator.routing.PoolRouter`) decides; the dispatcher carrie
 out: a `Send` wakes the request's handler with its pod, a `CutOff` cancels the batch request's
 upstream attempt (closing its connection, which makes vLLM abort it), a `Refuse` fails the
 waiting handler with the reason. It also keeps the pods' caps current (`--max-num-seqs`, the
-role's target batch size from the pool's status, this replica's share) and publishes the
-per-class load the operator reads.
+role's target batch size from the pool's status, this replica's share) and exports the
+per-class load the operator reads (`metrics.RouterGauges`, read at scrape time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +88,7 @@ class Dispatcher:
     ) -> None:
         self.router = PoolRouter(tuning, deadline_bucket_s=deadline_bucket_s)
         self.metrics = metrics
+        metrics.watch(lambda: self.router)
         self.share = share or Share()
         self.clock = clock
         self.pods: dict[str, PodInfo] = {}
@@ -129,16 +129,13 @@ class Dispatcher:
 
     def remove_pod(self, name: str) -> None:
         """A pod is gone; requests still on it end on their own (their connections fail)."""
-        info = self.pods.pop(name, None)
+        self.pods.pop(name, None)
         timer = self._ejected.pop(name, None)
         if timer is not None:
             timer.cancel()
         orphans = self.router.remove_pod(name)
         if orphans:
             log.info("pod %s left with %d request(s) in flight", name, len(orphans))
-        if info is not None:
-            self.metrics.forget_pod(name, info.role.value)
-        self._publish()
 
     def set_targets(self, targets: Mapping[Role, int | None]) -> None:
         """The roles' target batch sizes (the local controller's fast path), applied at once."""
@@ -250,14 +247,11 @@ class Dispatcher:
             elif isinstance(action, Wait):
                 pending.queued_at_s = self.clock()
                 self.metrics.count(action.ticket.request_class.value, "queued")
-        self._publish()
 
     def _sent(self, pending: Pending, send: Send) -> None:
         pending.pod = send.pod
         if pending.queued_at_s is not None:
-            self.metrics.queue_wait.labels(self.metrics.pool).observe(
-                self.clock() - pending.queued_at_s
-            )
+            self.metrics.queue_wait.observe(self.clock() - pending.queued_at_s)
             pending.queued_at_s = None
         outcome = _SENT_OUTCOME.get(send.reason)
         if outcome is not None and pending.ticket.retries == 0 and pending.ticket.cut_offs == 0:
@@ -267,25 +261,10 @@ class Dispatcher:
     def _cut(self, pending: Pending, cut: CutOff) -> None:
         pending.pod = None
         pending.cut = True
-        self.metrics.preemptions.labels(self.metrics.pool, cut.pod).inc()
+        self.metrics.preemptions.labels(cut.pod).inc()
         self.metrics.count(pending.ticket.request_class.value, "requeued")
         if pending.attempt is not None:
             pending.attempt.cancel()
-
-    def _publish(self) -> None:
-        m = self.metrics
-        for pod in self.router.pods.values():
-            m.pod_cap.labels(m.pool, pod.name, pod.role.value).set(pod.cap_seqs)
-            m.in_flight.labels(m.pool, pod.name, pod.role.value, "interactive").set(
-                len(pod.interactive)
-            )
-            m.in_flight.labels(m.pool, pod.name, pod.role.value, "batch").set(len(pod.batch))
-        m.queued_interactive.labels(m.pool).set(len(self.router.waiting))
-        m.batch_queued.clear()
-        for deadline_s, count in self.router.batch.queued_by_deadline().items():
-            label = str(int(deadline_s)) if math.isfinite(deadline_s) else "+Inf"
-            m.batch_queued.labels(m.pool, label).set(count)
-        m.batch_queued_tokens.labels(m.pool).set(self.router.batch.queued_tokens)
 
 
 def _wake(pending: Pending) -> None:

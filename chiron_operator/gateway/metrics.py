@@ -1,16 +1,22 @@
 """The gateway's own metrics: per-class load per pod, the queues, outcomes and latency.
 
 The names are a contract: the operator's PromQL (`chiron_operator.metrics.promql`), the chart's
-dashboards and alerts read them. Every series carries the pool's name, so one Prometheus can
-hold many pools' gateways.
+dashboards and alerts read them. The pod a series is about is `target_pod` (and its role
+`target_role`): `pod`, `namespace`, `pool` and `role` are the scrape's own labels, which
+Prometheus adds from the gateway pod itself.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
+from collections.abc import Callable, Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from chiron_operator.routing import PoolRouter
 
 IN_FLIGHT: Final = "chiron_gateway_in_flight_requests"
 POD_CAP: Final = "chiron_gateway_pod_cap_seqs"
@@ -42,35 +48,67 @@ OUTCOMES: Final = (
 """Outcomes a request is counted under, by class (one request may count under several)."""
 
 
-class GatewayMetrics:
-    """Every metric the gateway exports, on its own registry."""
+class RouterGauges(Collector):
+    """The router's state as gauges, read when Prometheus scrapes: in flight per pod and class,
+    each pod's cap, the interactive queue, the batch queue per deadline group.
 
-    def __init__(self, pool: str, registry: CollectorRegistry | None = None) -> None:
-        self.pool = pool
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.in_flight = Gauge(
+    Read at scrape time rather than set on every routing action: a busy gateway routes
+    thousands of times a second and is scraped every few seconds, and a pod that is gone simply
+    stops appearing (no stale series to remove).
+    """
+
+    def __init__(self, router: Callable[[], PoolRouter]) -> None:
+        self._router = router
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        router = self._router()
+        in_flight = GaugeMetricFamily(
             IN_FLIGHT,
             "Requests this gateway has in flight on a pod, by class.",
-            ("pool", "pod", "role", "class"),
-            registry=r,
+            labels=("target_pod", "target_role", "class"),
         )
-        self.pod_cap = Gauge(
+        cap = GaugeMetricFamily(
             POD_CAP,
             "This gateway's share of the pod's cap: min(--max-num-seqs, the role's target).",
-            ("pool", "pod", "role"),
-            registry=r,
+            labels=("target_pod", "target_role"),
         )
-        self.queued_interactive = Gauge(
+        for pod in router.pods.values():
+            role = pod.role.value
+            in_flight.add_metric((pod.name, role, "interactive"), len(pod.interactive))
+            in_flight.add_metric((pod.name, role, "batch"), len(pod.batch))
+            cap.add_metric((pod.name, role), pod.cap_seqs)
+        yield in_flight
+        yield cap
+        yield GaugeMetricFamily(
             QUEUED_INTERACTIVE,
             "Interactive requests waiting at the pool level for a slot.",
-            ("pool",),
-            registry=r,
+            value=len(router.waiting),
         )
+        batch = GaugeMetricFamily(
+            BATCH_QUEUED,
+            "Batch requests queued, per deadline group (Unix seconds, rounded down).",
+            labels=("deadline",),
+        )
+        for deadline_s, count in sorted(router.batch.queued_by_deadline().items()):
+            label = str(int(deadline_s)) if math.isfinite(deadline_s) else "+Inf"
+            batch.add_metric((label,), count)
+        yield batch
+        yield GaugeMetricFamily(
+            BATCH_QUEUED_TOKENS,
+            "Output tokens the queued batch requests are estimated to need.",
+            value=router.batch.queued_tokens,
+        )
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports, on its own registry; `watch` adds the router's gauges."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
         self.queue_wait = Histogram(
             QUEUE_WAIT,
             "How long interactive requests waited at the pool level before a pod took them.",
-            ("pool",),
             buckets=WAIT_BUCKETS_S,
             registry=r,
         )
@@ -78,42 +116,26 @@ class GatewayMetrics:
             REQUESTS,
             "Requests by class and outcome (routed, overflowed_to_mixed, queued, refused, "
             "retried, requeued, completed, failed).",
-            ("pool", "class", "outcome"),
+            ("class", "outcome"),
             registry=r,
         )
         self.preemptions = Counter(
             PREEMPTIONS,
             "Batch requests cut off on a mixed pod to free a slot for an interactive one.",
-            ("pool", "pod"),
+            ("target_pod",),
             registry=r,
         )
         self.ttft = Histogram(
             TTFT,
             "Time to first token as the gateway's clients see it, by class.",
-            ("pool", "class"),
+            ("class",),
             buckets=TTFT_BUCKETS_S,
             registry=r,
         )
-        self.batch_queued = Gauge(
-            BATCH_QUEUED,
-            "Batch requests queued, per deadline group (Unix seconds, rounded down).",
-            ("pool", "deadline"),
-            registry=r,
-        )
-        self.batch_queued_tokens = Gauge(
-            BATCH_QUEUED_TOKENS,
-            "Output tokens the queued batch requests are estimated to need.",
-            ("pool",),
-            registry=r,
-        )
+
+    def watch(self, router: Callable[[], PoolRouter]) -> None:
+        """Export the router's state (read at every scrape)."""
+        self.registry.register(RouterGauges(router))
 
     def count(self, request_class: str, outcome: str) -> None:
-        self.requests.labels(self.pool, request_class, outcome).inc()
-
-    def forget_pod(self, pod: str, role: str) -> None:
-        """Drop a gone pod's series, so dashboards and the operator do not see a ghost."""
-        with contextlib.suppress(KeyError):
-            self.pod_cap.remove(self.pool, pod, role)
-        for request_class in ("interactive", "batch"):
-            with contextlib.suppress(KeyError):
-                self.in_flight.remove(self.pool, pod, role, request_class)
+        self.requests.labels(request_class, outcome).inc()

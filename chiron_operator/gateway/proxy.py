@@ -160,7 +160,7 @@ class Forwarder:
 
         def first_byte() -> None:
             elapsed_s = self.dispatcher.clock() - started_s
-            metrics.ttft.labels(metrics.pool, ticket.request_class.value).observe(elapsed_s)
+            metrics.ttft.labels(ticket.request_class.value).observe(elapsed_s)
 
         relay = Relay(request, pending, first_byte)
         while True:

@@ -57,7 +57,7 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 
 def build_gateway(config: GatewayConfig) -> Gateway:
-    metrics = GatewayMetrics(config.pool or "default")
+    metrics = GatewayMetrics()
     dispatcher = Dispatcher(
         config.routing, metrics, share=config.share, deadline_bucket_s=config.deadline_bucket_s
     )

@@ -16,9 +16,19 @@ from chiron_operator.kube.deployments import (
 )
 from chiron_operator.kube.drain import DrainTiming, drain_timing
 from chiron_operator.kube.events import EventType, build_event
+from chiron_operator.kube.gateway import (
+    build_gateway_deployment,
+    build_gateway_role_binding,
+    build_gateway_service,
+    build_gateway_service_account,
+    gateway_args,
+    gateway_endpoint,
+)
 from chiron_operator.kube.labels import (
     check_pool_name,
     deployment_name,
+    entrypoint_name,
+    gateway_name,
     pool_selector,
     role_labels,
     role_selector,
@@ -45,13 +55,21 @@ __all__ = [
     "applied_replicas",
     "build_deployment",
     "build_event",
+    "build_gateway_deployment",
+    "build_gateway_role_binding",
+    "build_gateway_service",
+    "build_gateway_service_account",
     "build_services",
     "check_pool_name",
     "current_deletion_cost",
     "deletion_costs",
     "deployment_name",
     "drain_timing",
+    "entrypoint_name",
     "find_conflicts",
+    "gateway_args",
+    "gateway_endpoint",
+    "gateway_name",
     "max_num_seqs_of",
     "max_num_seqs_patch",
     "pod_deletion_cost_patch",

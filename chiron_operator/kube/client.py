@@ -46,6 +46,8 @@ DEPLOYMENTS: Final = "/apis/apps/v1/namespaces/{namespace}/deployments"
 SERVICES: Final = "/api/v1/namespaces/{namespace}/services"
 PODS: Final = "/api/v1/namespaces/{namespace}/pods"
 EVENTS: Final = "/api/v1/namespaces/{namespace}/events"
+SERVICE_ACCOUNTS: Final = "/api/v1/namespaces/{namespace}/serviceaccounts"
+ROLE_BINDINGS: Final = "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
 HPAS: Final = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
 SCALED_OBJECTS: Final = "/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects"
 
@@ -208,12 +210,45 @@ class KubeClient:
                 raise
         return self._patch(collection, namespace, name, body, STRATEGIC)
 
+    # Any namespaced object by collection (DEPLOYMENTS, SERVICES, SERVICE_ACCOUNTS...).
+
+    def get_named(self, collection: str, namespace: str, name: str) -> Json | None:
+        """The object, or None when it does not exist."""
+        params = {"namespace": namespace, "name": name}
+        try:
+            return self.request("GET", collection + "/{name}", params=params)
+        except KubeApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def create_in(self, collection: str, body: Mapping[str, Any]) -> Json:
+        """Create the object; KubeApiError with `conflict` when it exists already."""
+        namespace = str(body["metadata"]["namespace"])
+        return self.request("POST", collection, params={"namespace": namespace}, body=body)
+
+    def patch_named(
+        self, collection: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> Json:
+        """Strategic-merge `patch` into a built-in object."""
+        return self._patch(collection, namespace, name, patch, STRATEGIC)
+
+    def delete_named(self, collection: str, namespace: str, name: str) -> bool:
+        """Delete the object (its dependents go in the background); False when it was absent."""
+        params = {"namespace": namespace, "name": name}
+        try:
+            self.request("DELETE", collection + "/{name}", params=params)
+        except KubeApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
     # Deployments and Services.
 
     def create_deployment(self, body: Mapping[str, Any]) -> Json:
         """Create the Deployment; KubeApiError with `conflict` when it exists already."""
-        namespace = str(body["metadata"]["namespace"])
-        return self.request("POST", DEPLOYMENTS, params={"namespace": namespace}, body=body)
+        return self.create_in(DEPLOYMENTS, body)
 
     def apply_deployment(self, body: Mapping[str, Any]) -> Json:
         """Create the Deployment, or strategic-merge `body` into it when it exists."""
@@ -229,13 +264,7 @@ class KubeClient:
 
     def get_deployment(self, namespace: str, name: str) -> Json | None:
         """The Deployment, or None when it does not exist."""
-        params = {"namespace": namespace, "name": name}
-        try:
-            return self.request("GET", DEPLOYMENTS + "/{name}", params=params)
-        except KubeApiError as exc:
-            if exc.not_found:
-                return None
-            raise
+        return self.get_named(DEPLOYMENTS, namespace, name)
 
     def list_deployments(self, namespace: str, pool_name: str) -> list[Json]:
         """The pool's Deployments (every role that exists)."""

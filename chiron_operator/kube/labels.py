@@ -17,6 +17,10 @@ from chiron_operator.core.enums import RequestClass, Role
 MANAGED_BY: Final = "chiron-operator"
 CONTAINER_NAME: Final = "vllm"
 PORT_NAME: Final = "http"
+# The gateway's pods are found by this component label (`gateway.discovery` counts the replicas
+# sharing the caps by it); they carry no role label, so nothing counts them as vLLM pods.
+GATEWAY_COMPONENT: Final = "gateway"
+GATEWAY_APP: Final = "chiron-gateway"
 
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
@@ -43,7 +47,8 @@ ROLE_SERVES: Final = {
 }
 
 # Service names are DNS-1035 labels (63 characters) and `<pool>-interactive` is the longest
-# name derived from a pool; the pool name is also a label value (63 characters).
+# name derived from a pool (`<pool>-gateway` is shorter; `<pool>`, the gateway's Service, is the
+# pool name itself); the pool name is also a label value (63 characters).
 MAX_POOL_NAME: Final = 63 - len("-interactive")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -53,7 +58,7 @@ def check_pool_name(pool_name: str) -> None:
     if len(pool_name) > MAX_POOL_NAME or not _DNS_LABEL.match(pool_name):
         raise ValueError(
             f"pool name {pool_name!r} must be a DNS-1035 label of at most {MAX_POOL_NAME} "
-            "characters: its Services are named <pool>-interactive and <pool>-batch"
+            "characters: its Services are named <pool>, <pool>-interactive and <pool>-batch"
         )
 
 
@@ -65,6 +70,37 @@ def deployment_name(pool_name: str, role: Role) -> str:
 def service_name(pool_name: str, request_class: RequestClass) -> str:
     """The Service a traffic class of a pool is sent to: `<pool>-<class>`."""
     return f"{pool_name}-{request_class.value}"
+
+
+def gateway_name(pool_name: str) -> str:
+    """The gateway's Deployment, ServiceAccount and RoleBinding: `<pool>-gateway`."""
+    return f"{pool_name}-{GATEWAY_COMPONENT}"
+
+
+def entrypoint_name(pool_name: str) -> str:
+    """The Service in front of the gateway, the pool's one entrypoint: `<pool>`."""
+    return pool_name
+
+
+def gateway_endpoint(pool_name: str, namespace: str, port: int) -> str:
+    """The in-cluster URL of the pool's entrypoint Service."""
+    return f"http://{entrypoint_name(pool_name)}.{namespace}.svc:{port}"
+
+
+def gateway_selector(pool_name: str) -> dict[str, str]:
+    """The (immutable) pod selector of the gateway's Deployment, and its Service's selector."""
+    return {LABEL_POOL: pool_name, LABEL_COMPONENT: GATEWAY_COMPONENT}
+
+
+def gateway_labels(pool_name: str) -> dict[str, str]:
+    """The labels of the gateway's objects and pods: the pool's, but no role."""
+    return {
+        LABEL_NAME: GATEWAY_APP,
+        LABEL_INSTANCE: pool_name,
+        LABEL_COMPONENT: GATEWAY_COMPONENT,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_POOL: pool_name,
+    }
 
 
 def pool_selector(pool_name: str) -> dict[str, str]:

@@ -159,6 +159,8 @@ class _PodReader:
         running = results[Signal.RUNNING]
         self.running = by_pod(running, pod_label, part_tag(Part.VALUE))
         self.mean_itl = by_pod(running, pod_label, part_tag(Part.MEAN_ITL))
+        self.interactive = by_pod(running, pod_label, part_tag(Part.GATEWAY_INTERACTIVE))
+        self.gateway_cap = by_pod(running, pod_label, part_tag(Part.GATEWAY_CAP))
         self.ages = sample_ages(running, pod_label)
         self.waiting = by_pod(results[Signal.WAITING], pod_label)
         self.generation_rate = by_pod(results[Signal.GENERATION_TOKENS], pod_label)
@@ -188,6 +190,8 @@ class _PodReader:
             ttft_observations_per_s=self.ttft.observations.get(name, NAN),
             sample_age_s=self.ages.get(name, math.inf),
             names=names_of(used),
+            interactive_running_requests=self.interactive.get(name, NAN),
+            gateway_cap_seqs=self.gateway_cap.get(name, NAN),
         )
 
 

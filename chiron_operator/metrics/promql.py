@@ -18,7 +18,10 @@ round trips on them:
   adapter discovers which generation each pod exports (no separate discovery query, and no
   cache that could lag a rolling upgrade);
 - latency quantiles carry the rate of their histogram's `_count`, which tells "no traffic"
-  (rate 0: the quantile is NaN, the load is known to be zero) from "no data" (absent).
+  (rate 0: the quantile is NaN, the load is known to be zero) from "no data" (absent);
+- with the pool's gateway, running requests also carry what vLLM cannot say: each pod's
+  interactive requests in flight and its cap (min of --max-num-seqs and the target), summed
+  over the gateway's replicas (`chiron_gateway_*`, labelled by `target_pod`).
 
 Pod names: the operator's Deployments are `<pool>-<role>`, so their pods are
 `<pool>-<role>-<template hash>-<random>`. The regex allows one or two suffix segments (long names
@@ -63,6 +66,9 @@ ITL: Final[Mapping[MetricNames, str]] = {
     MetricNames.LEGACY: "vllm:time_per_output_token_seconds",
 }
 GENERATIONS: Final = (MetricNames.V1, MetricNames.LEGACY)
+GATEWAY_IN_FLIGHT: Final = "chiron_gateway_in_flight_requests"
+GATEWAY_POD_CAP: Final = "chiron_gateway_pod_cap_seqs"
+GATEWAY_TARGET_LABEL: Final = "target_pod"
 
 
 class Signal(StrEnum):
@@ -88,6 +94,8 @@ class Part(StrEnum):
     OBSERVATIONS = "observations"
     BUCKET = "bucket"
     SUM = "sum"
+    GATEWAY_INTERACTIVE = "gateway_interactive"
+    GATEWAY_CAP = "gateway_cap"
 
 
 def part_tag(part: Part, generation: MetricNames | None = None) -> str:
@@ -137,6 +145,25 @@ class PoolSelector:
         """An instant selector of `metric` restricted to the pool."""
         return f"{metric}{{{self.matchers()}}}"
 
+    def select_targets(self, metric: str, extra: str = "") -> str:
+        """A gateway series about the pool's pods (named by `target_pod`, not `pod`)."""
+        matchers = (
+            f"{self.namespace_label}={string_literal(self.namespace)},"
+            f"{GATEWAY_TARGET_LABEL}=~{string_literal(self.pod_regex())}"
+        )
+        return f"{metric}{{{matchers}{extra}}}"
+
+    def per_target(self, inner: str) -> str:
+        """A gateway series summed over the gateway's replicas, per pod it is about.
+
+        `max by (target_pod, pod)` first counts a replica scraped twice once (the gateway pod
+        is the series' own `pod`); the sum then adds the replicas' shares up, and the result
+        is renamed to the pool's pod label so that it reads like every other per-pod signal.
+        """
+        target, pod = GATEWAY_TARGET_LABEL, self.pod_label
+        summed = f"sum by ({target}) (max by ({target}, {pod}) ({inner}))"
+        return f'label_replace({summed}, "{pod}", "$1", "{target}", "(.+)")'
+
     def deduplicated(self, inner: str, keep: tuple[str, ...] = ()) -> str:
         """`inner` reduced to one series per (pod, engine, *keep) whichever jobs scraped it."""
         return f"max by ({_labels(self.pod_label, ENGINE_LABEL, *keep)}) ({inner})"
@@ -178,6 +205,7 @@ class PoolQuery:
     queue_query: str | None = None
     itl_window_s: float = 0.0
     deadline_label: str = "deadline"
+    gateway: bool = False
 
     @classmethod
     def from_spec(
@@ -198,6 +226,7 @@ class PoolQuery:
             queue_query=queue.queued_requests_query if queue else None,
             deadline_label=queue.deadline_label if queue else "deadline",
             itl_window_s=itl_range_s(prometheus.scrape_interval_s, prometheus.window_s),
+            gateway=spec.gateway.enabled,
         )
 
     def queries(self) -> dict[Signal, str]:
@@ -227,11 +256,19 @@ class PoolQuery:
         range_s = self.itl_window_s or self.window_s
         running = self.selector.per_pod("sum", f"avg_over_time({selected}[{duration(range_s)}])")
         tokens = self.selector.per_pod("sum", self._rate(GENERATION_TOKENS, range_s))
-        return union(
+        parts = [
             tagged(self.selector.per_pod("sum", selected), part_tag(Part.VALUE)),
             tagged(f"max by ({pod}) (timestamp({selected}))", part_tag(Part.TIMESTAMP)),
             tagged(f"{running} / {tokens}", part_tag(Part.MEAN_ITL)),
-        )
+        ]
+        if self.gateway:
+            interactive = self.selector.select_targets(GATEWAY_IN_FLIGHT, ',class="interactive"')
+            cap = self.selector.select_targets(GATEWAY_POD_CAP)
+            parts.append(
+                tagged(self.selector.per_target(interactive), part_tag(Part.GATEWAY_INTERACTIVE))
+            )
+            parts.append(tagged(self.selector.per_target(cap), part_tag(Part.GATEWAY_CAP)))
+        return union(*parts)
 
     def _kv_cache(self) -> str:
         # avg, not sum: each data-parallel engine has its own cache, and the ratio is per cache.

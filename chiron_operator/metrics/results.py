@@ -25,6 +25,8 @@ class PodMetrics:
     age of the pod's newest `vllm:num_requests_running` sample when the query ran, on
     Prometheus's clock (inf when absent). `names` is the metric generation read for this pod.
     `mean_itl_s` is the running gauge's mean over the token rate, over the newest scrape intervals.
+    With the pool's gateway, `interactive_running_requests` is the pod's interactive requests in
+    flight and `gateway_cap_seqs` its cap (both summed over the gateway's replicas); NaN without.
     """
 
     running_requests: float = NAN
@@ -38,6 +40,8 @@ class PodMetrics:
     ttft_observations_per_s: float = NAN
     sample_age_s: float = math.inf
     names: MetricNames | None = None
+    interactive_running_requests: float = NAN
+    gateway_cap_seqs: float = NAN
 
 
 @dataclass(frozen=True, slots=True)

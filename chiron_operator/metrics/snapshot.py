@@ -133,8 +133,9 @@ def _pod(facts: PodFacts, metrics: PoolMetrics, elapsed_s: float, staleness_s: f
         facts.name,
         facts.role,
         facts.ready,
-        facts.max_num_seqs,
+        _cap(facts.max_num_seqs, found.gateway_cap_seqs),
         running_requests=found.running_requests,
+        interactive_running_requests=found.interactive_running_requests,
         waiting_requests=found.waiting_requests,
         kv_cache_usage_ratio=found.kv_cache_usage_ratio,
         generation_tokens_per_s=found.generation_tokens_per_s,
@@ -143,6 +144,17 @@ def _pod(facts: PodFacts, metrics: PoolMetrics, elapsed_s: float, staleness_s: f
         ttft_s=found.ttft_s,
         sample_age_s=age_s,
     )
+
+
+def _cap(max_num_seqs: int, gateway_cap_seqs: float) -> int:
+    """What the pod admits: the gateway's cap when it reports one below --max-num-seqs.
+
+    Busy and saturated are judged against this: with the fast path a pod is full at its
+    target, long before it reaches the ceiling its engine runs with.
+    """
+    if not math.isfinite(gateway_cap_seqs) or gateway_cap_seqs < 1:
+        return max_num_seqs
+    return min(max_num_seqs, int(gateway_cap_seqs))
 
 
 def batch_output_lengths(lengths: Mapping[Role, OutputLengths]) -> OutputLengths:

@@ -6,7 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
+from chiron_operator import __version__
 from chiron_operator.kube import KubeClient
 from chiron_operator.metrics import PrometheusSource
 from chiron_operator.operator.metrics_log import FetchErrors
@@ -22,6 +24,29 @@ class PoolRef:
     uid: str
 
 
+# The image the chart installs the operator from: it ships `chiron-gateway` too, so an operator
+# told nothing else runs its pools' gateways from the same release.
+DEFAULT_GATEWAY_IMAGE: Final = f"ghcr.io/chiron-operator/chiron-operator:{__version__}"
+DEFAULT_GATEWAY_CLUSTER_ROLE: Final = "chiron-gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """How the operator runs the pools' gateways (`--gateway-image`, `--gateway-cluster-role`).
+
+    `image` runs `chiron-gateway` for every pool whose spec.gateway.image is unset; the chart
+    sets it to the operator's own image. `cluster_role` is the ClusterRole each pool's
+    `<pool>-gateway` RoleBinding grants the gateway in the pool's namespace (the chart creates
+    it and lets the operator `bind` exactly that one).
+    """
+
+    image: str = DEFAULT_GATEWAY_IMAGE
+    cluster_role: str = DEFAULT_GATEWAY_CLUSTER_ROLE
+
+
+DEFAULT_GATEWAY: Final = GatewaySettings()
+
+
 @dataclass
 class OperatorContext:
     """One operator process's shared parts; one per process, never a module global.
@@ -35,6 +60,7 @@ class OperatorContext:
     clock: Callable[[], float] = time.time
     prometheus_token: str | None = None
     verify_tls: bool = True
+    gateway: GatewaySettings = DEFAULT_GATEWAY
     sources: dict[tuple[str, str], tuple[str, PrometheusSource]] = field(default_factory=dict)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Each pool's last fetch errors, so a failing query is logged when it changes, not per tick.

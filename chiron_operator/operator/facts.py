@@ -7,7 +7,12 @@ from typing import Any
 
 from chiron_operator.core.enums import Role
 from chiron_operator.kube import applied_max_num_seqs, max_num_seqs_of
-from chiron_operator.kube.labels import ANNOTATION_MAX_NUM_SEQS, LABEL_ROLE
+from chiron_operator.kube.labels import (
+    ANNOTATION_MAX_NUM_SEQS,
+    GATEWAY_COMPONENT,
+    LABEL_COMPONENT,
+    LABEL_ROLE,
+)
 from chiron_operator.metrics import PodFacts, RoleFacts
 
 Json = Mapping[str, Any]
@@ -77,3 +82,19 @@ def role_facts(deployments: Iterable[Json], pods: Iterable[PodFacts]) -> dict[Ro
             max_num_seqs=applied_max_num_seqs(deployment) or 0,
         )
     return facts
+
+
+def is_gateway(obj: Json) -> bool:
+    """Whether a pool object (Deployment, pod) is the pool's gateway."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return role_of(obj) is None and labels.get(LABEL_COMPONENT) == GATEWAY_COMPONENT
+
+
+def gateway_replicas(deployments: Iterable[Json], pods: Iterable[Json]) -> tuple[int, int] | None:
+    """(spec replicas, ready pods) of the pool's gateway; None when it has no Deployment."""
+    found = [d for d in deployments if is_gateway(d)]
+    if not found:
+        return None
+    replicas = int((found[0].get("spec") or {}).get("replicas") or 0)
+    ready = sum(1 for pod in pods if is_gateway(pod) and _pod_ready(pod))
+    return replicas, ready

@@ -60,7 +60,7 @@ def configure(
 
 
 async def reconcile_objects(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
-    """Create or update the pool's Deployments and Services from its spec.
+    """Create or update the pool's Deployments, Services and gateway objects from its spec.
 
     An invalid spec is left alone here: the pool's daemon reports it on its next tick (at
     once, on creation), and reporting from both places would race into duplicate Events.
@@ -73,7 +73,7 @@ async def reconcile_objects(ctx: OperatorContext, body: Mapping[str, Any]) -> No
     async with ctx.lock_for(ref):
         existing = await asyncio.to_thread(ctx.kube.list_deployments, ref.namespace, ref.name)
         touched = await asyncio.to_thread(
-            cluster.ensure_objects, ctx.kube, ref, spec, tuning, existing
+            cluster.ensure_objects, ctx.kube, ref, spec, tuning, existing, gateway=ctx.gateway
         )
     if touched:
         log.info("pool %s/%s: applied %s", ref.namespace, ref.name, ", ".join(touched))

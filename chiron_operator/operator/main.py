@@ -16,10 +16,17 @@ import kopf
 
 from chiron_operator.kube import KubeClient
 from chiron_operator.operator import health
-from chiron_operator.operator.context import OperatorContext
+from chiron_operator.operator.context import (
+    DEFAULT_GATEWAY_CLUSTER_ROLE,
+    DEFAULT_GATEWAY_IMAGE,
+    GatewaySettings,
+    OperatorContext,
+)
 from chiron_operator.operator.handlers import register
 
 DEFAULT_PEERING = "chiron-operator"
+# The chart sets it to the operator's own image, so the gateways run the operator's release.
+GATEWAY_IMAGE_ENV = "CHIRON_GATEWAY_IMAGE"
 # kopf reads these in a --namespace value as a pattern (globs, negations, lists).
 GLOB_CHARACTERS = "!*?,"
 
@@ -45,10 +52,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster or $KUBECONFIG)")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
     parser.add_argument("--verbose", action="store_true")
+    _gateway_flags(parser.add_argument_group("the pools' gateways"))
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
         args.all_namespaces = True
     return args
+
+
+def _gateway_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--gateway-image",
+        default=os.environ.get(GATEWAY_IMAGE_ENV) or DEFAULT_GATEWAY_IMAGE,
+        help=f"image of the pools' chiron-gateway where spec.gateway.image is unset (default: "
+        f"${GATEWAY_IMAGE_ENV}, else {DEFAULT_GATEWAY_IMAGE}, this release's image)",
+    )
+    group.add_argument(
+        "--gateway-cluster-role",
+        default=DEFAULT_GATEWAY_CLUSTER_ROLE,
+        help="ClusterRole each pool's gateway ServiceAccount is bound to in the pool's "
+        "namespace (default %(default)s; the chart creates it)",
+    )
+
+
+def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    """The gateway settings the flags (and $CHIRON_GATEWAY_IMAGE) give."""
+    return GatewaySettings(image=args.gateway_image, cluster_role=args.gateway_cluster_role)
 
 
 def _logging(args: argparse.Namespace) -> None:
@@ -93,7 +121,9 @@ async def serve(
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's login reads it too
     ctx = OperatorContext(
-        kube=KubeClient.from_environment(args.kubeconfig), prometheus_token=_token()
+        kube=KubeClient.from_environment(args.kubeconfig),
+        prometheus_token=_token(),
+        gateway=gateway_settings(args),
     )
     ready = ready_flag or threading.Event()
     registry = kopf.OperatorRegistry()

@@ -25,7 +25,9 @@ from chiron_operator.kube import (
     vllm_args,
 )
 from chiron_operator.kube.labels import ANNOTATION_APPLIED_REPLICAS
-from chiron_operator.operator.context import PoolRef
+from chiron_operator.operator.context import DEFAULT_GATEWAY, GatewaySettings, PoolRef
+from chiron_operator.operator.drift import contains, service_differs
+from chiron_operator.operator.gateway_objects import ensure_gateway
 from chiron_operator.operator.plan import Change, Plan
 
 Json = dict[str, Any]
@@ -58,10 +60,13 @@ def ensure_objects(
     spec: LLMServingPoolSpec,
     tuning: PoolTuning,
     existing: Sequence[Json],
+    *,
+    gateway: GatewaySettings = DEFAULT_GATEWAY,
 ) -> list[str]:
-    """Create missing role Deployments and the Services; roll template changes into existing ones.
+    """Create missing role Deployments and the Services; roll template changes into existing
+    ones; create, update or remove the gateway's objects as spec.gateway says. The names written.
 
-    An existing Deployment keeps its replicas and its applied --max-num-seqs (they are the
+    An existing role Deployment keeps its replicas and its applied --max-num-seqs (they are the
     controllers' to change), so a spec edit never resets a running pool.
     """
     by_name = {str(d["metadata"]["name"]): d for d in existing}
@@ -90,7 +95,10 @@ def ensure_objects(
         if _template_differs(current, body):
             kube.patch_deployment(ref.namespace, name, body)
             touched.append(name)
-    touched += _ensure_services(kube, ref, spec)
+    services = {str(s["metadata"]["name"]): s for s in kube.list_services(ref.namespace, ref.name)}
+    touched += _ensure_services(kube, spec, ref, services)
+    # Last: the vLLM pods and their Services must not wait for (or fail with) the gateway.
+    touched += ensure_gateway(kube, ref, spec, gateway, deployments=by_name, services=services)
     return touched
 
 
@@ -113,31 +121,19 @@ def _create_deployment(kube: KubeClient, body: Json) -> Json | None:
     return None
 
 
-def _ensure_services(kube: KubeClient, ref: PoolRef, spec: LLMServingPoolSpec) -> list[str]:
-    """Create missing Services and patch those that differ; the names written.
-
-    Reconciling runs on every spec change and on every operator start: writing both Services
-    blindly each time would be two creates answered 409 and two patches, all no-ops.
-    """
-    existing = {str(s["metadata"]["name"]): s for s in kube.list_services(ref.namespace, ref.name)}
+def _ensure_services(
+    kube: KubeClient, spec: LLMServingPoolSpec, ref: PoolRef, existing: Mapping[str, Json]
+) -> list[str]:
+    """Create the traffic classes' missing Services and patch those that differ; the names
+    written (`existing`: the pool's Services by name)."""
     touched = []
     for service in build_services(ref.name, ref.namespace, ref.uid, spec):
         name = str(service["metadata"]["name"])
         current = existing.get(name)
-        if current is None or _service_differs(current, service):
+        if current is None or service_differs(current, service):
             kube.apply_service(service)
             touched.append(name)
     return touched
-
-
-def _service_differs(current: Json, wanted: Json) -> bool:
-    have, want = current.get("spec") or {}, wanted["spec"]
-    labels = (current.get("metadata") or {}).get("labels") or {}
-    return (
-        have.get("selector") != want["selector"]
-        or have.get("ports") != want["ports"]
-        or any(labels.get(k) != v for k, v in wanted["metadata"]["labels"].items())
-    )
 
 
 def missing_roles(ref: PoolRef, tuning: PoolTuning, existing: Sequence[Json]) -> list[Role]:
@@ -171,27 +167,10 @@ def _template_differs(current: Json, body: Json) -> bool:
     """Whether the live pod template lacks anything the spec's template sets.
 
     Every field counts (labels, annotations, tolerations, probes, the service account...), not
-    a chosen few, or a spec edit of the others would never reach the pods. "Lacks" rather than
-    "differs": the API server adds defaults to what it stores (imagePullPolicy, dnsPolicy...),
-    which must not read as a change on every reconcile.
+    a chosen few, or a spec edit of the others would never reach the pods.
     """
     have = (current.get("spec") or {}).get("template") or {}
-    return not _contains(have, body["spec"]["template"])
-
-
-def _contains(have: object, want: object) -> bool:
-    """`want` is in `have`: maps key by key (extra keys allowed), lists item by item."""
-    if isinstance(want, Mapping):
-        return isinstance(have, Mapping) and all(
-            _contains(have.get(key), value) for key, value in want.items()
-        )
-    if isinstance(want, list):
-        return (
-            isinstance(have, list)
-            and len(have) == len(want)
-            and all(_contains(h, w) for h, w in zip(have, want, strict=True))
-        )
-    return have == want
+    return not contains(have, body["spec"]["template"])
 
 
 def apply_plan(

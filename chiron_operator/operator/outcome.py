@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chiron_operator.api import ConditionType, LLMServingPoolSpec, PoolStatus
-from chiron_operator.api.status import upsert_condition
+from chiron_operator.api.status import GatewayStatus, upsert_condition
 from chiron_operator.control import chiron
 from chiron_operator.control.actuation import settle
 from chiron_operator.core.enums import Role
@@ -24,11 +24,19 @@ from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.kube import Conflict, ConflictReason, find_conflicts
+from chiron_operator.kube.gateway import gateway_endpoint
 from chiron_operator.metrics import PoolMetrics, RoleFacts, build_snapshot
-from chiron_operator.operator.facts import pod_facts, role_facts, role_of
+from chiron_operator.operator.context import PoolRef
+from chiron_operator.operator.facts import gateway_replicas, pod_facts, role_facts, role_of
 from chiron_operator.operator.objects import ClusterState
 from chiron_operator.operator.plan import Change, Plan, plan, records, unapplied, unapplied_roles
-from chiron_operator.operator.status import STATE_WIRE, TickReport, build_status, condition
+from chiron_operator.operator.status import (
+    STATE_WIRE,
+    TickReport,
+    build_status,
+    condition,
+    gateway_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,9 @@ class TickInputs:
     previous: PoolStatus
     now_s: float
     generation: int
+    # The pool's identity, for what status names by it (the gateway's endpoint); None leaves
+    # the gateway out of status (benchmarks of the pure middle).
+    pool: PoolRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,10 @@ def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> T
     previous = inputs.previous
     before = load_state(previous)
     decision, decided = chiron.decide(snapshot, tuning, before)
-    found = find_conflicts(state.deployments, state.hpas, state.scaled_objects)
+    # The vLLM Deployments only: the gateway's replicas are the spec's, not the policy's, and
+    # an HPA on the gateway must not stop the pool's autoscaling.
+    roles = [d for d in state.deployments if role_of(d) is not None]
+    found = find_conflicts(roles, state.hpas, state.scaled_objects)
     conflicts, adopted = adoptable(found, state.deployments, tuning)
     the_plan = plan(decision, facts, spec.mode, "; ".join(c.message for c in conflicts))
     skipped = unapplied(the_plan, applied)
@@ -115,6 +129,7 @@ def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> T
         first_scrape_grace_s=first_scrape_grace_s(spec),
         unapplied=skipped,
         queue_error=inputs.metrics.queue.error if inputs.metrics.queue else "",
+        gateway=_gateway(inputs),
     )
     status = _with_conflict(build_status(report, previous), conflicts, now, inputs.generation)
     return TickOutcome(snapshot, the_plan, report, status, adopted if the_plan.enforce else ())
@@ -133,6 +148,15 @@ def _read(inputs: TickInputs, tuning: PoolTuning) -> tuple[dict[Role, RoleFacts]
         batch_deadline_s=tuning.slo.batch_deadline_s,
     )
     return facts, snapshot
+
+
+def _gateway(inputs: TickInputs) -> GatewayStatus | None:
+    if inputs.pool is None or not inputs.spec.gateway.enabled:
+        return None
+    endpoint = gateway_endpoint(inputs.pool.name, inputs.pool.namespace)
+    return gateway_status(
+        endpoint, gateway_replicas(inputs.cluster.deployments, inputs.cluster.pods)
+    )
 
 
 def adoptable(

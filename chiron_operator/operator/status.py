@@ -19,6 +19,7 @@ from chiron_operator.api.status import (
     ConditionStatus,
     ConditionType,
     DecisionRecord,
+    GatewayStatus,
     MetricNames,
     PoolStatus,
     Recommendations,
@@ -64,6 +65,8 @@ class TickReport:
     unapplied: frozenset[Change] = frozenset()
     # Why the batch-queue query failed ("" when it answered or is not configured).
     queue_error: str = ""
+    # The pool's gateway (None: spec.gateway disabled, or the pool's name is not known).
+    gateway: GatewayStatus | None = None
 
 
 # Built once: a TypeAdapter compiles its schema when constructed (milliseconds), and the state
@@ -95,6 +98,7 @@ def build_status(report: TickReport, previous: PoolStatus) -> PoolStatus:
         slo_slack_ratio=slo_slack_ratio(signals),
         last_reason=last_reason,
         roles=roles,
+        gateway=report.gateway,
         signals=signals,
         conditions=conditions,
         decisions=history,
@@ -116,6 +120,13 @@ def _role_statuses(report: TickReport) -> RoleStatuses:
             target_batch_size_seqs=role_decision.target_max_num_seqs if role_decision else None,
         )
     return RoleStatuses.model_validate(statuses)
+
+
+def gateway_status(endpoint: str, replicas: tuple[int, int] | None) -> GatewayStatus:
+    """The gateway's status: its endpoint, and (replicas, ready pods) of its Deployment (None
+    while the Deployment does not exist yet: nothing serves)."""
+    desired, ready = replicas or (0, 0)
+    return GatewayStatus(endpoint=endpoint, replicas=desired, ready_replicas=ready)
 
 
 def signals_status(

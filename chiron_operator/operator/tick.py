@@ -7,6 +7,7 @@ a worker thread so one slow pool (a Prometheus timing out) never stalls the othe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from chiron_operator.metrics import PoolMetrics, PoolQuery
 from chiron_operator.operator import objects as cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
 from chiron_operator.operator.events import announce
+from chiron_operator.operator.gateway_objects import missing_gateway
 from chiron_operator.operator.metrics_log import log_fetch_errors
 from chiron_operator.operator.outcome import TickInputs, TickOutcome, evaluate, previous_status
 from chiron_operator.operator.plan import Change
@@ -158,7 +160,7 @@ async def run_tick(ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]) 
     metrics = await _fetch_metrics(ctx, ref, spec)
     log_fetch_errors(ctx.fetch_errors, (ref.namespace, ref.name), metrics)
     previous = previous_status(body)
-    inputs = TickInputs(spec, tuning, state, metrics, previous, ctx.clock(), generation)
+    inputs = TickInputs(spec, tuning, state, metrics, previous, ctx.clock(), generation, ref)
     outcome, failure = await _apply(ctx, ref, inputs, evaluate(inputs))
     wire = outcome.status.model_dump(mode="json", by_alias=True)
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, wire)
@@ -214,11 +216,21 @@ async def _read_complete(
 
     A tick racing the create handler, or a Deployment someone deleted, would otherwise be
     planned as a role at zero replicas and "scaled" through a Deployment that is not there.
+    A deleted gateway Deployment is re-created the same way (it is the pool's entrypoint), but
+    a failure to do so only costs a warning: it must not stop the vLLM pods' autoscaling.
     """
     state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
-    if cluster.missing_roles(ref, tuning, state.deployments):
-        await asyncio.to_thread(
-            cluster.ensure_objects, ctx.kube, ref, spec, tuning, state.deployments
-        )
-        state = await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)
-    return state
+    roles_missing = bool(cluster.missing_roles(ref, tuning, state.deployments))
+    if not roles_missing and not missing_gateway(ref, spec, state.deployments):
+        return state
+    ensure = functools.partial(
+        cluster.ensure_objects, ctx.kube, ref, spec, tuning, state.deployments, gateway=ctx.gateway
+    )
+    try:
+        await asyncio.to_thread(ensure)
+    except KubeApiError as exc:
+        if roles_missing:
+            raise
+        log.warning("%s/%s: re-creating the gateway failed: %s", ref.namespace, ref.name, exc)
+        return state
+    return await asyncio.to_thread(cluster.read_cluster, ctx.kube, ref)

@@ -1,7 +1,9 @@
-"""Measurements of the operator itself: CPU per tick, Prometheus queries per tick, memory.
+"""Measurements of what ships: the operator (CPU per tick, queries per tick, memory) and the gateway.
 
 The top of the layering: it drives the real operator (`chiron_operator.operator`) against the
 dev cluster (`chiron_operator.devcluster`) and a fleet of fake vLLM pods scraped by a real
 Prometheus. `python -m chiron_operator.perf` (`make bench-operator`) writes
-docs/OPERATOR_PERFORMANCE.md. Nothing imports it.
+docs/OPERATOR_PERFORMANCE.md; `python -m chiron_operator.perf.gateway` (`make bench-gateway`)
+runs emulator pods and a gateway as processes and writes docs/GATEWAY_PERFORMANCE.md. Nothing
+imports it.
 """

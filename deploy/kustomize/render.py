@@ -153,8 +153,10 @@ def _namespaces(selector: Mapping[str, Any], sd: dict[str, Any]) -> dict[str, An
 
 
 def pod_monitor_job(monitor: Mapping[str, Any]) -> dict[str, Any]:
-    """The scrape job a PodMonitor stands for, as plain Prometheus configuration."""
+    """The scrape job a PodMonitor stands for, as plain Prometheus configuration: `chiron-vllm`
+    for the vLLM pods' monitor, `chiron-gateway` for the gateways' (from its component label)."""
     spec = monitor["spec"]
+    component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
     (endpoint,) = spec["podMetricsEndpoints"]
     relabel: list[dict[str, Any]] = [
         _keep(k, v, "pod") for k, v in sorted(spec["selector"]["matchLabels"].items())
@@ -178,7 +180,7 @@ def pod_monitor_job(monitor: Mapping[str, Any]) -> dict[str, Any]:
         *_relabelings(endpoint["relabelings"]),
     ]
     return {
-        "job_name": "chiron-vllm",
+        "job_name": "chiron-" + component.removesuffix("-metrics"),
         "scrape_interval": endpoint["interval"],
         "scrape_timeout": endpoint["scrapeTimeout"],
         "metrics_path": endpoint["path"],
@@ -282,6 +284,11 @@ def generate() -> dict[str, str]:
         out[f"{folder}/kustomization.yaml"] = HEADER + dump([kustomization(names, True)])
 
     by_kind = {obj["kind"]: obj for _, obj in objects if obj["kind"] in MONITORING_KINDS}
+    # The vLLM pods' job first: it is the one the rules and the operator's queries read.
+    pod_monitors = sorted(
+        (obj for _, obj in objects if obj["kind"] == "PodMonitor"),
+        key=lambda obj: not obj["metadata"]["name"].endswith("-vllm"),
+    )
     rules = {"groups": by_kind["PrometheusRule"]["spec"]["groups"]}
     out[f"{PLAIN}/chiron.rules.yaml"] = HEADER + dump([rules])
     service = next(
@@ -292,7 +299,7 @@ def generate() -> dict[str, str]:
     jobs = {
         "scrape_configs": [
             service_monitor_job(by_kind["ServiceMonitor"], service),
-            pod_monitor_job(by_kind["PodMonitor"]),
+            *(pod_monitor_job(monitor) for monitor in pod_monitors),
         ]
     }
     out[f"{PLAIN}/scrape-configs.yaml"] = HEADER + dump([jobs])

@@ -125,7 +125,7 @@ def test_printer_columns_tell_the_story(crd: dict[str, Any], openapi: dict[str, 
     names = [c["name"] for c in columns if c.get("priority", 0) == 0]
     wide = [c["name"] for c in columns if c.get("priority", 0) == 1]
     assert names == ["Mode", "Ready", "Replicas", "Batch (I/M/B)", "SLO Slack", "Reason", "Age"]
-    assert wide == ["Model", "Metrics Age"]
+    assert wide == ["Model", "Metrics Age", "Endpoint"]
     for column in columns:
         path = column["jsonPath"].split("[")[0]
         if not path.startswith(".metadata"):

@@ -171,6 +171,30 @@ SCHEMA_CASES = [
         "spec.batchQueue.queuedRequestsQuery",
     ),
     Case("too-many-args", {"template.args": ["--x"] * 257}, "spec.template.args"),
+    Case("gateway-typo", {"gateway.enable": False}, "spec.gateway.enable"),
+    Case("gateway-no-replicas", {"gateway.replicas": 0}, "spec.gateway.replicas"),
+    Case("gateway-too-many-replicas", {"gateway.replicas": 17}, "spec.gateway.replicas"),
+    Case("gateway-image-empty", {"gateway.image": ""}, "spec.gateway.image"),
+    Case(
+        "gateway-quantity-malformed",
+        {"gateway.resources": {"requests": {"cpu": "a quarter"}}},
+        "spec.gateway.resources.requests.cpu",
+    ),
+    Case(
+        "gateway-negative-queue",
+        {"gateway.maxQueuedRequests": -1},
+        "spec.gateway.maxQueuedRequests",
+    ),
+    Case("gateway-queue-wait-zero", {"gateway.maxQueueWaitS": 0}, "spec.gateway.maxQueueWaitS"),
+    Case("gateway-queue-wait-long", {"gateway.maxQueueWaitS": 601}, "spec.gateway.maxQueueWaitS"),
+    Case(
+        "gateway-negative-reserve",
+        {"gateway.mixedReserveSlots": -1},
+        "spec.gateway.mixedReserveSlots",
+    ),
+    Case(
+        "gateway-preempt-not-bool", {"gateway.preemptBatch": "maybe"}, "spec.gateway.preemptBatch"
+    ),
 ]
 
 # Pools on the edge of a rule, which both enforcers must accept: a rule off by one in either
@@ -196,6 +220,10 @@ VALID_EDGES = {
         "template.tensorParallelSize": 4,
         "template.resources": {"limits": {"nvidia.com/gpu": "4"}},
     },
+    "gateway-at-its-bounds": {
+        "gateway": {"replicas": 16, "maxQueuedRequests": 0, "maxQueueWaitS": 600},
+    },
+    "gateway-off": {"gateway.enabled": False},
     "unowned-flags-alike": {
         "template.args": ["--max-num-batched-tokens=8192", "--max-model-len", "--portal", "-tpx"]
     },

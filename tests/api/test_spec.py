@@ -30,6 +30,9 @@ from chiron_operator.core.tuning import (
     RoleBounds,
     SloTargets,
 )
+from chiron_operator.gateway import cli as gateway_cli
+from chiron_operator.gateway.config import parse_duration_s
+from chiron_operator.routing import RoutingTuning
 from tests.api.crd_support import apply_defaults
 from tests.api.pools import edited, minimal_spec
 
@@ -41,6 +44,8 @@ PARTIAL_SECTIONS = {
     "template": {"image": "vllm/vllm-openai:v0.11.0", "resources": {}},
     "prometheus": {"url": "http://prometheus:9090", "authSecretRef": {"name": "prom"}},
     "batchQueue": {"queuedRequestsQuery": "sum by (deadline) (queued)"},
+    # Resources given in part keep the gateway's other default (requests), both ways.
+    "gateway": {"replicas": 2, "resources": {"limits": {"memory": "1Gi"}}},
 }
 
 
@@ -55,7 +60,12 @@ def _wire(section: object) -> dict[str, Any]:
 def test_minimal_spec_runs_the_core_defaults() -> None:
     spec = LLMServingPoolSpec.model_validate(minimal_spec())
     assert spec.mode is Mode.OBSERVE
-    assert spec.to_tuning() == PoolTuning()
+    # The gateway is on by default, and with it the local controller's fast path.
+    assert spec.to_tuning() == PoolTuning(fast_path=True)
+    no_gateway = LLMServingPoolSpec.model_validate(
+        {**minimal_spec(), "gateway": {"enabled": False}}
+    )
+    assert no_gateway.to_tuning() == PoolTuning()
     assert (spec.template.port, spec.template.tensor_parallel_size) == (8000, 1)
     assert (spec.prometheus.window_s, spec.prometheus.scrape_interval_s) == (60.0, 15.0)
     assert spec.prometheus.pod_label == "pod"
@@ -76,6 +86,7 @@ def test_to_tuning_round_trips_every_section() -> None:
         restart=RestartTuning(dwell_s=60.0, urgent_dwell_s=10.0, max_restarts_per_hour=2),
         global_scaling=GlobalTuning(ibp_low_ratio=0.3, ibp_high_ratio=0.7, waiting_time_z=3.0),
         guards=GuardTuning(max_scale_up_step_replicas=2, metrics_staleness_s=45.0),
+        fast_path=True,  # the gateway, on by default
     )
     raw = minimal_spec() | {
         "slo": _wire(tuning.slo),
@@ -96,6 +107,27 @@ def test_server_defaulting_matches_the_models(raw: dict[str, Any], spec_schema: 
         mode="json", by_alias=True, exclude_none=True
     )
     assert apply_defaults(raw, spec_schema) == models
+
+
+def test_gateway_defaults_are_the_gateways_own() -> None:
+    """spec.gateway's defaults equal chiron-gateway's (the api package cannot import them)."""
+    gateway = parse_spec(minimal_spec()).gateway
+    routing = RoutingTuning()
+    assert gateway.enabled and gateway.preempt_batch is routing.preempt_batch
+    assert gateway.max_queued_requests == routing.max_queued_interactive
+    assert gateway.max_queue_wait_s == routing.max_queue_wait_s
+    assert gateway.mixed_reserve_slots == routing.mixed_reserve_slots
+    assert (gateway.replicas, gateway.image) == (1, None)
+    cli = gateway_cli.parser().parse_args(["--pool", "p", "--namespace", "n"])
+    assert (cli.max_queued, cli.mixed_reserve_slots) == (256, 0)
+    assert parse_duration_s(cli.max_queue_wait) == gateway.max_queue_wait_s
+
+
+def test_gateway_resources_default_per_field() -> None:
+    spec = parse_spec(edited(minimal_spec(), {"gateway.resources": {"limits": {"cpu": 1}}}))
+    assert spec.gateway.resources.requests == {"cpu": "250m", "memory": "256Mi"}
+    assert spec.gateway.resources.limits == {"cpu": "1"}
+    assert parse_spec(minimal_spec()).gateway.resources.limits == {"memory": "512Mi"}
 
 
 def test_a_partial_role_keeps_its_role_defaults() -> None:

@@ -16,6 +16,7 @@ from chiron_operator.api import (
     DecisionController,
     DecisionField,
     DecisionRecord,
+    GatewayStatus,
     MetricNames,
     PoolStatus,
     Recommendations,
@@ -76,6 +77,7 @@ def _status() -> PoolStatus:
         slo_slack_ratio=slo_slack_ratio(signals),
         last_reason=decision.reason,
         roles=roles,
+        gateway=GatewayStatus(endpoint="http://chat.llm.svc:80", replicas=2, ready_replicas=1),
         signals=signals,
         conditions=(_condition(ConditionType.READY, ConditionStatus.TRUE, T0),),
         decisions=(decision,),
@@ -98,6 +100,13 @@ def test_status_is_camel_case_on_the_wire() -> None:
     assert wire["decisions"][0]["reason"] == "InteractiveBackpressureHigh"
     assert wire["recommendations"]["mixed"] == {"replicas": 2, "batchSizeSeqs": 64}
     assert wire["controllerState"] == {"local": {"mixed": {"ewma_itl_s": 0.04}}}
+    assert wire["gateway"] == {
+        "endpoint": "http://chat.llm.svc:80",
+        "replicas": 2,
+        "readyReplicas": 1,
+    }
+    # No gateway is null on the wire, so the status merge patch removes an old one.
+    assert PoolStatus().model_dump(mode="json", by_alias=True)["gateway"] is None
 
 
 def test_status_round_trips_and_the_crd_accepts_it(status_schema: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 CLUSTER = "*"  # the namespace of a grant bound by a ClusterRoleBinding
+RELEASE = "chiron-operator"  # the full name of the release every test renders
 
 
 class Where(Enum):
@@ -33,8 +34,10 @@ class Rule:
     verbs: frozenset[str]
     where: Where
     peering: bool = False  # only with peering.enabled
-    # The values key naming the only resources allowed (one name, or a list of names).
+    # The values key naming the only resources allowed (one name, or a list of names), and the
+    # name the chart uses when that value is empty (None: no name, no rule).
     resource_name_value: str | None = None
+    resource_name_default: str | None = None
 
 
 def _rule(group: str, resource: str, verbs: str, where: Where, **kw: Any) -> Rule:
@@ -44,8 +47,18 @@ def _rule(group: str, resource: str, verbs: str, where: Where, **kw: Any) -> Rul
 DOCUMENTED: tuple[Rule, ...] = (
     _rule("chiron.io", "llmservingpools", "get list watch patch", Where.WATCHED),
     _rule("chiron.io", "llmservingpools/status", "get patch", Where.WATCHED),
-    _rule("apps", "deployments", "get list create patch", Where.WATCHED),
-    _rule("", "services", "list create patch", Where.WATCHED),
+    _rule("apps", "deployments", "get list create patch delete", Where.WATCHED),
+    _rule("", "services", "list create patch delete", Where.WATCHED),
+    _rule("", "serviceaccounts", "get create patch delete", Where.WATCHED),
+    _rule("rbac.authorization.k8s.io", "rolebindings", "get create patch delete", Where.WATCHED),
+    _rule(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "bind",
+        Where.WATCHED,
+        resource_name_value="gateway.clusterRole",
+        resource_name_default=f"{RELEASE}-gateway",
+    ),
     _rule("", "pods", "list patch", Where.WATCHED),
     _rule("", "events", "create", Where.WATCHED),
     _rule("autoscaling", "horizontalpodautoscalers", "list", Where.WATCHED),
@@ -77,6 +90,14 @@ DOCUMENTED: tuple[Rule, ...] = (
 )
 
 
+# What each pool's gateway may do, in its pool's namespace: the rules of the gateway ClusterRole
+# (bound per pool by the operator, not by the chart).
+GATEWAY_DOCUMENTED: tuple[Rule, ...] = (
+    _rule("", "pods", "get list watch", Where.WATCHED),
+    _rule("chiron.io", "llmservingpools", "get watch", Where.WATCHED),
+)
+
+
 class Grant(NamedTuple):
     namespace: str  # CLUSTER for a cluster-wide grant
     group: str
@@ -105,7 +126,7 @@ def expected_grants(values: Mapping[str, Any], release_namespace: str) -> set[Gr
             continue
         names: list[str | None] = [None]
         if rule.resource_name_value is not None:
-            named = _value(values, rule.resource_name_value)
+            named = _value(values, rule.resource_name_value) or rule.resource_name_default
             names = list(named) if isinstance(named, list) else [named] if named else []
             if not names:
                 continue

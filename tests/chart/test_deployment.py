@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from chiron_operator.operator.main import parse_args
 from tests.chart.support import (
     CASES,
     NAMESPACE,
@@ -163,6 +164,18 @@ def test_image_defaults_to_the_app_version_and_honours_a_digest() -> None:
     assert operator_container("default")["image"] == "ghcr.io/chiron-operator/chiron-operator:0.1.0"
     digest = merged_values("cluster-scope-values")["image"]["digest"]
     assert operator_container("cluster-scope-values")["image"].endswith(f"@{digest}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_gateways_run_the_operators_image_unless_told_otherwise(case: str) -> None:
+    values = merged_values(case)
+    container = operator_container(case)
+    image = env_of(container)["CHIRON_GATEWAY_IMAGE"]["value"]
+    assert image == (values["gateway"]["image"] or container["image"])
+    role = values["gateway"]["clusterRole"] or "chiron-operator-gateway"
+    assert flag_values(container["args"], "--gateway-cluster-role") == [role]
+    # The flags must be the operator's own (the argparse it runs).
+    assert parse_args(container["args"]).gateway_cluster_role == role
 
 
 def test_existing_service_account_is_used_not_created() -> None:

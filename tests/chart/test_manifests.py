@@ -123,9 +123,9 @@ def test_custom_validation_rejects_unknown_and_unvendored_fields() -> None:
     unvendored = copy.deepcopy(monitor)
     unvendored["spec"]["endpoints"][0]["tlsConfig"] = {"insecureSkipVerify": True}
     assert custom_errors(unvendored)
-    pods = one(objects(DEFAULT), "PodMonitor")
-    pods["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = "rename"
-    assert custom_errors(pods)
+    for pods in of_kind(objects(DEFAULT), "PodMonitor"):
+        pods["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = "rename"
+        assert custom_errors(pods)
     rule = one(objects(DEFAULT), "PrometheusRule")
     rule["spec"]["groups"][1]["rules"][0]["for"] = "ten minutes"
     assert custom_errors(rule)

@@ -5,8 +5,9 @@ Debian's Prometheus build has no Kubernetes service discovery, so each job's
 `kubernetes_sd_configs` is replaced by static targets that carry the `__meta_kubernetes_*` labels
 Kubernetes discovery would attach. The jobs' own relabelling then runs unchanged: the vLLM pod's
 series must arrive with namespace, pod, pool and role; other pods, other ports and finished pods
-must be dropped; the operator's series must keep their own `namespace` (the pool's); and the
-chart's recording rules must evaluate on the result.
+must be dropped; the gateway's series must arrive with the gateway pod's namespace, pod and
+pool next to their own `target_pod`; the operator's series must keep their own `namespace` (the
+pool's); and the chart's recording rules must evaluate on the result.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ vllm:num_requests_running{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruc
 # TYPE vllm:num_requests_waiting gauge
 vllm:num_requests_waiting{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 5.0
 """
+GATEWAY_BODY = """\
+# TYPE chiron_gateway_pod_cap_seqs gauge
+chiron_gateway_pod_cap_seqs{target_pod="chat-mixed-7d9c8-x2x9z",target_role="mixed"} 16.0
+"""
 OPERATOR_BODY = """\
 # TYPE chiron_slo_slack_ratio gauge
 chiron_slo_slack_ratio{namespace="llm",pool="chat",slo="ttft"} -0.1
@@ -56,6 +61,21 @@ VLLM_POD = {
     "__meta_kubernetes_pod_label_chiron_io_role": "mixed",
     "__meta_kubernetes_pod_labelpresent_chiron_io_role": "true",
 }
+GATEWAY_POD = {
+    "__meta_kubernetes_namespace": "llm",
+    "__meta_kubernetes_pod_name": "chat-gateway-5c4b7-q8w2e",
+    "__meta_kubernetes_pod_container_name": "gateway",
+    "__meta_kubernetes_pod_container_port_name": "http",
+    "__meta_kubernetes_pod_phase": "Running",
+    "__meta_kubernetes_pod_label_app_kubernetes_io_name": "chiron-gateway",
+    "__meta_kubernetes_pod_labelpresent_app_kubernetes_io_name": "true",
+    "__meta_kubernetes_pod_label_app_kubernetes_io_component": "gateway",
+    "__meta_kubernetes_pod_labelpresent_app_kubernetes_io_component": "true",
+    "__meta_kubernetes_pod_label_app_kubernetes_io_managed_by": "chiron-operator",
+    "__meta_kubernetes_pod_labelpresent_app_kubernetes_io_managed_by": "true",
+    "__meta_kubernetes_pod_label_chiron_io_pool": "chat",
+    "__meta_kubernetes_pod_labelpresent_chiron_io_pool": "true",
+}
 OPERATOR_ENDPOINT = {
     "__meta_kubernetes_namespace": "chiron-system",
     "__meta_kubernetes_pod_name": "chiron-operator-6f7d9-abcde",
@@ -71,7 +91,11 @@ OPERATOR_ENDPOINT = {
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    bodies: ClassVar[dict[str, str]] = {"/vllm": VLLM_BODY, "/operator": OPERATOR_BODY}
+    bodies: ClassVar[dict[str, str]] = {
+        "/vllm": VLLM_BODY,
+        "/gateway": GATEWAY_BODY,
+        "/operator": OPERATOR_BODY,
+    }
 
     def do_GET(self) -> None:
         body = self.bodies.get(self.path)
@@ -127,8 +151,9 @@ def jobs() -> dict[str, dict[str, Any]]:
 
 def test_discovery_is_what_the_monitors_select() -> None:
     found = jobs()
-    assert set(found) == {"chiron-operator-metrics", "chiron-vllm"}
+    assert set(found) == {"chiron-operator-metrics", "chiron-vllm", "chiron-gateway"}
     assert found["chiron-vllm"]["kubernetes_sd_configs"] == [{"role": "pod"}]
+    assert found["chiron-gateway"]["kubernetes_sd_configs"] == [{"role": "pod"}]
     assert found["chiron-operator-metrics"]["kubernetes_sd_configs"] == [
         {"role": "endpointslice", "namespaces": {"names": ["chiron-system"]}}
     ]
@@ -169,6 +194,8 @@ def prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "rule_files": [str(PLAIN / "chiron.rules.yaml")],
         "scrape_configs": [
             static_job(found["chiron-vllm"], targets, "/vllm", [VLLM_POD, *dropped]),
+            # The vLLM pod is offered to the gateway job too: it must not scrape it.
+            static_job(found["chiron-gateway"], targets, "/gateway", [GATEWAY_POD, VLLM_POD]),
             static_job(
                 found["chiron-operator-metrics"],
                 targets,
@@ -230,6 +257,24 @@ def test_vllm_series_gain_namespace_pod_pool_and_role(prometheus: str) -> None:
     # and the pod not managed by the operator are dropped by the job's relabelling.
     up = query(prometheus, 'up{job="chiron-vllm"}')
     assert len(up) == 1
+
+
+def test_gateway_series_gain_namespace_pod_and_pool(prometheus: str) -> None:
+    found = wait_for(prometheus, "chiron_gateway_pod_cap_seqs", time.monotonic() + 15)
+    assert [s["metric"] for s in found] == [
+        {
+            "__name__": "chiron_gateway_pod_cap_seqs",
+            "container": "gateway",
+            "instance": found[0]["metric"]["instance"],
+            "job": "chiron-gateway",
+            "namespace": "llm",
+            "pod": "chat-gateway-5c4b7-q8w2e",
+            "pool": "chat",
+            "target_pod": "chat-mixed-7d9c8-x2x9z",
+            "target_role": "mixed",
+        }
+    ]
+    assert len(query(prometheus, 'up{job="chiron-gateway"}')) == 1
 
 
 def test_operator_series_keep_the_pools_namespace(prometheus: str) -> None:

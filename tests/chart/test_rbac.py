@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
 from tests.chart.rbac import (
     CLUSTER,
     DOCUMENTED,
+    GATEWAY_DOCUMENTED,
+    RELEASE,
     Where,
     allows,
     expected_grants,
@@ -27,6 +30,32 @@ from tests.chart.support import (
 
 RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
 DANGEROUS_VERBS = {"delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
+# The gateway's objects, deleted when a pool's gateway is disabled; nothing else is deleted.
+DELETABLE = {"deployments", "services", "serviceaccounts", "rolebindings"}
+
+
+def gateway_role_name(case: str) -> str:
+    return str(merged_values(case)["gateway"]["clusterRole"] or f"{RELEASE}-gateway")
+
+
+def gateway_role(case: str) -> dict[str, Any] | None:
+    name = gateway_role_name(case)
+    roles = [r for r in of_kind(objects(case), "ClusterRole") if r["metadata"]["name"] == name]
+    return roles[0] if roles else None
+
+
+def _dangerous_use_is_allowed(rule: dict[str, Any], case: str) -> bool:
+    """`delete` only of the gateway's object kinds; `bind` only of the gateway ClusterRole."""
+    verbs = set(rule["verbs"]) & DANGEROUS_VERBS
+    if verbs == {"delete"}:
+        return set(rule["resources"]) <= DELETABLE
+    if verbs == {"bind"}:
+        return (
+            rule["apiGroups"] == ["rbac.authorization.k8s.io"]
+            and rule["resources"] == ["clusterroles"]
+            and rule.get("resourceNames") == [gateway_role_name(case)]
+        )
+    return not verbs
 
 
 def service_account(case: str) -> tuple[str, str]:
@@ -41,7 +70,7 @@ def test_rules_have_no_wildcards_and_no_dangerous_verbs(case: str) -> None:
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert all("*" not in item for item in rule.get(key, [])), (role, rule)
-            assert not set(rule["verbs"]) & DANGEROUS_VERBS, rule
+            assert _dangerous_use_is_allowed(rule, case), rule
             assert "nonResourceURLs" not in rule
 
 
@@ -91,12 +120,14 @@ def test_rules_equal_the_documented_list(case: str) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_role_is_bound_to_the_operator_only(case: str) -> None:
+    """Every Role and ClusterRole but the gateway's, which the operator binds per pool."""
     objs = objects(case)
     roles = {
         (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
         for o in objs
         if o["kind"] in ("Role", "ClusterRole")
     }
+    roles.discard(("ClusterRole", None, gateway_role_name(case)))
     bound = set()
     for binding in of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding"):
         assert binding["subjects"] == [
@@ -110,6 +141,44 @@ def test_every_role_is_bound_to_the_operator_only(case: str) -> None:
         namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
         bound.add((ref["kind"], namespace, ref["name"]))
     assert bound == roles
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_gateway_role_is_exactly_its_documented_rules(case: str) -> None:
+    role = gateway_role(case)
+    assert role is not None
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    documented = {(r.group, r.resource, v) for r in GATEWAY_DOCUMENTED for v in r.verbs}
+    assert granted == documented
+    assert not any("resourceNames" in rule for rule in role["rules"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_operator_may_bind_the_gateway_role_where_it_serves_and_nothing_else(case: str) -> None:
+    values = merged_values(case)
+    granted = rendered_grants(objects(case), service_account(case))
+    name = gateway_role_name(case)
+    rbac = "rbac.authorization.k8s.io"
+    for namespace in values["watchNamespaces"] or ["anywhere"]:
+        assert allows(granted, namespace, rbac, "clusterroles", "bind", name)
+        assert not allows(granted, namespace, rbac, "clusterroles", "bind", "cluster-admin")
+        assert allows(granted, namespace, rbac, "rolebindings", "create")
+    assert not {g for g in granted if g.resource == "clusterroles" and g.verb != "bind"}
+
+
+def test_rbac_off_renders_no_gateway_role_but_the_operator_still_names_it() -> None:
+    values = {"rbac": {"create": False}, "gateway": {"clusterRole": "platform-gateway"}}
+    objs = parse(render(values))
+    assert not of_kind(objs, "ClusterRole")
+    (operator,) = of_kind(objs, "Deployment")
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--gateway-cluster-role") + 1] == "platform-gateway"
 
 
 def test_namespaced_scope_grants_nothing_cluster_wide_but_crd_discovery() -> None:
@@ -178,10 +247,10 @@ def test_rbac_off_renders_no_rbac() -> None:
     assert not [o for o in objs if o["kind"] in RBAC_KINDS]
 
 
-def test_install_guide_lists_the_same_rules() -> None:
-    """docs/INSTALL.md's permission table is the documented list, row for row."""
+def _install_table(marker: str) -> tuple[str, set[tuple[str, str, frozenset[str]]]]:
+    """A marked table of docs/INSTALL.md, and its (group, resource, verbs) rows."""
     text = (ROOT / "docs" / "INSTALL.md").read_text()
-    table = text.split("<!-- BEGIN rbac -->")[1].split("<!-- END rbac -->")[0]
+    table = text.split(f"<!-- BEGIN {marker} -->")[1].split(f"<!-- END {marker} -->")[0]
     rows = set()
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -191,6 +260,17 @@ def test_install_guide_lists_the_same_rules() -> None:
         resource = cells[1].strip("`")
         verbs = frozenset(re.split(r",\s*", cells[2]))
         rows.add((group, resource, verbs))
+    return table, rows
+
+
+def test_install_guide_lists_the_gateways_rules() -> None:
+    _, rows = _install_table("gateway-rbac")
+    assert rows == {(r.group, r.resource, r.verbs) for r in GATEWAY_DOCUMENTED}
+
+
+def test_install_guide_lists_the_same_rules() -> None:
+    """docs/INSTALL.md's permission table is the documented list, row for row."""
+    table, rows = _install_table("rbac")
     assert rows == {(r.group, r.resource, r.verbs) for r in DOCUMENTED}
     # Every place the table names must be one of the rules' places.
     assert {w.value for w in Where} >= {

@@ -79,7 +79,8 @@ def test_kustomizations_build_and_validate(folder: str) -> None:
 def test_example_overlay_adds_monitoring_and_its_patches() -> None:
     built = kustomize_build(KUSTOMIZE / "overlays" / "example")
     monitors = [o for o in built if o["kind"] in MONITORING_KINDS]
-    assert len(monitors) == len(MONITORING_KINDS)
+    # Two PodMonitors: the vLLM pods' and the gateways'.
+    assert sorted(o["kind"] for o in monitors) == sorted([*MONITORING_KINDS, "PodMonitor"])
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     dashboards = [o for o in built if o["kind"] == "ConfigMap"]

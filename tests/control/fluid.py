@@ -33,6 +33,8 @@ class FluidPool:
     sample_age_s: float = 5.0
     replicas: dict[Role, int] = field(default_factory=dict)
     max_num_seqs: dict[Role, int] = field(default_factory=dict)
+    # A gateway's cap per role (the fast path): pods run min(--max-num-seqs, this).
+    gateway_caps: dict[Role, int] = field(default_factory=dict)
 
     def _pod(self, role: Role, index: int, running: float, waiting: float, cap: int) -> PodSignals:
         itl_s = self.itl_base_s + self.itl_per_seq_s * running
@@ -54,12 +56,13 @@ class FluidPool:
 
     def _role(self, role: Role, per_pod: float) -> RoleSnapshot:
         count = self.replicas.get(role, 0)
-        cap = self.max_num_seqs.get(role, 64)
+        ceiling = self.max_num_seqs.get(role, 64)
+        cap = min(ceiling, self.gateway_caps.get(role, ceiling))
         pods = tuple(
             self._pod(role, i, min(per_pod, cap), max(0.0, per_pod - cap), cap)
             for i in range(count)
         )
-        return RoleSnapshot(role, count, count, 0, cap, pods)
+        return RoleSnapshot(role, count, count, 0, ceiling, pods)
 
     def snapshot(self, now_s: float) -> PoolSnapshot:
         serving = self.replicas.get(Role.INTERACTIVE, 0) + self.replicas.get(Role.MIXED, 0)

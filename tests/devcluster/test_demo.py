@@ -12,11 +12,18 @@ import pytest
 
 from chiron_operator.api import parse_spec, validate_spec
 from chiron_operator.core.enums import RequestClass, Role
-from chiron_operator.devcluster.demo.batch_gateway import METRIC, BatchGateway, BatchRequest
 from chiron_operator.devcluster.demo.cli import DRAIN_GRACE_CAP_S
 from chiron_operator.devcluster.demo.clients import InteractiveResult
-from chiron_operator.devcluster.demo.report import DemoRecord, scaling_actions, summarise
-from chiron_operator.devcluster.demo.traffic import Completion, endpoints_of
+from chiron_operator.devcluster.demo.report import (
+    DemoRecord,
+    RoleSample,
+    Sample,
+    batch_size_moves,
+    scaling_actions,
+    summarise,
+)
+from chiron_operator.devcluster.demo.run import count_outcomes
+from chiron_operator.devcluster.demo.traffic import Completion, endpoints_of, gateway_endpoint
 from chiron_operator.devcluster.demo.workload import (
     MAX_BATCH_OUTPUT,
     MAX_PROMPT,
@@ -38,7 +45,8 @@ def test_the_demo_pool_is_valid_and_its_slos_follow_the_time_scale(time_scale: f
     assert validate_spec(spec) == []
     assert spec["slo"]["interactiveTtftS"] == pytest.approx(2.0 / time_scale)
     assert spec["slo"]["interactiveItlS"] == pytest.approx(0.1 / time_scale)
-    assert "chiron_demo_batch_queued_requests" in spec["batchQueue"]["queuedRequestsQuery"]
+    assert "chiron_gateway_batch_queued_requests" in spec["batchQueue"]["queuedRequestsQuery"]
+    assert parse_spec(spec).gateway.enabled
 
 
 def test_the_demo_pods_drain_in_full() -> None:
@@ -86,15 +94,40 @@ def test_a_shorter_demo_keeps_the_story() -> None:
     assert short.batch_requests == DemoPlan().batch_requests // 2
 
 
-def test_the_gateway_exports_its_queue_per_deadline() -> None:
-    gateway = BatchGateway("demo", "m", balancer=None, session=None)  # type: ignore[arg-type]
-    for request_id, deadline in ((1, 200.0), (2, 100.0), (3, 100.0)):
-        gateway.submit(BatchRequest(request_id, 0.0, deadline, 10, 10))
-    text = gateway.exposition()
-    assert f'{METRIC}{{pool="demo",deadline="100"}} 2' in text
-    assert f'{METRIC}{{pool="demo",deadline="200"}} 1' in text
-    assert gateway.queued == 3
-    assert gateway.queued_by_deadline() == {100.0: 2, 200.0: 1}
+def test_the_gateway_is_the_ready_gateway_pod_with_its_port() -> None:
+    def pod(name: str, component: str, ready: bool) -> dict[str, object]:
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/component": component},
+                "annotations": {"devcluster.chiron.io/port": "8123"},
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+        }
+
+    found = gateway_endpoint(
+        [
+            pod("demo-mixed-1", "mixed", True),
+            pod("demo-gateway-b", "gateway", True),
+            pod("demo-gateway-a", "gateway", False),
+        ]
+    )
+    assert found is not None and (found.pod, found.port) == ("demo-gateway-b", 8123)
+    assert gateway_endpoint([pod("demo-gateway-a", "gateway", False)]) is None
+
+
+def test_the_gateway_counters_are_read_from_its_metrics() -> None:
+    text = """# TYPE chiron_gateway_requests counter
+chiron_gateway_requests_total{class="interactive",outcome="routed"} 7.0
+chiron_gateway_requests_total{class="batch",outcome="routed"} 3.0
+chiron_gateway_requests_total{class="interactive",outcome="refused"} 1.0
+chiron_gateway_requests_total{class="batch",outcome="completed"} 3.0
+# TYPE chiron_gateway_batch_preemptions counter
+chiron_gateway_batch_preemptions_total{target_pod="m-1"} 2.0
+chiron_gateway_batch_preemptions_total{target_pod="m-2"} 1.0
+"""
+    found = count_outcomes(text, {"routed": 0, "refused": 0, "queued": 0, "batch_preemptions": 0})
+    assert found == {"routed": 10, "refused": 1, "queued": 0, "batch_preemptions": 3}
 
 
 def test_endpoints_are_the_ready_pods_of_a_class_with_their_batch_size() -> None:
@@ -141,14 +174,31 @@ def test_the_summary_counts_what_was_measured() -> None:
         {"type": "Normal", "message": "batch batchSize 32 -> 48: grow"},
         {"type": "Warning", "message": "MetricsUnavailable"},
     ]
+    record.gateway = {"routed": 4}
+    record.samples = [_sample(t, target) for t, target in ((0.0, 8), (1.0, 8), (2.0, 6), (3.0, 8))]
     summary = summarise(record)
     assert summary["interactive_slo_attainment"] == pytest.approx(0.25)
     assert summary["batch_deadline_attainment"] == 0.0
+    # Two target moves the gateway applied, one ceiling change that restarted pods.
     assert (summary["scale_ups"], summary["scale_downs"], summary["batch_size_changes"]) == (
         1,
         1,
-        1,
+        3,
     )
+    assert summary["batch_size_restarts"] == 1 and summary["gateway"] == {"routed": 4}
     assert summary["decisions"] == {"InteractiveBackpressureHigh": 1}
     assert scaling_actions([]) == {}
     assert math.isfinite(summary["interactive_ttft_p95_s"])
+
+
+def _sample(t_s: float, mixed_target: int) -> Sample:
+    roles = {
+        role: RoleSample(1, 1, 32, mixed_target if role == "mixed" else None, 0.0, 0.0)
+        for role in ("interactive", "mixed", "batch")
+    }
+    return Sample(t_s, roles, 0, 0, 0, 0, 0, 0, "", {})
+
+
+def test_batch_size_moves_count_target_changes_only() -> None:
+    assert batch_size_moves([_sample(0.0, 8), _sample(1.0, 8)]) == 0
+    assert batch_size_moves([_sample(0.0, 8), _sample(1.0, 4), _sample(2.0, 8)]) == 2

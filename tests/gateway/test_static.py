@@ -77,7 +77,10 @@ async def test_interactive_cuts_off_batch_work_on_a_full_mixed_pod() -> None:
         assert fast_value(engine, "vllm:num_preemptions_total") == 0.0  # vLLM preempted nothing
         assert sample_value(engine, "vllm:request_success_total", finished_reason="abort") == 1
         text = await gw.metrics()
-        assert sample_value(text, "chiron_gateway_batch_preemptions_total", pod="mixed-0") == 1
+        preempted = sample_value(
+            text, "chiron_gateway_batch_preemptions_total", target_pod="mixed-0"
+        )
+        assert preempted == 1
         assert counted(text, "batch", "completed") == 2
 
 
@@ -137,7 +140,7 @@ async def test_a_new_target_batch_size_applies_at_once_without_a_restart() -> No
         stop.set()
         assert (await watcher)["interactive-0"] == 4.0
         text = await gw.metrics()
-        assert sample_value(text, "chiron_gateway_pod_cap_seqs", pod="interactive-0") == 4
+        assert sample_value(text, "chiron_gateway_pod_cap_seqs", target_pod="interactive-0") == 4
 
 
 async def test_two_gateway_replicas_together_keep_a_pod_within_its_cap() -> None:

@@ -23,6 +23,8 @@ from chiron_operator.kube import (
     find_conflicts,
     max_num_seqs_patch,
 )
+from chiron_operator.kube.client import ROLE_BINDINGS, SERVICE_ACCOUNTS
+from chiron_operator.kube.gateway import build_gateway_role_binding, build_gateway_service_account
 from tests.kube.support import SPEC, container, deployment
 
 NS = "llm"
@@ -90,6 +92,30 @@ async def test_services_and_listing_by_pool(kube: KubeClient, ns: str, uid: str)
         "llama-70b-mixed",
     ]
     assert await run(kube.get_deployment, ns, "missing") is None
+
+
+async def test_gateway_accounts_and_bindings_by_name(kube: KubeClient, ns: str, uid: str) -> None:
+    """Get, create, patch and delete by collection; the pool's deletion takes them along."""
+    account = build_gateway_service_account("llama-70b", ns, uid)
+    binding = build_gateway_role_binding("llama-70b", ns, uid, cluster_role="chiron-gateway")
+    name = "llama-70b-gateway"
+    for collection, body in ((SERVICE_ACCOUNTS, account), (ROLE_BINDINGS, binding)):
+        assert await run(kube.get_named, collection, ns, name) is None
+        created = await run(kube.create_in, collection, body)
+        with pytest.raises(KubeApiError) as taken:
+            await run(kube.create_in, collection, body)
+        assert taken.value.conflict
+        patch = {"metadata": {"labels": {"team": "llm"}}}
+        patched = await run(kube.patch_named, collection, ns, name, patch)
+        assert patched["metadata"]["labels"]["team"] == "llm"
+        assert patched["metadata"]["uid"] == created["metadata"]["uid"]
+    found = await run(kube.get_named, ROLE_BINDINGS, ns, name)
+    assert found["roleRef"]["name"] == "chiron-gateway"
+    assert await run(kube.delete_named, ROLE_BINDINGS, ns, name) is True
+    assert await run(kube.delete_named, ROLE_BINDINGS, ns, name) is False
+    pools = f"/apis/chiron.io/v1alpha1/namespaces/{ns}/llmservingpools/llama-70b"
+    await run(kube.request, "DELETE", pools)
+    assert await run(kube.get_named, SERVICE_ACCOUNTS, ns, name) is None
 
 
 async def test_pods_by_role_and_deletion_costs(kube: KubeClient, ns: str) -> None:

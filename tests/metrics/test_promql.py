@@ -184,6 +184,17 @@ def test_from_spec() -> None:
         queue_query="sum by (d) (q)",
         deadline_label="d",
         itl_window_s=30.0,  # two 15 s scrapes, within the 30 s window
+        gateway=True,  # the gateway is on by default: its per-class series join the running query
     )
     assert PoolQuery.from_spec("prod", "llama", spec, length_window_s=900.0).length_window_s == 900
+    running = query.queries()[Signal.RUNNING]
+    assert 'chiron_gateway_in_flight_requests{ns="prod"' not in running  # default labels
+    assert 'chiron_gateway_in_flight_requests{namespace="prod",target_pod=~"llama-' in running
+    assert 'class="interactive"' in running and "chiron_gateway_pod_cap_seqs" in running
+    without = PoolQuery.from_spec(
+        "prod",
+        "llama",
+        spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"enabled": False})}),
+    )
+    assert "chiron_gateway" not in without.queries()[Signal.RUNNING]
     assert "histogram_quantile(0.99, " in query.queries()[Signal.ITL]

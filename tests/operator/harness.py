@@ -32,6 +32,8 @@ DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"
 SERVICES = "/api/v1/namespaces/{namespace}/services"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 HPAS = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
+SERVICE_ACCOUNTS = "/api/v1/namespaces/{namespace}/serviceaccounts"
+ROLE_BINDINGS = "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 MERGE = "application/merge-patch+json"
 INTERVAL_S = 1.0
@@ -159,9 +161,28 @@ class Pools:
         )
 
     def deployments(self, pool: str) -> dict[str, Json]:
-        """The pool's Deployments by role."""
+        """The pool's role Deployments by role (the gateway's is in `gateway_objects`)."""
         found = self.kube.list_deployments(self.namespace, pool)
-        return {d["metadata"]["labels"]["chiron.io/role"]: d for d in found}
+        return {
+            d["metadata"]["labels"]["chiron.io/role"]: d
+            for d in found
+            if "chiron.io/role" in d["metadata"]["labels"]
+        }
+
+    def gateway_objects(self, pool: str) -> dict[str, Json]:
+        """The pool's gateway objects that exist, by kind (Deployment, Service,
+        ServiceAccount, RoleBinding)."""
+        paths = {
+            "Deployment": (DEPLOYMENTS, f"{pool}-gateway"),
+            "Service": (SERVICES, pool),
+            "ServiceAccount": (SERVICE_ACCOUNTS, f"{pool}-gateway"),
+            "RoleBinding": (ROLE_BINDINGS, f"{pool}-gateway"),
+        }
+        found = {
+            kind: self.kube.get_named(collection, self.namespace, name)
+            for kind, (collection, name) in paths.items()
+        }
+        return {kind: obj for kind, obj in found.items() if obj is not None}
 
     def deployment(self, pool: str, role: str) -> Json | None:
         return self.kube.get_deployment(self.namespace, f"{pool}-{role}")

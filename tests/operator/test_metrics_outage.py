@@ -46,6 +46,8 @@ def test_prometheus_outage_holds_the_pool_and_recovery_releases_it(
         prometheus.url,
         roles={"mixed": fixed(2, 3)},
         tuning={"guards": {"scaleDownStabilizationS": 2, "metricsStalenessS": 5}},
+        # The load goes straight to the pods: this is the pool without its gateway.
+        gateway={"enabled": False},
     )
     pools.create(POOL, spec)
     try:

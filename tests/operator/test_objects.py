@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from chiron_operator.operator.context import DEFAULT_GATEWAY_IMAGE
 from tests.operator.conftest import OPERATOR, Env
 from tests.operator.harness import MODEL, fixed, pool_spec, wait_for
 from tests.operator.rbac_check import chart_grants, denied, namespaced_values
@@ -34,10 +36,12 @@ def created(plane: Env) -> Iterator[dict[str, Any]]:
     try:
         wait_for(
             lambda: (
-                len(plane.pools.deployments(POOL)) == 3 and len(plane.pools.services(POOL)) == 2
+                len(plane.pools.deployments(POOL)) == 3
+                and len(plane.pools.services(POOL)) == 3
+                and len(plane.pools.gateway_objects(POOL)) == 4
             ),
             timeout_s=10,
-            what="three Deployments and two Services",
+            what="three Deployments, three Services and the gateway's objects",
         )
         yield pool
     finally:
@@ -92,7 +96,7 @@ def test_services_select_the_pods_of_each_traffic_class(
     plane: Env, created: dict[str, Any]
 ) -> None:
     services = plane.pools.services(POOL)
-    assert set(services) == {f"{POOL}-interactive", f"{POOL}-batch"}
+    assert set(services) == {POOL, f"{POOL}-interactive", f"{POOL}-batch"}
     for request_class in ("interactive", "batch"):
         service = services[f"{POOL}-{request_class}"]
         _owner_is_the_pool(service, created)
@@ -120,6 +124,69 @@ def test_the_objects_are_the_operators(plane: Env, created: dict[str, Any]) -> N
     deployments = plane.pools.deployments(POOL)
     assert {d["metadata"]["name"] for d in deployments.values()} == names
     assert all(d["metadata"]["generation"] == 1 for d in deployments.values())
+
+
+def test_the_gateway_is_the_pools_entrypoint(plane: Env, created: dict[str, Any]) -> None:
+    found = plane.pools.gateway_objects(POOL)
+    for obj in found.values():
+        _owner_is_the_pool(obj, created)
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == "gateway"
+        assert "chiron.io/role" not in labels
+    deployment = found["Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{POOL}-gateway"
+    (container,) = pod["containers"]
+    assert container["command"] == ["chiron-gateway"]
+    args = container["args"]
+    assert args[:4] == ["--pool", POOL, "--namespace", plane.pools.namespace]
+    assert container["image"] == os.environ.get("CHIRON_GATEWAY_IMAGE", DEFAULT_GATEWAY_IMAGE)
+    service = found["Service"]["spec"]
+    assert service["selector"] == {"chiron.io/pool": POOL, "app.kubernetes.io/component": "gateway"}
+    assert service["ports"][0]["port"] == 80
+    assert found["RoleBinding"]["roleRef"]["name"] == "chiron-gateway"
+    assert found["RoleBinding"]["subjects"][0]["name"] == f"{POOL}-gateway"
+
+
+def test_status_names_the_endpoint(plane: Env, created: dict[str, Any]) -> None:
+    found = wait_for(
+        lambda: plane.pools.status(POOL).get("gateway"), timeout_s=10, what="status.gateway"
+    )
+    # No pod runs on this cluster: the gateway Deployment exists, none of its pods is ready.
+    assert found == {
+        "endpoint": f"http://{POOL}.{plane.pools.namespace}.svc:80",
+        "replicas": 1,
+        "readyReplicas": 0,
+    }
+
+
+def test_disabling_the_gateway_removes_it_and_enabling_brings_it_back(plane: Env) -> None:
+    pool = "objects-gateway"
+    plane.pools.create(pool, pool_spec(plane.prometheus.url, gateway={"replicas": 2}))
+    try:
+        wait_for(lambda: len(plane.pools.gateway_objects(pool)) == 4, timeout_s=10, what="gateway")
+        plane.pools.patch_spec(pool, {"gateway": {"enabled": False}})
+        wait_for(
+            lambda: (
+                not plane.pools.gateway_objects(pool)
+                and not plane.pools.status(pool).get("gateway")
+            ),
+            timeout_s=10,
+            what="the gateway's objects and status gone",
+        )
+        # The pool itself is untouched: its role Deployments and class Services stay.
+        assert set(plane.pools.deployments(pool)) == {"interactive", "mixed"}
+        assert set(plane.pools.services(pool)) == {f"{pool}-interactive", f"{pool}-batch"}
+        plane.pools.patch_spec(pool, {"gateway": {"enabled": True, "replicas": 3}})
+        found = wait_for(
+            lambda: plane.pools.gateway_objects(pool).get("Deployment"),
+            timeout_s=10,
+            what="the gateway back",
+        )
+        assert found["spec"]["replicas"] == 3
+    finally:
+        plane.pools.delete(pool)
 
 
 def test_a_role_with_max_zero_gets_no_deployment(plane: Env) -> None:

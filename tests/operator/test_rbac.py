@@ -2,9 +2,10 @@
 
 The scenario modules of this package each check their own operator's calls against the
 namespaced scope (a Role per watched namespace). Here a cluster-wide operator (the chart's
-default values: every namespace, a ClusterKopfPeering) runs a pool through its life: creation,
-a Prometheus token Secret named by the pool, a scale-up, an HPA conflict, an invalid spec, and
-deletion. How requests map to RBAC attributes is tested first, on its own.
+default values: every namespace, a ClusterKopfPeering) runs a pool through its life: creation
+(with its gateway), a Prometheus token Secret named by the pool, a scale-up, the gateway
+disabled, an HPA conflict, an invalid spec, and deletion. How requests map to RBAC attributes
+is tested first, on its own.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def lifecycle(cluster_wide: ClusterWide) -> ClusterWide:
     )
     pools.patch_spec("lifecycle", {"roles": {"mixed": {"minReplicas": 2}}})
     wait_for(lambda: pools.replicas("lifecycle", "mixed") == 2, timeout_s=10, what="scale-up")
+    wait_for(lambda: len(pools.gateway_objects("lifecycle")) == 4, timeout_s=10, what="gateway")
+    pools.patch_spec("lifecycle", {"gateway": {"enabled": False}})
+    wait_for(lambda: not pools.gateway_objects("lifecycle"), timeout_s=10, what="gateway removed")
     pools.create_hpa("lifecycle-hpa", "lifecycle-mixed")
     wait_for(
         lambda: condition_is(pools, "lifecycle", "Conflict", "True"), timeout_s=10, what="conflict"
@@ -165,6 +169,12 @@ def test_a_cluster_wide_operator_needs_nothing_the_default_values_do_not_grant(
         ("autoscaling", "horizontalpodautoscalers", "list"),
         ("kopf.dev", "clusterkopfpeerings", "patch"),
         ("", "secrets", "get"),
+        ("", "serviceaccounts", "create"),
+        ("rbac.authorization.k8s.io", "rolebindings", "create"),
+        ("apps", "deployments", "delete"),
+        ("", "services", "delete"),
+        ("", "serviceaccounts", "delete"),
+        ("rbac.authorization.k8s.io", "rolebindings", "delete"),
     ):
         assert needed in covered, needed
     assert denied(calls, chart_grants(default_values([TOKEN_SECRET]))) == []

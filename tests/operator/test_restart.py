@@ -49,6 +49,8 @@ def test_a_restarted_operator_resumes_from_status_without_acting(live: Env) -> N
             "mixed": {"minReplicas": 2, "maxReplicas": 3, **FREE_BATCH},
         },
         tuning={"guards": {"scaleDownStabilizationS": 120}},
+        # The load goes straight to the pods: this is the pool without its gateway.
+        gateway={"enabled": False},
     )
     pools.create(POOL, spec)
     # One request per pod: enough to measure ITL, far from scaling out or growing batches.

@@ -50,7 +50,10 @@ def _sampled(env: Env) -> bool:
 def run(live: Env) -> Iterator[Run]:
     pools = live.pools
     spec = pool_spec(
-        live.prometheus.url, tuning={"guards": {"scaleDownStabilizationS": STABILIZATION_S}}
+        live.prometheus.url,
+        tuning={"guards": {"scaleDownStabilizationS": STABILIZATION_S}},
+        # The load goes straight to the pods: this is the pool without its gateway.
+        gateway={"enabled": False},
     )
     pools.create(POOL, spec)
     load = Load(live.stack, pools.namespace, POOL, concurrency=CONCURRENCY)

@@ -77,7 +77,8 @@ def test_recommend_posts_one_recommendation_while_it_stands() -> None:
 
 
 def test_unapplied_restarts_spend_no_restart_budget() -> None:
-    pool = observe_pool(roles=RESIZABLE, tuning=QUICK_RESTARTS)
+    # The slow path (no gateway): every batch-size change is a restart.
+    pool = observe_pool(roles=RESIZABLE, tuning=QUICK_RESTARTS, gateway={"enabled": False})
     decided = [_mixed(pool.tick(), DecisionField.BATCH_SIZE) for _ in range(8)]
     assert decided[-1] == (6, Reason.RESTART_APPLIED)
     assert all(d == decided[-1] for d in decided[2:]), decided

@@ -61,6 +61,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end }}
 
+{{/* The ClusterRole the pools' gateways are bound to (the operator's --gateway-cluster-role). */}}
+{{- define "chiron-operator.gatewayClusterRole" -}}
+{{- default (printf "%s-gateway" (include "chiron-operator.fullname" .)) .Values.gateway.clusterRole -}}
+{{- end }}
+
+{{/* The image of the pools' gateways (the operator's $CHIRON_GATEWAY_IMAGE): its own by default. */}}
+{{- define "chiron-operator.gatewayImage" -}}
+{{- default (include "chiron-operator.image" .) .Values.gateway.image -}}
+{{- end }}
+
 {{/* The name of the kopf peering object(s). */}}
 {{- define "chiron-operator.peeringName" -}}
 {{- default (include "chiron-operator.fullname" .) .Values.peering.name -}}

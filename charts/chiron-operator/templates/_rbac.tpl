@@ -6,6 +6,8 @@ the rendered rules against it.
 "chiron-operator.rbac.poolRules": namespaced resources in the namespaces the operator serves.
 "chiron-operator.rbac.clusterRules": cluster-scoped resources; always in a ClusterRole.
 "chiron-operator.rbac.secretRules": the Prometheus token Secret, by name, in the release namespace.
+"chiron-operator.rbac.gatewayRules": what each pool's gateway may do, in its pool's namespace (a
+ClusterRole the operator binds there, per pool, with a RoleBinding).
 Pools' own token Secrets (`prometheus.poolAuthSecretNames`) are part of poolRules: they live in
 the pools' namespaces.
 */}}
@@ -19,16 +21,31 @@ the pools' namespaces.
 - apiGroups: ["chiron.io"]
   resources: ["llmservingpools/status"]
   verbs: ["get", "patch"]
-# One vLLM Deployment per role: read (get, list by the pool's labels), created, then scaled and
-# patched (--max-num-seqs). Polled each tick, never watched.
+# One vLLM Deployment per role and the gateway's (<pool>-gateway): read (get, list by the pool's
+# labels), created, then scaled and patched (--max-num-seqs). Polled each tick, never watched.
+# Deleted: the gateway's, when spec.gateway.enabled turns false.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "create", "patch"]
-# The Services of the traffic classes (<pool>-interactive, <pool>-batch): listed by the pool's
-# labels, created, or patched when the create finds one.
+  verbs: ["get", "list", "create", "patch", "delete"]
+# The Services of the traffic classes (<pool>-interactive, <pool>-batch) and the gateway's
+# (<pool>): listed by the pool's labels, created, or patched when the create finds one. Deleted:
+# the gateway's, when it is disabled.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "patch"]
+  verbs: ["list", "create", "patch", "delete"]
+# Each gateway's identity (<pool>-gateway) and its RoleBinding to the gateway ClusterRole: read by
+# name, created, patched, deleted when the gateway is disabled.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["rolebindings"]
+  verbs: ["get", "create", "patch", "delete"]
+# Binding the gateway ClusterRole, and no other role, without holding its permissions.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["clusterroles"]
+  resourceNames: [{{ include "chiron-operator.gatewayClusterRole" . | quote }}]
+  verbs: ["bind"]
 # vLLM pods: listed for readiness, patched with controller.kubernetes.io/pod-deletion-cost.
 - apiGroups: [""]
   resources: ["pods"]
@@ -87,4 +104,17 @@ the pools' namespaces.
   resources: ["secrets"]
   resourceNames: [{{ .Values.prometheus.authSecret.name | quote }}]
   verbs: ["get"]
+{{- end }}
+
+{{- define "chiron-operator.rbac.gatewayRules" -}}
+# The pool's pods: the vLLM pods it routes to (role, readiness, address, --max-num-seqs) and the
+# gateway replicas sharing the caps. Watched by label; get for a single pod.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# The pool: each role's target batch size from its status. Watched with a fieldSelector on
+# metadata.name, which the API server authorizes as `watch` (no list).
+- apiGroups: ["chiron.io"]
+  resources: ["llmservingpools"]
+  verbs: ["get", "watch"]
 {{- end }}

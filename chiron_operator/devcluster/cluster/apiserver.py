@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -370,5 +371,9 @@ def write_kubeconfig(
         "current-context": name,
     }
     target = Path(path)
-    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    # Atomically: a process starting meanwhile (a pod reading its identity's file) must never
+    # read half a file.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    partial.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(partial, target)
     return target

@@ -1,11 +1,12 @@
 """The whole dev cluster in one object: API server, kubelet, Prometheus, each client's identity.
 
 `DevStack` runs the API server and the kubelet stand-in on an event loop of their own, in a
-background thread, so that a caller may be synchronous (a pytest test, the demo's terminal
-loop) and block without stalling the cluster. The kubelet runs every Deployment of the operator
-as `chiron-emulator` processes and writes the file_sd file a private Prometheus scrapes every
-`scrape_interval_s`. Every API request is recorded in `audit` with the identity that made it:
-each client gets a kubeconfig whose bearer token is its name (`kubeconfig("operator-a")`).
+background thread, so that a caller may be synchronous (a pytest test, the demo's terminal loop)
+and block without stalling the cluster. The kubelet runs every Deployment of the operator as
+processes (`runtimes.PoolRuntime`: vLLM as `chiron-emulator`, the gateway as `chiron-gateway`) and
+writes the file_sd file a private Prometheus scrapes every `scrape_interval_s`. Every API request
+is recorded in `audit` with the identity that made it: each client gets a kubeconfig whose bearer
+token is its name (`kubeconfig("operator-a")`).
 
 Stopping the stack stops every process it started: pods first, then Prometheus, then the
 server. It is idempotent and safe to call from a `finally` or a signal handler's aftermath.
@@ -32,6 +33,7 @@ from chiron_operator.devcluster.cluster.audit import AuditLog
 from chiron_operator.devcluster.cluster.kubelet import Kubelet
 from chiron_operator.devcluster.cluster.processes import ContainerRuntime
 from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess, StaticJob
+from chiron_operator.devcluster.cluster.runtimes import PoolRuntime
 from chiron_operator.kube import KubeClient
 
 T = TypeVar("T")
@@ -139,9 +141,10 @@ class DevStack:
         )
         url, self._server = await start_apiserver(emulator=emulator)
         if self.options.pods:
-            runtime = ContainerRuntime(
+            vllm = ContainerRuntime(
                 EMULATOR, extra_args=("--host", "127.0.0.1", *self.options.emulator_args)
             )
+            runtime = PoolRuntime(vllm, kubeconfig=self.kubeconfig)
             self.kubelet = Kubelet(
                 url,
                 runtime,
@@ -187,7 +190,9 @@ class DevStack:
 
     def kubeconfig(self, identity: str) -> Path:
         """A kubeconfig whose bearer token is `identity` (how the audit log names the client)."""
-        path = self.options.workdir / "kubeconfigs" / identity
+        # The kubernetes client reads a kubeconfig path as a list split on ':' (as $KUBECONFIG),
+        # and ServiceAccount identities are full of colons.
+        path = self.options.workdir / "kubeconfigs" / identity.replace(":", "_")
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_kubeconfig(path, self.url, token=identity)
 

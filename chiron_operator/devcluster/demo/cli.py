@@ -3,12 +3,14 @@
 What runs (all on 127.0.0.1, all stopped at the end or on Ctrl-C):
 - the dev cluster's API server, and its kubelet stand-in starting `chiron-emulator` processes
   as the operator's Deployments ask for them (a 5 s cold start each);
-- a real Prometheus discovering the pods through file_sd and scraping every second, plus the
-  demo's batch gateway (its queue per deadline is what the pool's batchQueue query reads);
+- a real Prometheus discovering the pods through file_sd and scraping every second;
+- the pool's gateway (`chiron-gateway`, deployed by the operator, run by the kubelet stand-in
+  in Kubernetes mode against the dev cluster): the pool's one entrypoint, whose queue per
+  deadline is what the pool's batchQueue query reads;
 - the operator itself, as a separate process: `python -m chiron_operator --kubeconfig ...
   --namespace llm --standalone`;
-- the clients: an interactive surge replayed from the Azure conv trace, then a batch backlog
-  with a deadline (see `demo_workload` for the timeline).
+- the clients, through the gateway: an interactive surge replayed from the Azure conv trace,
+  then a batch backlog of batch-class requests with a deadline (see `workload` for the timeline).
 
 The terminal shows a live table; `demo-out/summary.json` and `demo-out/demo.png` are written at
 the end from what the clients measured and what the pool's status and Events say.
@@ -29,12 +31,11 @@ from types import FrameType
 from typing import Any, Final
 
 from chiron_operator.devcluster.cluster.operator_process import OperatorOptions, OperatorProcess
-from chiron_operator.devcluster.cluster.processes import free_port
-from chiron_operator.devcluster.cluster.prometheus import StaticJob
 from chiron_operator.devcluster.cluster.stack import DevStack, StackOptions
 from chiron_operator.devcluster.demo.plot import plot
 from chiron_operator.devcluster.demo.report import DemoRecord, render_table, summarise
 from chiron_operator.devcluster.demo.run import DemoClients, sample
+from chiron_operator.devcluster.demo.traffic import gateway_endpoint
 from chiron_operator.devcluster.demo.workload import (
     NAMESPACE,
     POOL,
@@ -43,6 +44,7 @@ from chiron_operator.devcluster.demo.workload import (
     pool_spec,
 )
 from chiron_operator.kube import KubeClient
+from chiron_operator.kube.labels import LABEL_POOL
 
 POOLS: Final = "/apis/chiron.io/v1alpha1/namespaces/{namespace}/llmservingpools"
 READY_TIMEOUT_S: Final = 45.0
@@ -82,19 +84,18 @@ class Demo:
         self.out = out
         self.workdir = workdir
         self.record = DemoRecord(plan)
-        self.gateway_port = free_port()
         self.stack = DevStack(
             StackOptions(
                 workdir=workdir,
                 namespaces=(NAMESPACE,),
                 pods_namespace=NAMESPACE,
                 emulator_args=emulator_args(plan),
-                static_jobs=(StaticJob("batch-gateway", (f"127.0.0.1:{self.gateway_port}",)),),
                 # Pods drain as the pool's spec.drain says, however long that is.
                 max_grace_s=DRAIN_GRACE_CAP_S,
             )
         )
         self.operator: OperatorProcess | None = None
+        self.gateway_counts: dict[str, int] = {}
         self.clients: DemoClients | None = None
         self.tty = sys.stdout.isatty()
 
@@ -114,9 +115,10 @@ class Demo:
         kube.request("POST", POOLS, params={"namespace": NAMESPACE}, body=body)
         self._say(f"pool {NAMESPACE}/{POOL} applied; waiting for its first pods and metrics")
         self._wait_ready(kube)
-        self.clients = DemoClients(self.stack, self.plan, self.gateway_port)
+        self.clients = DemoClients(self.stack, self.plan)
         start = self.clients.start()
         self._watch(kube, start)
+        self.gateway_counts = self.clients.gateway_counters()
         self.clients.finish()
         return self._report(kube)
 
@@ -130,7 +132,8 @@ class Demo:
             )
             roles = status.get("roles") or {}
             ready = all((roles.get(r) or {}).get("readyReplicas") for r in ("interactive", "mixed"))
-            if fresh and ready and status.get("signals", {}).get("metricsAgeS") is not None:
+            metrics = status.get("signals", {}).get("metricsAgeS") is not None
+            if fresh and ready and metrics and _gateway_ready(kube):
                 return
             time.sleep(0.5)
         raise TimeoutError("the pool did not become ready; see the logs under the workdir")
@@ -156,6 +159,7 @@ class Demo:
         self.record.interactive = list(self.clients.results)
         self.record.batch = list(self.clients.batch)
         self.record.batch_total = self.clients.batch_total
+        self.record.gateway = self.gateway_counts
         self.record.merge_decisions(_status(kube))
         events = kube.request(
             "GET", "/api/v1/namespaces/{namespace}/events", params={"namespace": NAMESPACE}
@@ -181,6 +185,16 @@ class Demo:
 
     def _say(self, text: str) -> None:
         print(text, flush=True)
+
+
+def _gateway_ready(kube: KubeClient) -> bool:
+    pods = kube.request(
+        "GET",
+        "/api/v1/namespaces/{namespace}/pods",
+        params={"namespace": NAMESPACE},
+        query={"labelSelector": f"{LABEL_POOL}={POOL}"},
+    )
+    return gateway_endpoint(list(pods.get("items") or [])) is not None
 
 
 def _status(kube: KubeClient) -> dict[str, Any]:

@@ -1,25 +1,36 @@
-"""The demo's clients: interactive requests replayed on time, and the batch backlog's submission.
+"""The demo's clients: interactive requests replayed on time, and the batch backlog's submission,
+both through the pool's gateway (its one entrypoint), as a user's clients would send them.
 
 Interactive requests are open-loop: each is sent at its trace time whatever happened to the
-previous ones, streamed, to the least-loaded endpoint of the `<pool>-interactive` Service, and
-measured client-side (TTFT, mean ITL). A request that finds no ready endpoint fails, as it
-would at a Service without endpoints.
+previous ones, streamed, and measured client-side (TTFT, mean ITL). Batch requests are sent at
+their submission time, whole, as batch-class requests (`x-chiron-class: batch`) with their
+deadline (`x-chiron-deadline`): the gateway queues them earliest deadline first, fills batch pods
+and the spare slots of mixed pods, and cuts them off (then resends them) when an interactive
+request needs a mixed pod's slot. A request that finds no gateway fails, as it would at a
+Service without endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 import aiohttp
 
-from chiron_operator.devcluster.demo.batch_gateway import BatchGateway, BatchRequest
-from chiron_operator.devcluster.demo.traffic import Balancer, Completion, complete, request_body
+from chiron_operator.devcluster.demo.traffic import (
+    Completion,
+    Endpoint,
+    GatewayEndpoint,
+    complete,
+    request_body,
+)
 from chiron_operator.sim.requests import RequestSpec
 
-INTERACTIVE_PRIORITY = 0
+INTERACTIVE_PRIORITY: Final = 0  # the gateway sets the priority; this is what a client sends
+BATCH_HEADERS: Final = {"x-chiron-class": "batch"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,22 +49,56 @@ class InteractiveResult:
         return done.ttft_s <= ttft_slo_s and itl <= itl_slo_s
 
 
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """A batch request and how it ended (times in unix seconds)."""
+
+    request_id: int
+    deadline_s: float
+    completion: Completion
+
+    @property
+    def met_deadline(self) -> bool:
+        return self.completion.ok and self.completion.done_s <= self.deadline_s
+
+
+@dataclass
+class _Sender:
+    """Requests in flight to the gateway, awaited or cancelled together."""
+
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def finish(self, timeout_s: float) -> None:
+        """Wait for the requests still running, at most `timeout_s`; cancel the rest."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout_s)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _unfinished(endpoint: Endpoint | None, sent_s: float) -> Completion:
+    pod, role = (endpoint.pod, endpoint.role) if endpoint is not None else ("-", "-")
+    return Completion(pod, role, sent_s, time.time(), False, 0, None, None, "unfinished")
+
+
 @dataclass
 class InteractiveReplay:
     """Sends a list of interactive requests at their arrival times (from `start_s`, unix)."""
 
-    balancer: Balancer
+    gateway: GatewayEndpoint
     session: aiohttp.ClientSession
     model: str
     requests: Sequence[RequestSpec]
     start_s: float
     results: list[InteractiveResult] = field(default_factory=list)
     sent: int = 0
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+    _sender: _Sender = field(default_factory=_Sender)
 
     async def run(self) -> None:
         """Return once every request has been sent (not answered)."""
@@ -61,64 +106,76 @@ class InteractiveReplay:
             delay = self.start_s + spec.arrival_s - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(self._one(spec))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._sender.spawn(self._one(spec))
             self.sent += 1
 
     async def _one(self, spec: RequestSpec) -> None:
-        endpoint = await self.balancer.pick()
+        endpoint = await self.gateway.current()
         if endpoint is None:
             self.results.append(InteractiveResult(spec, None))
             return
         body = request_body(
-            self.model,
-            spec.prompt_tokens,
-            spec.output_tokens,
-            INTERACTIVE_PRIORITY,
-            stream=True,
+            self.model, spec.prompt_tokens, spec.output_tokens, INTERACTIVE_PRIORITY, stream=True
         )
-        self.balancer.inflight[endpoint.pod] += 1
         sent = time.time()
         try:
             done = await complete(self.session, endpoint, body)
         except asyncio.CancelledError:
             # Still running when the demo ended: counted, as a miss (the simulator's rule).
-            cut = Completion(
-                endpoint.pod, endpoint.role, sent, time.time(), False, 0, None, None, "unfinished"
-            )
-            self.results.append(InteractiveResult(spec, cut))
+            self.results.append(InteractiveResult(spec, _unfinished(endpoint, sent)))
             raise
-        finally:
-            self.balancer.inflight[endpoint.pod] -= 1
         self.results.append(InteractiveResult(spec, done))
 
     async def finish(self, timeout_s: float) -> None:
-        """Wait for the requests still running, at most `timeout_s`; cancel the rest."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._sender.finish(timeout_s)
 
 
-async def submit_backlog(
-    gateway: BatchGateway, requests: Sequence[RequestSpec], start_s: float
-) -> None:
-    """Hand the backlog to the gateway at its submission time (deadlines become unix s)."""
-    if not requests:
-        return
-    delay = start_s + requests[0].arrival_s - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    for spec in requests:
-        deadline = start_s + (spec.deadline_s if spec.deadline_s is not None else spec.arrival_s)
-        gateway.submit(
-            BatchRequest(
-                request_id=spec.request_id,
-                submitted_s=time.time(),
-                deadline_s=deadline,
-                prompt_tokens=spec.prompt_tokens,
-                output_tokens=spec.output_tokens,
-            )
+@dataclass
+class BatchBacklog:
+    """Submits the backlog to the gateway at its submission time (deadlines from `start_s`)."""
+
+    gateway: GatewayEndpoint
+    session: aiohttp.ClientSession
+    model: str
+    requests: Sequence[RequestSpec]
+    start_s: float
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+    submitted: int = 0
+    _sender: _Sender = field(default_factory=_Sender)
+
+    @property
+    def outstanding(self) -> int:
+        """Submitted and not answered yet (queued in the gateway or running on a pod)."""
+        return self.submitted - len(self.outcomes)
+
+    async def run(self) -> None:
+        for spec in self.requests:
+            delay = self.start_s + spec.arrival_s - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._sender.spawn(self._one(spec))
+            self.submitted += 1
+
+    async def _one(self, spec: RequestSpec) -> None:
+        due = spec.deadline_s if spec.deadline_s is not None else spec.arrival_s
+        deadline_s = self.start_s + due
+        endpoint = await self.gateway.current()
+        body = request_body(
+            self.model, spec.prompt_tokens, spec.output_tokens, INTERACTIVE_PRIORITY, stream=False
         )
+        sent = time.time()
+        if endpoint is None:
+            self.outcomes.append(BatchOutcome(spec.request_id, deadline_s, _unfinished(None, sent)))
+            return
+        headers = {**BATCH_HEADERS, "x-chiron-deadline": f"{max(deadline_s - sent, 1.0):.0f}s"}
+        try:
+            done = await complete(self.session, endpoint, body, headers=headers)
+        except asyncio.CancelledError:
+            self.outcomes.append(
+                BatchOutcome(spec.request_id, deadline_s, _unfinished(endpoint, sent))
+            )
+            raise
+        self.outcomes.append(BatchOutcome(spec.request_id, deadline_s, done))
+
+    async def finish(self, timeout_s: float) -> None:
+        await self._sender.finish(timeout_s)

@@ -66,7 +66,7 @@ def _load(ax: Any, record: DemoRecord) -> None:
     t = _times(record)
     twin.plot(t, [s.batch_queued for s in record.samples], color="tab:orange", label="batch queued")
     twin.plot(
-        t, [s.batch_in_flight for s in record.samples], color="tab:red", label="batch running"
+        t, [s.batch_in_flight for s in record.samples], color="tab:red", label="batch in flight"
     )
     twin.set_ylabel("batch requests")
     ax.legend(loc="upper left", fontsize=8)
@@ -76,9 +76,11 @@ def _load(ax: Any, record: DemoRecord) -> None:
 def _batch_size(ax: Any, record: DemoRecord) -> None:
     t = _times(record)
     for role in ROLES:
-        sizes = [s.roles[role].batch_size or np.nan for s in record.samples]
-        ax.step(t, sizes, where="post", color=COLORS[role], label=role)
-    ax.set_ylabel("batch size\n(--max-num-seqs)")
+        targets = [s.roles[role].target_batch_size or np.nan for s in record.samples]
+        ceilings = [s.roles[role].batch_size or np.nan for s in record.samples]
+        ax.step(t, targets, where="post", color=COLORS[role], label=f"{role} target")
+        ax.step(t, ceilings, where="post", color=COLORS[role], ls="--", alpha=0.6)
+    ax.set_ylabel("batch size: target\n(dashed: --max-num-seqs)")
     ax.legend(loc="upper left", fontsize=8)
 
 

@@ -2,13 +2,15 @@
 
 Everything here is measured, not modelled: latencies from the requests the demo's clients sent
 and completed (TTFT and mean ITL against the pool's SLOs), replicas and batch sizes from the
-pool's status sampled every second, scaling actions from the operator's Events, and decisions
-from the records the operator keeps in status (merged across samples, so none is lost to the
-history limit).
+pool's status sampled every second (the target the gateway applies, and the --max-num-seqs
+ceiling whose changes restart pods), the gateway's load and counters from its metrics, scaling
+actions from the operator's Events, and decisions from the records the operator keeps in status
+(merged across samples, so none is lost to the history limit).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -18,24 +20,28 @@ from typing import Any, Final
 
 import numpy as np
 
-from chiron_operator.devcluster.demo.batch_gateway import BatchOutcome
-from chiron_operator.devcluster.demo.clients import InteractiveResult
+from chiron_operator.devcluster.demo.clients import BatchOutcome, InteractiveResult
 from chiron_operator.devcluster.demo.workload import NAMESPACE, POOL, DemoPlan
 
 ROLES: Final = ("interactive", "mixed", "batch")
 CHANGE: Final = re.compile(r"^(\w+) (replicas|batchSize) (\d+) -> (\d+)")
 SLACK_WINDOW_S: Final = 10.0
 BOLD, RESET = "\x1b[1m", "\x1b[0m"
+GATEWAY_OUTCOMES: Final = ("routed", "overflowed_to_mixed", "queued", "refused", "retried")
 
 
 @dataclass(frozen=True, slots=True)
 class RoleSample:
+    """One role: replicas, batch size (`batch_size` the ceiling, `target_batch_size` what the
+    gateway caps pods at), vLLM's running and waiting, and the gateway's requests in flight."""
+
     desired: int
     ready: int
     batch_size: int | None
     target_batch_size: int | None
     running: float
     waiting: float
+    in_flight: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +51,24 @@ class Sample:
     t_s: float
     roles: Mapping[str, RoleSample]
     interactive_sent: int
+    interactive_queued: int
     batch_queued: int
     batch_in_flight: int
+    batch_outstanding: int
     batch_done: int
     last_reason: str
     signals: Mapping[str, Any]
 
 
 def role_samples(
-    status: Mapping[str, Any], load: Mapping[str, tuple[float, float]]
+    status: Mapping[str, Any], load: Mapping[str, tuple[float, float, float]]
 ) -> dict[str, RoleSample]:
-    """Per-role numbers from the pool's status and (running, waiting) per role from Prometheus."""
+    """Per-role numbers from the pool's status and (running, waiting, gateway in flight)."""
     roles = status.get("roles") or {}
     out = {}
     for role in ROLES:
         found = roles.get(role) or {}
-        running, waiting = load.get(role, (0.0, 0.0))
+        running, waiting, in_flight = load.get(role, (0.0, 0.0, 0.0))
         out[role] = RoleSample(
             desired=int(found.get("desiredReplicas") or 0),
             ready=int(found.get("readyReplicas") or 0),
@@ -68,6 +76,7 @@ def role_samples(
             target_batch_size=found.get("targetBatchSizeSeqs"),
             running=running,
             waiting=waiting,
+            in_flight=in_flight,
         )
     return out
 
@@ -102,30 +111,35 @@ def render_table(
     results: Sequence[InteractiveResult],
     batch: Sequence[BatchOutcome],
 ) -> str:
-    """The live view: per role replicas, batch size, queue and SLO slack; then the totals."""
+    """The live view: per role replicas, batch size (target/ceiling), the gateway's requests in
+    flight and queued, SLO slack; then the totals and the attainment so far."""
     head = f"{BOLD}Chiron demo{RESET}  t={sample.t_s:5.0f} s  phase: {plan.phase(sample.t_s)}"
     last = sample.last_reason or "-"
     lines = [head, f"pool {NAMESPACE}/{POOL} (Enforce)   last decision: {last}", ""]
     lines.append(
-        f"{'role':<12} {'ready/desired':>13} {'batch size':>11} {'running':>8} "
-        f"{'waiting':>8}  SLO slack (last {SLACK_WINDOW_S:.0f} s)"
+        f"{'role':<12} {'ready/desired':>13} {'batch target/ceiling':>21} {'in flight':>9} "
+        f"{'queued':>7}  SLO slack (last {SLACK_WINDOW_S:.0f} s)"
     )
     slack = role_slack(sample.t_s, plan, results)
     deadline_left = plan.batch_at_s + plan.batch_deadline_s - sample.t_s
+    queued = {"interactive": sample.interactive_queued, "mixed": sample.interactive_queued}
+    queued["batch"] = sample.batch_queued
     for role in ROLES:
         r = sample.roles[role]
-        size = "-" if r.batch_size is None else str(r.batch_size)
-        if r.target_batch_size is not None and r.target_batch_size != r.batch_size:
-            size += f"->{r.target_batch_size}"
+        size = f"{_size(r.target_batch_size)}/{_size(r.batch_size)}"
         if role == "batch":
-            note = f"deadline in {deadline_left:.0f} s" if sample.batch_queued else "-"
+            note = f"deadline in {deadline_left:.0f} s" if sample.batch_outstanding else "-"
         else:
             note = _slack_text(slack.get(role))
         replicas = f"{r.ready}/{r.desired}"
         lines.append(
-            f"{role:<12} {replicas:>13} {size:>11} {r.running:>8.0f} {r.waiting:>8.0f}  {note}"
+            f"{role:<12} {replicas:>13} {size:>21} {r.in_flight:>9.0f} {queued[role]:>7d}  {note}"
         )
     return "\n".join([*lines, "", *_totals(sample, plan, results, batch)])
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _totals(
@@ -140,11 +154,21 @@ def _totals(
         f"SLO met {_fmt(100 * stats['attainment'], '%', 1)}  "
         f"TTFT p95 {_fmt(stats['ttft_p95_s'])} (SLO {plan.ttft_slo_s:g} s)  "
         f"ITL p95 {_fmt(stats['itl_p95_s'], 's', 3)} (SLO {plan.itl_slo_s:g} s)",
-        f"batch        queued {sample.batch_queued:5d}  running {sample.batch_in_flight:4d}  "
+        f"batch        queued {sample.batch_queued:5d}  in flight {sample.batch_in_flight:4d}  "
         f"done {len(batch):5d}  by deadline {_fmt(100 * _deadline_share(batch), '%', 1)}  "
         f"BBP {_ratio(sample.signals.get('batchBackpressureRatio'))}  "
         f"IBP {_ratio(sample.signals.get('interactiveBackpressureRatio'))}",
     ]
+
+
+def batch_size_moves(samples: Sequence[Sample]) -> int:
+    """How often a role's target batch size changed (what the gateway applied, no restart)."""
+    moves = 0
+    for role in ROLES:
+        targets = [s.roles[role].target_batch_size for s in samples]
+        known = [t for t in targets if t is not None]
+        moves += sum(1 for a, b in itertools.pairwise(known) if a != b)
+    return moves
 
 
 def role_slack(
@@ -202,6 +226,7 @@ class DemoRecord:
     batch_total: int = 0
     decisions: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)
     events: list[Mapping[str, Any]] = field(default_factory=list)
+    gateway: dict[str, int] = field(default_factory=dict)
 
     def merge_decisions(self, status: Mapping[str, Any]) -> None:
         """Keep every decision record the status ever showed (it holds only the latest)."""
@@ -229,7 +254,11 @@ def summarise(record: DemoRecord) -> dict[str, Any]:
         },
         "scale_ups": actions["scale_ups"],
         "scale_downs": actions["scale_downs"],
-        "batch_size_changes": actions["batch_size_changes"],
+        # Target changes the gateway applied at once, plus ceiling changes (which restart pods).
+        "batch_size_changes": batch_size_moves(samples) + actions["batch_size_changes"],
+        # Rollouts of a role's pods for a new --max-num-seqs (each restarts every pod of it).
+        "batch_size_restarts": actions["batch_size_changes"],
+        "gateway": dict(record.gateway),
         "interactive_requests": len(record.interactive),
         "interactive_completed": int(stats["completed"]),
         "interactive_failed": _failures(record.interactive),

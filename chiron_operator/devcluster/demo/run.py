@@ -9,19 +9,19 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
-from chiron_operator.core.enums import RequestClass
 from chiron_operator.devcluster.cluster.apiclient import AsyncApi
 from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess
 from chiron_operator.devcluster.cluster.stack import DevStack
-from chiron_operator.devcluster.demo.batch_gateway import BatchGateway, BatchOutcome
 from chiron_operator.devcluster.demo.clients import (
+    BatchBacklog,
+    BatchOutcome,
     InteractiveReplay,
     InteractiveResult,
-    submit_backlog,
 )
-from chiron_operator.devcluster.demo.report import Sample, role_samples
-from chiron_operator.devcluster.demo.traffic import Balancer, Endpoints
+from chiron_operator.devcluster.demo.report import GATEWAY_OUTCOMES, Sample, role_samples
+from chiron_operator.devcluster.demo.traffic import GatewayEndpoint
 from chiron_operator.devcluster.demo.workload import (
     MODEL,
     NAMESPACE,
@@ -34,18 +34,19 @@ from chiron_operator.devcluster.demo.workload import (
 LEAD_S: Final = 0.5  # the clients' clock starts this long after they are set up
 FINISH_TIMEOUT_S: Final = 10.0
 CLIENT: Final = "demo-clients"
+SELECT: Final = f'namespace="{NAMESPACE}",chiron_io_pool="{POOL}"'
 
 
 class DemoClients:
-    """Interactive replay and batch gateway, run on the stack's loop, read from any thread."""
+    """Interactive replay and batch backlog through the gateway, run on the stack's loop."""
 
-    def __init__(self, stack: DevStack, plan: DemoPlan, gateway_port: int) -> None:
+    def __init__(self, stack: DevStack, plan: DemoPlan) -> None:
         self._stack = stack
         self._plan = plan
-        self._gateway_port = gateway_port
         self._session: aiohttp.ClientSession | None = None
+        self._gateway: GatewayEndpoint | None = None
         self._replay: InteractiveReplay | None = None
-        self._gateway: BatchGateway | None = None
+        self._backlog: BatchBacklog | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.batch_total = 0
 
@@ -55,20 +56,20 @@ class DemoClients:
 
     async def _start(self) -> float:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        api = AsyncApi(self._stack.url, self._session, CLIENT)
-        interactive = Balancer(Endpoints(api, NAMESPACE, POOL, RequestClass.INTERACTIVE))
-        batch = Balancer(Endpoints(api, NAMESPACE, POOL, RequestClass.BATCH))
-        start = time.time() + LEAD_S
-        self._replay = InteractiveReplay(
-            interactive, self._session, MODEL, interactive_requests(self._plan), start
+        self._gateway = GatewayEndpoint(
+            AsyncApi(self._stack.url, self._session, CLIENT), NAMESPACE, POOL
         )
-        self._gateway = BatchGateway(POOL, MODEL, batch, self._session, port=self._gateway_port)
-        await self._gateway.start()
+        start = time.time() + LEAD_S
+        session, gateway = self._session, self._gateway
+        self._replay = InteractiveReplay(
+            gateway, session, MODEL, interactive_requests(self._plan), start
+        )
         backlog = batch_requests(self._plan)
         self.batch_total = len(backlog)
+        self._backlog = BatchBacklog(gateway, session, MODEL, backlog, start)
         self._tasks = [
             asyncio.create_task(self._replay.run()),
-            asyncio.create_task(submit_backlog(self._gateway, backlog, start)),
+            asyncio.create_task(self._backlog.run()),
         ]
         return start
 
@@ -78,13 +79,27 @@ class DemoClients:
 
     @property
     def batch(self) -> list[BatchOutcome]:
-        return self._gateway.outcomes if self._gateway is not None else []
+        return self._backlog.outcomes if self._backlog is not None else []
 
-    def counters(self) -> tuple[int, int, int]:
-        """(interactive sent, batch queued in the gateway, batch in flight)."""
+    def counters(self) -> tuple[int, int]:
+        """(interactive sent, batch requests submitted and not answered yet)."""
         sent = self._replay.sent if self._replay is not None else 0
-        gateway = self._gateway
-        return sent, gateway.queued if gateway else 0, gateway.in_flight if gateway else 0
+        return sent, self._backlog.outstanding if self._backlog is not None else 0
+
+    def gateway_counters(self) -> dict[str, int]:
+        """The gateway's own counts (requests by outcome, batch preemptions), read at the end."""
+        return self._stack.loop.run(self._gateway_counters(), timeout_s=30)
+
+    async def _gateway_counters(self) -> dict[str, int]:
+        found = dict.fromkeys((*GATEWAY_OUTCOMES, "batch_preemptions"), 0)
+        endpoint = await self._gateway.current() if self._gateway is not None else None
+        if endpoint is None or self._session is None:
+            return found
+        url = f"http://127.0.0.1:{endpoint.port}/metrics"
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with self._session.get(url) as answer:
+                return count_outcomes(await answer.text(), found)
+        return found
 
     def finish(self) -> None:
         """Let the requests in flight complete (briefly), then stop."""
@@ -93,6 +108,8 @@ class DemoClients:
     async def _finish(self) -> None:
         if self._replay is not None:
             await self._replay.finish(FINISH_TIMEOUT_S)
+        if self._backlog is not None:
+            await self._backlog.finish(0.0)
         await self._stop()
 
     def stop(self) -> None:
@@ -104,43 +121,68 @@ class DemoClients:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._replay is not None:
-            await self._replay.finish(0.0)
-        if self._gateway is not None:
-            await self._gateway.stop()
+        for clients in (self._replay, self._backlog):
+            if clients is not None:
+                await clients.finish(0.0)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-def _per_role(prometheus: PrometheusProcess, metric: str) -> dict[str, float]:
-    promql = (
-        f'sum by (chiron_io_role) ({metric}{{namespace="{NAMESPACE}",chiron_io_pool="{POOL}"}})'
-    )
+def count_outcomes(text: str, found: dict[str, int]) -> dict[str, int]:
+    """The gateway's counters from its /metrics: requests by outcome (both classes summed)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "chiron_gateway_requests_total":
+                outcome = sample.labels.get("outcome", "")
+                if outcome in found:
+                    found[outcome] += int(sample.value)
+            elif sample.name == "chiron_gateway_batch_preemptions_total":
+                found["batch_preemptions"] += int(sample.value)
+    return found
+
+
+def _query(prometheus: PrometheusProcess, promql: str, by: str) -> dict[str, float]:
     try:
         found = prometheus.query(promql)
     except OSError:
         return {}
-    return {r["metric"].get("chiron_io_role", ""): float(r["value"][1]) for r in found}
+    return {r["metric"].get(by, ""): float(r["value"][1]) for r in found}
+
+
+def _per_role(prometheus: PrometheusProcess, metric: str) -> dict[str, float]:
+    promql = f"sum by (chiron_io_role) ({metric}{{{SELECT}}})"
+    return _query(prometheus, promql, "chiron_io_role")
+
+
+def _gateway(prometheus: PrometheusProcess, metric: str, by: str = "") -> dict[str, float]:
+    grouping = f" by ({by})" if by else ""
+    return _query(prometheus, f"sum{grouping} ({metric}{{{SELECT}}})", by)
 
 
 def sample(
     t_s: float, status: Mapping[str, Any], clients: DemoClients, prometheus: PrometheusProcess
 ) -> Sample:
-    """The pool's status, its pods' load (Prometheus) and the clients' counters, now."""
+    """The pool's status, its pods' and gateway's load (Prometheus) and the clients, now."""
     running = _per_role(prometheus, "vllm:num_requests_running")
     waiting = _per_role(prometheus, "vllm:num_requests_waiting")
+    in_flight = _gateway(prometheus, "chiron_gateway_in_flight_requests", "target_role")
     load = {
-        role: (running.get(role, 0.0), waiting.get(role, 0.0))
+        role: (running.get(role, 0.0), waiting.get(role, 0.0), in_flight.get(role, 0.0))
         for role in ("interactive", "mixed", "batch")
     }
-    sent, queued, in_flight = clients.counters()
+    batch_in_flight = _gateway(prometheus, "chiron_gateway_in_flight_requests", "class")
+    sent, outstanding = clients.counters()
     return Sample(
         t_s=t_s,
         roles=role_samples(status, load),
         interactive_sent=sent,
-        batch_queued=queued,
-        batch_in_flight=in_flight,
+        interactive_queued=int(
+            _gateway(prometheus, "chiron_gateway_queued_interactive_requests").get("", 0.0)
+        ),
+        batch_queued=int(_gateway(prometheus, "chiron_gateway_batch_queued_requests").get("", 0.0)),
+        batch_in_flight=int(batch_in_flight.get("batch", 0.0)),
+        batch_outstanding=outstanding,
         batch_done=len(clients.batch),
         last_reason=str(status.get("lastReason") or ""),
         signals=dict(status.get("signals") or {}),

@@ -5,7 +5,10 @@ A pool's Services select pods by label (`<pool>-interactive`: interactive + mixe
 ready pods behind a Service from the API, as an EndpointSlice controller would, and `Balancer`
 sends each request to the endpoint with the fewest requests this client has in flight there.
 
-`complete` sends one OpenAI completion to a pod's loopback port and measures it client side:
+A pool with a gateway has one entrypoint instead: `GatewayEndpoint` finds the ready gateway
+pod (its loopback port), which is what the demo's clients talk to.
+
+`complete` sends one OpenAI completion to a loopback port and measures it client side:
 TTFT (first token - send) and the request's mean inter-token gap, the same definitions the
 simulator's summary uses (an interactive request meets its SLO when both are within target).
 """
@@ -28,6 +31,7 @@ from chiron_operator.devcluster.cluster.apiclient import AsyncApi
 from chiron_operator.devcluster.cluster.pods import PORT_ANNOTATION
 from chiron_operator.kube.labels import (
     ANNOTATION_MAX_NUM_SEQS,
+    LABEL_COMPONENT,
     LABEL_POOL,
     LABEL_ROLE,
     SERVES_LABEL,
@@ -84,6 +88,37 @@ def endpoints_of(pods: list[dict[str, Any]], request_class: RequestClass) -> lis
             size = int(seqs) if seqs.isdigit() else 1
             found.append(Endpoint(str(metadata["name"]), role, int(port), size))
     return sorted(found, key=lambda e: e.pod)
+
+
+def gateway_endpoint(pods: list[dict[str, Any]]) -> Endpoint | None:
+    """The pool's ready gateway pod (the first by name), as an endpoint. Pure."""
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name"))):
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        port = str((metadata.get("annotations") or {}).get(PORT_ANNOTATION, ""))
+        if labels.get(LABEL_COMPONENT) == "gateway" and port.isdigit() and _ready(pod):
+            return Endpoint(str(metadata["name"]), "gateway", int(port))
+    return None
+
+
+class GatewayEndpoint:
+    """The pool's gateway, re-read at most every `refresh_s` (a replaced pod has a new port)."""
+
+    def __init__(self, api: AsyncApi, namespace: str, pool: str) -> None:
+        self._api = api
+        self._path = f"/api/v1/namespaces/{namespace}/pods"
+        self._selector = f"{LABEL_POOL}={pool}"
+        self._cached: Endpoint | None = None
+        self._read_at = -1e9
+        self.refresh_s = 0.5
+
+    async def current(self) -> Endpoint | None:
+        now = time.monotonic()
+        if now - self._read_at >= self.refresh_s:
+            self._read_at = now
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                self._cached = gateway_endpoint(await self._api.items(self._path, self._selector))
+        return self._cached
 
 
 class Endpoints:
@@ -152,6 +187,7 @@ async def complete(
     body: Mapping[str, Any],
     *,
     timeout_s: float = 600.0,
+    headers: Mapping[str, str] | None = None,
 ) -> Completion:
     """Send one completion to `endpoint` and measure it; never raises on failure.
 
@@ -162,7 +198,10 @@ async def complete(
     timing = _Timing(sent)
     try:
         async with session.post(
-            url, json=dict(body), timeout=aiohttp.ClientTimeout(total=timeout_s)
+            url,
+            json=dict(body),
+            headers=dict(headers or {}),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
             if response.status != 200:
                 timing.error = f"HTTP {response.status}"

@@ -1,8 +1,10 @@
 """What the demo runs: its pool, its timeline and its traffic, all derived from real data.
 
 The pool is deploy/examples/mixed-interactive-batch.yaml made small: the same model, roles,
-SLOs and batch queue, with bounds a laptop can run (at most 9 emulated pods), a 2 s control
-interval and 1 s scrapes, a 5 s cold start, and a batch queue read from the demo's own gateway.
+SLOs and gateway, with bounds a laptop can run (at most 9 emulated pods), a 2 s control
+interval and 1 s scrapes, a 5 s cold start, and the batch queue read from the pool's gateway.
+Every role starts at its largest batch size: the gateway caps pods at the local controller's
+target below it, so batch sizes move all the time and no pod restarts for it.
 
 The timeline, in seconds from the start of traffic:
   0 .. surge_start      a quiet interactive baseline (the Azure conv trace, thinned);
@@ -30,7 +32,7 @@ from chiron_operator.sim.workloads import azure_trace, batch_backlog
 POOL: Final = "demo"
 NAMESPACE: Final = "llm"
 MODEL: Final = "meta-llama/Llama-3.1-8B-Instruct"
-GATEWAY_METRIC: Final = "chiron_demo_batch_queued_requests"
+GATEWAY_METRIC: Final = "chiron_gateway_batch_queued_requests"
 # The emulators' context limit; prompts and outputs are capped to fit it.
 MAX_MODEL_LEN: Final = 4096
 MAX_PROMPT: Final = 3000
@@ -176,21 +178,27 @@ def pool_spec(plan: DemoPlan, prometheus_url: str) -> dict[str, Any]:
             "batchDeadlineS": plan.batch_deadline_s,
         },
         "roles": {
-            "interactive": _role(1, 2, 4, 16, 8),
-            "mixed": _role(1, 4, 4, 32, 8),
-            "batch": _role(0, 3, 16, 64, 32),
+            "interactive": _role(1, 2, 4, 16, 16),
+            "mixed": _role(1, 4, 4, 32, 32),
+            "batch": _role(0, 3, 16, 64, 64),
         },
         # Ten scrapes, as the operator's integration tests use: short next to the 45 s surge,
         # long enough for steady quantiles. (The window no longer needs to be kept below the
         # urgent dwell: mean ITL now averages the running sequences over the same window as the
         # token rate, so a load step no longer reads as a latency spike.)
         "prometheus": {"url": prometheus_url, "windowS": 10, "scrapeIntervalS": 1},
+        # The gateway's queue per deadline group (the dev cluster labels scraped pods with
+        # their namespace and pool as `namespace` and `chiron_io_pool`).
         "batchQueue": {
-            "queuedRequestsQuery": f'sum by (deadline) ({GATEWAY_METRIC}{{pool="{POOL}"}})',
+            "queuedRequestsQuery": (
+                f"sum by (deadline) ({GATEWAY_METRIC}"
+                f'{{namespace="{NAMESPACE}",chiron_io_pool="{POOL}"}})'
+            ),
             "deadlineLabel": "deadline",
         },
+        "gateway": {"maxQueuedRequests": 512, "maxQueueWaitS": 30},
         "control": {"intervalS": 2, "localIntervalS": 2, "historyLimit": 100},
-        # Deleted pods drain: the demo's balancer re-reads its endpoints every 0.5 s, so a 2 s
+        # Deleted pods drain: the gateway learns of a deletion from its watch at once, so a 2 s
         # preStop sleep covers it; the emulators then finish what they have (--shutdown-timeout,
         # by default as long as a 1024-token answer at the SLOs) before they exit.
         "drain": {"endpointDelayS": 2, "shutdownTimeoutFlag": True},

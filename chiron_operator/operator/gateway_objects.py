@@ -1,0 +1,160 @@
+"""The operator's reads and writes of a pool's gateway objects (blocking; called via to_thread).
+
+With spec.gateway.enabled: the ServiceAccount and its RoleBinding first (a pod naming a missing
+ServiceAccount is refused), then the Deployment and the `<pool>` Service, each created when
+missing and patched when the live object lacks what the spec asks. Disabled: all four deleted.
+The gateway's replicas are the spec's (no controller scales it), so its Deployment is patched
+whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from chiron_operator.api import LLMServingPoolSpec
+from chiron_operator.kube import KubeApiError, KubeClient
+from chiron_operator.kube import labels as lb
+from chiron_operator.kube.client import DEPLOYMENTS, ROLE_BINDINGS, SERVICE_ACCOUNTS, SERVICES
+from chiron_operator.kube.gateway import (
+    build_gateway_deployment,
+    build_gateway_role_binding,
+    build_gateway_service,
+    build_gateway_service_account,
+)
+from chiron_operator.operator.context import GatewaySettings, PoolRef
+from chiron_operator.operator.drift import contains, labels_differ, service_differs
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+
+def ensure_gateway(
+    kube: KubeClient,
+    ref: PoolRef,
+    spec: LLMServingPoolSpec,
+    settings: GatewaySettings,
+    *,
+    deployments: Mapping[str, Json],
+    services: Mapping[str, Json],
+) -> list[str]:
+    """Bring the gateway's objects to what spec.gateway says; the names written.
+
+    `deployments` and `services` are the pool's, by name, as just read (no second read).
+    """
+    if not spec.gateway.enabled:
+        return remove_gateway(kube, ref, deployments, services)
+    touched = _ensure_account(kube, ref)
+    touched += _ensure_binding(kube, ref, settings.cluster_role)
+    deployment = build_gateway_deployment(
+        ref.name, ref.namespace, ref.uid, spec, image=settings.image
+    )
+    name = lb.gateway_name(ref.name)
+    current = deployments.get(name)
+    if current is None:
+        kube.apply_deployment(deployment)
+        touched.append(name)
+    elif not contains(current.get("spec"), deployment["spec"]) or labels_differ(
+        current, deployment
+    ):
+        kube.patch_deployment(ref.namespace, name, deployment)
+        touched.append(name)
+    return touched + _ensure_entrypoint(kube, ref, services)
+
+
+def _ensure_entrypoint(kube: KubeClient, ref: PoolRef, services: Mapping[str, Json]) -> list[str]:
+    """The `<pool>` Service. One of that name the listing (by the pool's labels) did not show
+    is someone else's: it is left alone, never patched into the pool's (its owner reference
+    would have the pool's deletion take it along)."""
+    wanted = build_gateway_service(ref.name, ref.namespace, ref.uid)
+    name = lb.entrypoint_name(ref.name)
+    current = services.get(name)
+    if current is not None:
+        if not service_differs(current, wanted):
+            return []
+        kube.patch_named(SERVICES, ref.namespace, name, wanted)
+        return [name]
+    try:
+        kube.create_in(SERVICES, wanted)
+    except KubeApiError as exc:
+        if not exc.conflict:
+            raise
+        log.warning(
+            "pool %s/%s: a Service named %s exists and is not the pool's; the gateway has no "
+            "entrypoint until it is renamed or deleted",
+            ref.namespace,
+            ref.name,
+            name,
+        )
+        return []
+    return [name]
+
+
+def _ensure_account(kube: KubeClient, ref: PoolRef) -> list[str]:
+    wanted = build_gateway_service_account(ref.name, ref.namespace, ref.uid)
+    name = lb.gateway_name(ref.name)
+    current = kube.get_named(SERVICE_ACCOUNTS, ref.namespace, name)
+    if current is None:
+        kube.create_in(SERVICE_ACCOUNTS, wanted)
+    elif labels_differ(current, wanted):
+        kube.patch_named(SERVICE_ACCOUNTS, ref.namespace, name, wanted)
+    else:
+        return []
+    return [name]
+
+
+def _ensure_binding(kube: KubeClient, ref: PoolRef, cluster_role: str) -> list[str]:
+    """The RoleBinding; re-created when it binds another role (a roleRef is immutable)."""
+    wanted = build_gateway_role_binding(ref.name, ref.namespace, ref.uid, cluster_role=cluster_role)
+    name = lb.gateway_name(ref.name)
+    current = kube.get_named(ROLE_BINDINGS, ref.namespace, name)
+    if current is not None and current.get("roleRef") != wanted["roleRef"]:
+        kube.delete_named(ROLE_BINDINGS, ref.namespace, name)
+        current = None
+    if current is None:
+        kube.create_in(ROLE_BINDINGS, wanted)
+    elif current.get("subjects") != wanted["subjects"] or labels_differ(current, wanted):
+        kube.patch_named(ROLE_BINDINGS, ref.namespace, name, wanted)
+    else:
+        return []
+    return [name]
+
+
+def remove_gateway(
+    kube: KubeClient,
+    ref: PoolRef,
+    deployments: Mapping[str, Json],
+    services: Mapping[str, Json],
+) -> list[str]:
+    """Delete the gateway's objects; the names deleted.
+
+    The Deployment and the Service are deleted when the pool's listings show them. The
+    ServiceAccount and the RoleBinding are not listed (the operator only gets them by name),
+    so their deletes are issued anyway and an absent one counts as done.
+    """
+    name = lb.gateway_name(ref.name)
+    entrypoint = lb.entrypoint_name(ref.name)
+    deleted = []
+    if name in deployments and kube.delete_named(DEPLOYMENTS, ref.namespace, name):
+        deleted.append(name)
+    ours = _is_gateway_service(services.get(entrypoint))
+    if ours and kube.delete_named(SERVICES, ref.namespace, entrypoint):
+        deleted.append(entrypoint)
+    for collection in (ROLE_BINDINGS, SERVICE_ACCOUNTS):
+        if kube.delete_named(collection, ref.namespace, name):
+            deleted.append(name)
+    return deleted
+
+
+def _is_gateway_service(service: Json | None) -> bool:
+    # `<pool>` is the pool's own name: a Service of that name the operator did not make (a
+    # user's, from before the gateway existed) is not the operator's to delete.
+    labels = ((service or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(lb.LABEL_COMPONENT) == lb.GATEWAY_COMPONENT
+
+
+def missing_gateway(ref: PoolRef, spec: LLMServingPoolSpec, deployments: Sequence[Json]) -> bool:
+    """Whether spec.gateway asks for a gateway whose Deployment does not exist."""
+    names = {str(d["metadata"]["name"]) for d in deployments}
+    return spec.gateway.enabled and lb.gateway_name(ref.name) not in names
