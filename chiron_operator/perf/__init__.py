@@ -1,4 +1,4 @@
-"""Measurements of what ships: the operator (CPU per tick, queries per tick, memory) and the gateway.
+"""Measurements of what ships: the operator (CPU and queries per tick, memory) and the gateway.
 
 The top of the layering: it drives the real operator (`chiron_operator.operator`) against the
 dev cluster (`chiron_operator.devcluster`) and a fleet of fake vLLM pods scraped by a real
