@@ -177,10 +177,14 @@ def pool_spec(plan: DemoPlan, prometheus_url: str) -> dict[str, Any]:
             "percentileRatio": 0.95,
             "batchDeadlineS": plan.batch_deadline_s,
         },
+        # The smallest batch sizes are half the largest: the local controller still moves the
+        # target (through the gateway, no restart), but a burst of admissions to a fresh pod
+        # (a short spike of its mean ITL while it prefills them) cannot halve its role's
+        # capacity three times in the middle of the surge it was added for.
         "roles": {
-            "interactive": _role(1, 2, 4, 16, 16),
-            "mixed": _role(1, 4, 4, 32, 32),
-            "batch": _role(0, 3, 16, 64, 64),
+            "interactive": _role(1, 2, 8, 16, 16),
+            "mixed": _role(1, 4, 16, 32, 32),
+            "batch": _role(0, 3, 32, 64, 64),
         },
         # Ten scrapes, as the operator's integration tests use: short next to the 45 s surge,
         # long enough for steady quantiles. (The window no longer needs to be kept below the
