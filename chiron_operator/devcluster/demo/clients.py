@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -81,6 +81,21 @@ class _Sender:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
+    async def on_time(
+        self,
+        requests: Sequence[RequestSpec],
+        start_s: float,
+        one: Callable[[RequestSpec], Coroutine[Any, Any, None]],
+        sent: Callable[[], None],
+    ) -> None:
+        """Start `one(spec)` for every request at its arrival (from `start_s`, unix seconds)."""
+        for spec in requests:
+            delay = start_s + spec.arrival_s - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.spawn(one(spec))
+            sent()
+
 
 def _unfinished(endpoint: Endpoint | None, sent_s: float) -> Completion:
     pod, role = (endpoint.pod, endpoint.role) if endpoint is not None else ("-", "-")
@@ -102,12 +117,10 @@ class InteractiveReplay:
 
     async def run(self) -> None:
         """Return once every request has been sent (not answered)."""
-        for spec in self.requests:
-            delay = self.start_s + spec.arrival_s - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._sender.spawn(self._one(spec))
-            self.sent += 1
+        await self._sender.on_time(self.requests, self.start_s, self._one, self._count)
+
+    def _count(self) -> None:
+        self.sent += 1
 
     async def _one(self, spec: RequestSpec) -> None:
         endpoint = await self.gateway.current()
@@ -149,12 +162,11 @@ class BatchBacklog:
         return self.submitted - len(self.outcomes)
 
     async def run(self) -> None:
-        for spec in self.requests:
-            delay = self.start_s + spec.arrival_s - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._sender.spawn(self._one(spec))
-            self.submitted += 1
+        """Return once every request has been submitted (not answered)."""
+        await self._sender.on_time(self.requests, self.start_s, self._one, self._count)
+
+    def _count(self) -> None:
+        self.submitted += 1
 
     async def _one(self, spec: RequestSpec) -> None:
         due = spec.deadline_s if spec.deadline_s is not None else spec.arrival_s
