@@ -57,6 +57,8 @@ class DecisionField(StrEnum):
 
     REPLICAS = "replicas"
     BATCH_SIZE = "batchSize"
+    # The cap the pool's gateway applies (the local controller's fast path, no restart).
+    TARGET_BATCH_SIZE = "targetBatchSize"
 
 
 class MetricNames(StrEnum):
@@ -170,7 +172,10 @@ class DecisionRecord(StatusModel):
     time: datetime = Field(description="When it was decided.")
     controller: DecisionController = Field(description="global, local or restart.")
     role: Role = Field(description="The role it applies to.")
-    field: DecisionField = Field(description="replicas or batchSize.")
+    field: DecisionField = Field(
+        description="replicas, batchSize (--max-num-seqs) or targetBatchSize (the cap the "
+        "pool's gateway applies, with no restart)."
+    )
     from_value: int = Field(alias="from", description="Value before.")
     to_value: int = Field(alias="to", description="Value decided.")
     reason: str = Field(max_length=1024, description="Reason (CamelCase).")

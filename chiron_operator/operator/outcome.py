@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from chiron_operator.api import ConditionType, LLMServingPoolSpec, PoolStatus
-from chiron_operator.api.status import GatewayStatus, upsert_condition
+from chiron_operator.api.spec import Mode
+from chiron_operator.api.status import DecisionRecord, GatewayStatus, upsert_condition
 from chiron_operator.control import chiron
 from chiron_operator.control.actuation import settle
+from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import ChironState
@@ -29,7 +31,15 @@ from chiron_operator.metrics import PoolMetrics, RoleFacts, build_snapshot
 from chiron_operator.operator.context import PoolRef
 from chiron_operator.operator.facts import gateway_replicas, pod_facts, role_facts, role_of
 from chiron_operator.operator.objects import ClusterState
-from chiron_operator.operator.plan import Change, Plan, plan, records, unapplied, unapplied_roles
+from chiron_operator.operator.plan import (
+    Change,
+    Plan,
+    plan,
+    records,
+    target_records,
+    unapplied,
+    unapplied_roles,
+)
 from chiron_operator.operator.status import (
     STATE_WIRE,
     TickReport,
@@ -94,6 +104,15 @@ def load_state(status: PoolStatus) -> ChironState:
         return chiron.initial_state()
 
 
+def _target_records(
+    decision: PoolDecision, previous: PoolStatus, tuning: PoolTuning, mode: Mode, now: datetime
+) -> list[DecisionRecord]:
+    if not tuning.fast_path:
+        return []
+    before = {role: s.target_batch_size_seqs for role, s in previous.roles.by_role().items()}
+    return target_records(decision, before, mode, now)
+
+
 def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> TickOutcome:
     """Snapshot, Chiron's decision, the mode- and conflict-gated plan, and the new status.
 
@@ -118,7 +137,10 @@ def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> T
         decision=decision,
         facts=facts,
         the_plan=the_plan,
-        new_records=records(decision, facts, the_plan, previous.decisions, now, skipped),
+        new_records=[
+            *records(decision, facts, the_plan, previous.decisions, now, skipped),
+            *_target_records(decision, previous, tuning, spec.mode, now),
+        ],
         state=settle(before, decided, decision, unapplied_roles(skipped)),
         tuning=tuning,
         mode=spec.mode,

@@ -145,6 +145,33 @@ def records(  # noqa: PLR0917 -- one record per decided value needs all of it
     return out
 
 
+def target_records(
+    decision: PoolDecision,
+    targets_before: Mapping[Role, int | None],
+    mode: Mode,
+    now: datetime,
+) -> list[DecisionRecord]:
+    """A record per role whose target batch size moved, for pools whose gateway applies it.
+
+    With the fast path the target is the batch size pods run, so its moves are the changes
+    users ask about ("why did the batch size change?"); the `batchSize` records only show the
+    --max-num-seqs ceiling, which moves rarely. The gateway applies targets in Enforce only.
+    """
+    out = []
+    for role, role_decision in decision.roles.items():
+        before = targets_before.get(role)
+        target = role_decision.target_max_num_seqs
+        if before is None or before == target:
+            continue
+        ceiling = role_decision.max_num_seqs
+        verdict = Verdict(target, ceiling.reason, ceiling.message)
+        change = Change(
+            role, DecisionField.TARGET_BATCH_SIZE, DecisionController.LOCAL, before, target, verdict
+        )
+        out.append(_record(now, change=change, applied=mode is Mode.ENFORCE))
+    return out
+
+
 def _is_new(last: DecisionRecord | None, verdict: Verdict, *, value: bool) -> bool:
     """Whether `verdict` says something the last record of its role and field did not.
 

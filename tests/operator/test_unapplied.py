@@ -99,3 +99,31 @@ def test_a_failed_write_books_only_what_was_written() -> None:
     assert _changes(retried) == [(Role.MIXED, DecisionField.REPLICAS, 1, 3)]
     assert pool.replicas[Role.MIXED] == 3
     assert pool.tick(spec={"mode": Mode.ENFORCE.value}).the_plan.changes == ()
+
+
+def _target_records(outcome: TickOutcome) -> list[tuple[int, int, str, bool]]:
+    return [
+        (r.from_value, r.to_value, r.controller.value, r.applied)
+        for r in outcome.report.new_records
+        if r.field is DecisionField.TARGET_BATCH_SIZE and r.role is Role.MIXED
+    ]
+
+
+def test_with_the_gateway_target_moves_are_recorded_and_applied_in_enforce_only() -> None:
+    """With the fast path the target is the batch size pods run: its moves are the history's
+    batch-size changes (applied by the gateway in Enforce only), while the ceiling stays."""
+    shrinking = {"mixed": {**RESIZABLE["mixed"], "initialBatchSizeSeqs": 64}}
+    unmet = {"interactiveTtftS": 2.0, "interactiveItlS": 0.001}  # every tick halves the target
+    for mode, applied in (("Enforce", True), ("Observe", False)):
+        pool = observe_pool(mode, roles=shrinking, slo=unmet)
+        outcomes = [pool.tick(seqs=64) for _ in range(5)]
+        moves = [m for o in outcomes for m in _target_records(o)]
+        targets = [o.status.roles.mixed.target_batch_size_seqs for o in outcomes]
+        assert targets == [32, 16, 8, 4, 4]
+        assert moves == [
+            (32, 16, "local", applied),
+            (16, 8, "local", applied),
+            (8, 4, "local", applied),
+        ]
+        ceilings = {o.report.decision.roles[Role.MIXED].max_num_seqs.value for o in outcomes}
+        assert ceilings == {64}
