@@ -32,10 +32,10 @@ from chiron_operator.gateway.config import GatewayConfig, PodInfo, Share
 from chiron_operator.gateway.dispatcher import Dispatcher
 from chiron_operator.kube import labels as lb
 from chiron_operator.kube.client import KubeClient
+from chiron_operator.kube.pods import is_serving
 
 log = logging.getLogger(__name__)
 
-GATEWAY_COMPONENT: Final = "gateway"
 DEFAULT_POD_PORT: Final = 8000
 WATCH_TIMEOUT_S: Final = 60
 RETRY_PAUSE_S: Final = 2.0
@@ -54,16 +54,9 @@ def pod_info(pod: Mapping[str, Any], port_annotation: str = "") -> PodInfo | Non
     status = pod.get("status") or {}
     ip = status.get("podIP")
     port = _port(pod, port_annotation)
-    ready = bool(ip) and port is not None and _ready(pod)
+    ready = bool(ip) and port is not None and is_serving(pod)
     url = f"http://{ip}:{port}" if ip and port is not None else ""
     return PodInfo(str(metadata.get("name")), role, url, _max_num_seqs(pod), ready)
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False  # terminating: it finishes what it has and takes nothing new
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _vllm_container(pod: Mapping[str, Any]) -> Json:
@@ -105,7 +98,7 @@ def gateway_share(pods: Mapping[str, Json], own_name: str) -> Share:
     names = sorted(
         str((p.get("metadata") or {}).get("name"))
         for p in pods.values()
-        if _is_gateway(p) and _ready(p)
+        if _is_gateway(p) and is_serving(p)
     )
     if own_name not in names:
         names = sorted([*names, own_name or "~self"])
@@ -114,7 +107,7 @@ def gateway_share(pods: Mapping[str, Json], own_name: str) -> Share:
 
 def _is_gateway(pod: Mapping[str, Any]) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get(lb.LABEL_COMPONENT) == GATEWAY_COMPONENT
+    return labels.get(lb.LABEL_COMPONENT) == lb.GATEWAY_COMPONENT
 
 
 def targets_of(pool: Mapping[str, Any]) -> dict[Role, int | None]:

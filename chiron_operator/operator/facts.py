@@ -13,6 +13,7 @@ from chiron_operator.kube.labels import (
     LABEL_COMPONENT,
     LABEL_ROLE,
 )
+from chiron_operator.kube.pods import is_serving
 from chiron_operator.metrics import PodFacts, RoleFacts
 
 Json = Mapping[str, Any]
@@ -25,13 +26,6 @@ def role_of(obj: Json) -> Role | None:
         return Role(labels.get(LABEL_ROLE, ""))
     except ValueError:
         return None
-
-
-def _pod_ready(pod: Json) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _pod_max_num_seqs(pod: Json) -> int:
@@ -55,7 +49,7 @@ def pod_facts(pods: Iterable[Json]) -> list[PodFacts]:
         if role is None:
             continue
         name = str(pod["metadata"]["name"])
-        facts.append(PodFacts(name, role, _pod_ready(pod), _pod_max_num_seqs(pod)))
+        facts.append(PodFacts(name, role, is_serving(pod), _pod_max_num_seqs(pod)))
     return facts
 
 
@@ -96,5 +90,5 @@ def gateway_replicas(deployments: Iterable[Json], pods: Iterable[Json]) -> tuple
     if not found:
         return None
     replicas = int((found[0].get("spec") or {}).get("replicas") or 0)
-    ready = sum(1 for pod in pods if is_gateway(pod) and _pod_ready(pod))
+    ready = sum(1 for pod in pods if is_gateway(pod) and is_serving(pod))
     return replicas, ready

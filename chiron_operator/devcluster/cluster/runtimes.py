@@ -19,9 +19,8 @@ from typing import Final
 
 from chiron_operator.devcluster.cluster.pods import PORT_ANNOTATION
 from chiron_operator.devcluster.cluster.processes import ContainerRuntime, Launch, ProcessSpec
-from chiron_operator.kube.labels import LABEL_COMPONENT, LABEL_POOL
+from chiron_operator.kube.labels import GATEWAY_COMPONENT, LABEL_COMPONENT, LABEL_POOL
 
-GATEWAY_COMPONENT: Final = "gateway"
 GATEWAY: Final = (sys.executable, "-m", "chiron_operator.gateway")
 
 

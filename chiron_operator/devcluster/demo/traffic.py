@@ -31,11 +31,13 @@ from chiron_operator.devcluster.cluster.apiclient import AsyncApi
 from chiron_operator.devcluster.cluster.pods import PORT_ANNOTATION
 from chiron_operator.kube.labels import (
     ANNOTATION_MAX_NUM_SEQS,
+    GATEWAY_COMPONENT,
     LABEL_COMPONENT,
     LABEL_POOL,
     LABEL_ROLE,
     SERVES_LABEL,
 )
+from chiron_operator.kube.pods import is_serving
 
 PROMPT_TOKENS_FIELD: Final = "chiron_prompt_tokens"
 DATA_PREFIX: Final = b"data: "
@@ -66,13 +68,6 @@ class Completion:
     error: str = ""
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def endpoints_of(pods: list[dict[str, Any]], request_class: RequestClass) -> list[Endpoint]:
     """The ready pods a class's Service selects. Pure."""
     label = SERVES_LABEL[request_class]
@@ -83,7 +78,7 @@ def endpoints_of(pods: list[dict[str, Any]], request_class: RequestClass) -> lis
         annotations = metadata.get("annotations") or {}
         port = str(annotations.get(PORT_ANNOTATION, ""))
         seqs = str(annotations.get(ANNOTATION_MAX_NUM_SEQS, ""))
-        if labels.get(label) == "true" and port.isdigit() and _ready(pod):
+        if labels.get(label) == "true" and port.isdigit() and is_serving(pod):
             role = str(labels.get(LABEL_ROLE))
             size = int(seqs) if seqs.isdigit() else 1
             found.append(Endpoint(str(metadata["name"]), role, int(port), size))
@@ -96,7 +91,7 @@ def gateway_endpoint(pods: list[dict[str, Any]]) -> Endpoint | None:
         metadata = pod.get("metadata") or {}
         labels = metadata.get("labels") or {}
         port = str((metadata.get("annotations") or {}).get(PORT_ANNOTATION, ""))
-        if labels.get(LABEL_COMPONENT) == "gateway" and port.isdigit() and _ready(pod):
+        if labels.get(LABEL_COMPONENT) == GATEWAY_COMPONENT and port.isdigit() and is_serving(pod):
             return Endpoint(str(metadata["name"]), "gateway", int(port))
     return None
 
