@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -148,3 +148,13 @@ async def watch_max(p: Pods, stop: asyncio.Event) -> dict[str, float]:
             most[name] = max(most[name], value)
         await asyncio.sleep(0.01)
     return most
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 5.0) -> None:
+    """Poll `check` until it holds; fail saying `what` after `timeout_s` (a loaded machine
+    admits requests later than an idle one, so the tests wait for states, not for time)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)

@@ -75,16 +75,23 @@ async def test_per_class_load_and_caps_reach_the_operator(
         await asyncio.to_thread(prom.wait_for_first_scrape)
         # Two interactive streams on the interactive pod (one per gateway, a share of 1 each),
         # one that overflows to the mixed pod, and one batch request beside it.
-        load = [send(gw, max_tokens=400, stream=True) for gw in (*gateways, gateways[0])]
-        load.append(send(gateways[1], max_tokens=400, batch=True))
+        load = [send(gw, max_tokens=1000, stream=True) for gw in (*gateways, gateways[0])]
+        load.append(send(gateways[1], max_tokens=1000, batch=True))
         calls = [asyncio.create_task(c) for c in load]
         source = PrometheusSource(prom.url)
         query = PoolQuery(PoolSelector(NS, POOL), 4.0, 0.95, 4.0, gateway=True)
         mixed = NAMES[Role.MIXED]
 
         def settled(m: PoolMetrics) -> bool:
-            found = m.pods.get(mixed)
-            return found is not None and found.interactive_running_requests == 1.0
+            # The two exporters are scraped independently: wait until both show the load.
+            found, other = m.pods.get(mixed), m.pods.get(NAMES[Role.INTERACTIVE])
+            return (
+                found is not None
+                and other is not None
+                and found.interactive_running_requests == 1.0
+                and found.running_requests == 2.0
+                and other.interactive_running_requests == 2.0
+            )
 
         metrics = await _fetch_until(source, query, settled)
         for call in calls:

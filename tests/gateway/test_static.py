@@ -13,7 +13,7 @@ from chiron_operator.core.enums import Role
 from chiron_operator.gateway.config import PodInfo, Share
 from chiron_operator.routing import RoutingTuning
 from tests.emulator.emukit import fast_value, sample_value
-from tests.gateway.gatekit import MODEL, PodSpec, gateway, pods, send, watch_max
+from tests.gateway.gatekit import MODEL, PodSpec, gateway, pods, send, until, watch_max
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,11 +31,12 @@ async def test_interactive_fills_interactive_pods_then_overflows_to_mixed() -> N
     specs = (PodSpec(Role.INTERACTIVE, 2), PodSpec(Role.MIXED, 2))
     async with pods(*specs) as p, gateway(p.infos) as gw:
         calls = [asyncio.create_task(send(gw, max_tokens=80, stream=True)) for _ in range(3)]
-        await asyncio.sleep(0.3)
-        assert await p.sum_of("vllm:num_requests_running") == {
-            "interactive-0": 2.0,
-            "mixed-1": 1.0,
-        }
+        expected = {"interactive-0": 2.0, "mixed-1": 1.0}
+
+        async def spread() -> bool:
+            return await p.sum_of("vllm:num_requests_running") == expected
+
+        await until(spread, f"running {expected}")
         answers = await asyncio.gather(*calls)
         assert [a.status for a in answers] == [200, 200, 200]
         text = await gw.metrics()
@@ -65,8 +66,11 @@ async def test_interactive_cuts_off_batch_work_on_a_full_mixed_pod() -> None:
     cuts off the newest batch request instead, and that request still completes."""
     async with pods(PodSpec(Role.MIXED, 2)) as p, gateway(p.infos) as gw:
         batch = [asyncio.create_task(send(gw, max_tokens=150, batch=True)) for _ in range(2)]
-        await asyncio.sleep(0.4)
-        assert await p.gauge("mixed-0") == 2.0
+
+        async def full() -> bool:
+            return await p.gauge("mixed-0") == 2.0
+
+        await until(full, "two batch requests running on the mixed pod")
         interactive = await send(gw, max_tokens=5, stream=True)
         assert interactive.status == 200
         assert interactive.ttft_s < 0.5, interactive  # the pool's TTFT SLO is 2 s
@@ -90,7 +94,11 @@ async def test_without_cut_offs_interactive_waits_for_batch_work() -> None:
     tuning = RoutingTuning(preempt_batch=False)
     async with pods(PodSpec(Role.MIXED, 2)) as p, gateway(p.infos, tuning) as gw:
         batch = [asyncio.create_task(send(gw, max_tokens=150, batch=True)) for _ in range(2)]
-        await asyncio.sleep(0.4)
+
+        async def full() -> bool:
+            return await p.gauge("mixed-0") == 2.0
+
+        await until(full, "two batch requests running on the mixed pod")
         interactive = await send(gw, max_tokens=5, stream=True)
         await asyncio.gather(*batch)
         assert interactive.ttft_s > 0.5, interactive
@@ -101,7 +109,11 @@ async def test_refusals_say_why_in_the_openai_shape() -> None:
     async with pods(PodSpec(Role.INTERACTIVE, 1), PodSpec(Role.BATCH, 1)) as p:
         async with gateway(p.infos, tuning) as gw:
             busy = asyncio.create_task(send(gw, max_tokens=60, stream=True))
-            await asyncio.sleep(0.2)
+
+            async def taken() -> bool:
+                return await p.gauge("interactive-0") == 1.0
+
+            await until(taken, "the interactive pod's one slot taken")
             refused = await send(gw)
             assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
             error = json.loads(refused.body)["error"]
@@ -175,8 +187,11 @@ async def test_a_pod_that_refuses_connections_is_retried_on_another() -> None:
 async def test_a_batch_request_whose_pod_dies_completes_on_another() -> None:
     async with pods(PodSpec(Role.BATCH, 2), PodSpec(Role.BATCH, 2)) as p, gateway(p.infos) as gw:
         calls = [asyncio.create_task(send(gw, max_tokens=100, batch=True)) for _ in range(2)]
-        await asyncio.sleep(0.3)
-        assert await p.gauge("batch-0") == 1.0
+
+        async def spread() -> bool:
+            return await p.gauge("batch-0") == 1.0 and await p.gauge("batch-1") == 1.0
+
+        await until(spread, "one batch request on each pod")
         await p.running["batch-0"].server.stop()
         answers = await asyncio.gather(*calls)
         assert [a.status for a in answers] == [200, 200]

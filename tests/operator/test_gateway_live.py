@@ -23,6 +23,7 @@ from chiron_operator.devcluster.demo.traffic import gateway_endpoint
 from tests.chart.rbac import rendered_grants
 from tests.chart.support import parse, render
 from tests.emulator.emukit import fast_value, sample_value
+from tests.gateway.gatekit import until
 from tests.operator.conftest import NAMESPACE, Env
 from tests.operator.harness import MODEL, Json, fixed, pool_spec, wait_for
 from tests.operator.rbac_check import denied
@@ -175,9 +176,12 @@ def test_routes_by_class_overflows_to_mixed_and_keeps_every_pod_within_its_cap(
             watcher = asyncio.create_task(watch_max(session, run, stop))
             port = run.gateways[0]
             first = [asyncio.create_task(send(session, port, max_tokens=150)) for _ in range(3)]
-            await asyncio.sleep(0.6)
-            now = await running_of(session, run)
-            assert (now[by_role["interactive"]], now[by_role["mixed"]]) == (2.0, 1.0)
+
+            async def spread() -> bool:
+                now = await running_of(session, run)
+                return (now[by_role["interactive"]], now[by_role["mixed"]]) == (2.0, 1.0)
+
+            await until(spread, "two on the interactive pod, one overflowed to mixed")
             more = [asyncio.create_task(send(session, port, max_tokens=20)) for _ in range(3)]
             answers = await asyncio.gather(*first, *more)
             stop.set()
@@ -277,8 +281,11 @@ def test_interactive_cuts_off_batch_work_on_a_full_mixed_pod(live: Env) -> None:
                 asyncio.create_task(send(session, gw, max_tokens=300, stream=False, batch=True))
                 for _ in range(2)
             ]
-            await asyncio.sleep(0.8)
-            assert list((await running_of(session, run)).values()) == [2.0]
+
+            async def full() -> bool:
+                return list((await running_of(session, run)).values()) == [2.0]
+
+            await until(full, "two batch requests running on the mixed pod")
             interactive = await send(session, gw, max_tokens=5)
             assert interactive.status == 200
             assert interactive.ttft_s < 1.0, interactive.ttft_s  # the TTFT SLO is 2 s
@@ -312,7 +319,11 @@ def test_a_batch_request_whose_pod_is_deleted_mid_request_still_completes(live: 
                 asyncio.create_task(send(session, gw, max_tokens=600, stream=False, batch=True))
                 for _ in range(2)
             ]
-            await asyncio.sleep(0.8)
+
+            async def both_running() -> bool:
+                return sum((await running_of(session, run)).values()) == 2.0
+
+            await until(both_running, "both batch requests running")
             busy = await running_of(session, run)
             victim = next(n for n in batch_pods if busy[n] >= 1.0)
             await asyncio.to_thread(
@@ -342,7 +353,11 @@ def test_a_full_pool_refuses_with_429_and_says_why(live: Env) -> None:
 
         async def go(session: aiohttp.ClientSession) -> Answer:
             busy = asyncio.create_task(send(session, run.gateways[0], max_tokens=200))
-            await asyncio.sleep(0.6)
+
+            async def taken() -> bool:
+                return sum((await running_of(session, run)).values()) == 1.0
+
+            await until(taken, "the pod's one slot taken")
             refused = await send(session, run.gateways[0], max_tokens=5)
             busy.cancel()
             await asyncio.gather(busy, return_exceptions=True)
