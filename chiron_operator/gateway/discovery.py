@@ -32,7 +32,7 @@ from chiron_operator.gateway.config import GatewayConfig, PodInfo, Share
 from chiron_operator.gateway.dispatcher import Dispatcher
 from chiron_operator.kube import labels as lb
 from chiron_operator.kube.client import KubeClient
-from chiron_operator.kube.pods import is_serving
+from chiron_operator.kube.pods import is_serving, pod_max_num_seqs
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def pod_info(pod: Mapping[str, Any], port_annotation: str = "") -> PodInfo | Non
     port = _port(pod, port_annotation)
     ready = bool(ip) and port is not None and is_serving(pod)
     url = f"http://{ip}:{port}" if ip and port is not None else ""
-    return PodInfo(str(metadata.get("name")), role, url, _max_num_seqs(pod), ready)
+    return PodInfo(str(metadata.get("name")), role, url, pod_max_num_seqs(pod), ready)
 
 
 def _vllm_container(pod: Mapping[str, Any]) -> Json:
@@ -73,23 +73,6 @@ def _port(pod: Mapping[str, Any], annotation: str) -> int | None:
     named = [p for p in ports if p.get("name") == lb.PORT_NAME] or ports
     value = named[0].get("containerPort") if named else DEFAULT_POD_PORT
     return int(value) if isinstance(value, int) else DEFAULT_POD_PORT
-
-
-def _max_num_seqs(pod: Mapping[str, Any]) -> int | None:
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    text = str(annotations.get(lb.ANNOTATION_MAX_NUM_SEQS, ""))
-    if text.isdigit():
-        return int(text)
-    args = [str(a) for a in _vllm_container(pod).get("args") or []]
-    for i, arg in enumerate(args):
-        if arg.startswith("--max-num-seqs="):
-            text = arg.partition("=")[2]
-        elif arg in ("--max-num-seqs", "--max_num_seqs") and i + 1 < len(args):
-            text = args[i + 1]
-        else:
-            continue
-        return int(text) if text.isdigit() else None
-    return None
 
 
 def gateway_share(pods: Mapping[str, Json], own_name: str) -> Share:

@@ -35,18 +35,6 @@ TTFT_BUCKETS_S: Final = (
 )  # fmt: skip
 WAIT_BUCKETS_S: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-OUTCOMES: Final = (
-    "routed",
-    "overflowed_to_mixed",
-    "queued",
-    "refused",
-    "retried",
-    "requeued",
-    "completed",
-    "failed",
-)
-"""Outcomes a request is counted under, by class (one request may count under several)."""
-
 
 class RouterGauges(Collector):
     """The router's state as gauges, read when Prometheus scrapes: in flight per pod and class,

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -79,7 +80,9 @@ async def read_body(request: web.Request) -> dict[str, Any]:
 class Relay:
     """Writes one upstream answer to the client, streaming it through as it arrives."""
 
-    def __init__(self, request: web.Request, pending: Pending, on_first_byte: Any) -> None:
+    def __init__(
+        self, request: web.Request, pending: Pending, on_first_byte: Callable[[], None]
+    ) -> None:
         self.request = request
         self.pending = pending
         self.response: web.StreamResponse | None = None

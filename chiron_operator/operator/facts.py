@@ -6,14 +6,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chiron_operator.core.enums import Role
-from chiron_operator.kube import applied_max_num_seqs, max_num_seqs_of
+from chiron_operator.kube import applied_max_num_seqs
 from chiron_operator.kube.labels import (
-    ANNOTATION_MAX_NUM_SEQS,
     GATEWAY_COMPONENT,
     LABEL_COMPONENT,
     LABEL_ROLE,
 )
-from chiron_operator.kube.pods import is_serving
+from chiron_operator.kube.pods import is_serving, pod_max_num_seqs
 from chiron_operator.metrics import PodFacts, RoleFacts
 
 Json = Mapping[str, Any]
@@ -28,19 +27,6 @@ def role_of(obj: Json) -> Role | None:
         return None
 
 
-def _pod_max_num_seqs(pod: Json) -> int:
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    raw = annotations.get(ANNOTATION_MAX_NUM_SEQS)
-    if raw is not None and str(raw).isdigit():
-        return int(raw)
-    containers = (pod.get("spec") or {}).get("containers") or []
-    for container in containers:
-        found = max_num_seqs_of(container.get("args") or [])
-        if found is not None:
-            return found
-    return 0
-
-
 def pod_facts(pods: Iterable[Json]) -> list[PodFacts]:
     """Pods of the pool with their role (from labels), readiness and batch-size cap."""
     facts = []
@@ -49,7 +35,7 @@ def pod_facts(pods: Iterable[Json]) -> list[PodFacts]:
         if role is None:
             continue
         name = str(pod["metadata"]["name"])
-        facts.append(PodFacts(name, role, is_serving(pod), _pod_max_num_seqs(pod)))
+        facts.append(PodFacts(name, role, is_serving(pod), pod_max_num_seqs(pod) or 0))
     return facts
 
 
