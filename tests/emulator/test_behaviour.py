@@ -109,9 +109,12 @@ async def test_preempt_for_priority_evicts_a_running_batch_request_at_the_cap() 
     assert sample_value(text, "vllm:num_preemptions_total") == 1
     assert sample_value(text, "vllm:request_num_preemptions_sum") == 1
     # The victim is the latest arrival among equal priorities: the long stream stalls while the
-    # urgent request runs, the short one does not.
+    # urgent request runs, the short one does not. Compared stream to stream, not against the
+    # urgent span alone: a stall of the client's event loop (a loaded 2-core CI machine) delays
+    # both streams alike, but only the victim also waits out the urgent request.
     urgent_span = token_times(urgent)[-1] - token_times(urgent)[0]
-    assert max_gap(token_times(long)) > urgent_span > max_gap(token_times(short))
+    assert max_gap(token_times(long)) > urgent_span
+    assert max_gap(token_times(long)) > max_gap(token_times(short))
 
 
 async def test_token_pacing_follows_the_latency_model() -> None:
