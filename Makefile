@@ -14,12 +14,19 @@ $(STAMP): pyproject.toml
 ## test: lint, types, layering and the whole pytest suite (what CI runs)
 test: lint types layers unit
 
-## system-deps: the real Prometheus server the integration tests run (Debian package)
+## system-deps: the real Prometheus and PostgreSQL servers the integration tests run (Debian
+## packages). The tests start their own PostgreSQL cluster on a free loopback port and a private
+## socket directory, so the `main` cluster the package creates (and starts on port 5432 where an
+## init system runs) never gets in their way.
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check chiron_operator tests

@@ -22,11 +22,15 @@ from collections.abc import Sequence
 
 import uvloop
 
+from chiron_operator.batches.store.url import check_store_url
 from chiron_operator.core.enums import Role
 from chiron_operator.gateway.config import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_PORT,
+    DEFAULT_STORE,
+    STORE_ENV,
+    BatchCapacity,
     GatewayConfig,
     PodInfo,
     Share,
@@ -79,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _pod_flags(p.add_argument_group("where the pods are"))
     _admission_flags(p.add_argument_group("admission"))
+    _batch_flags(p.add_argument_group("the Batch API"))
     return p
 
 
@@ -150,6 +155,42 @@ def _admission_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def _batch_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV, DEFAULT_STORE),
+        help="where batches, files and the batch queue live: sqlite:///PATH (one replica) or "
+        "postgresql://... (several replicas, one dispatching); 'none' serves no Batch API "
+        f"(default ${STORE_ENV}, else {DEFAULT_STORE})",
+    )
+    g.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=GatewayConfig().max_file_bytes,
+        help="largest batch input file accepted (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-batch-requests",
+        type=int,
+        default=GatewayConfig().max_batch_requests,
+        help="most requests in one batch input file (default %(default)s)",
+    )
+    g.add_argument(
+        "--batch-max-attempts",
+        type=int,
+        default=GatewayConfig().batch_max_attempts,
+        help="tries of a batch request that gets no answer or overload before it goes to "
+        "the error file (default %(default)s)",
+    )
+    g.add_argument(
+        "--batch-capacity",
+        type=float,
+        default=0.0,
+        help="static mode: the most output tokens/s the pods could give batch work; a batch "
+        "whose window needs more is warned in its metadata (Kubernetes: from the pool)",
+    )
+
+
 def config_from(args: argparse.Namespace) -> GatewayConfig:
     """The validated config; ValueError naming the flag at fault."""
     endpoints = tuple(parse_endpoint(text, i) for i, text in enumerate(args.endpoint))
@@ -161,6 +202,16 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         raise ValueError("--replica-index must be in [0, --replicas)")
     if args.max_queued < 0 or args.mixed_reserve_slots < 0 or args.max_retries < 0:
         raise ValueError("--max-queued, --mixed-reserve-slots and --max-retries must be >= 0")
+    if min(args.max_file_bytes, args.max_batch_requests, args.batch_max_attempts) < 1:
+        raise ValueError(
+            "--max-file-bytes, --max-batch-requests and --batch-max-attempts must be >= 1"
+        )
+    store = "" if args.store.strip().lower() == "none" else args.store.strip()
+    if store:
+        check_store_url(store)
+    capacity = None
+    if args.batch_capacity > 0:
+        capacity = BatchCapacity(args.batch_capacity, "as given by --batch-capacity")
     tuning = RoutingTuning(
         max_queued_interactive=args.max_queued,
         max_queue_wait_s=parse_duration_s(args.max_queue_wait),
@@ -181,6 +232,11 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         pod_port_annotation=args.pod_port_annotation,
         kubeconfig=args.kubeconfig,
         pod_name=args.pod_name,
+        store_url=store,
+        max_file_bytes=args.max_file_bytes,
+        max_batch_requests=args.max_batch_requests,
+        batch_max_attempts=args.batch_max_attempts,
+        batch_capacity=capacity,
     )
 
 

@@ -18,6 +18,9 @@ from chiron_operator.routing import RoutingTuning
 DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_RETRIES: Final = 3
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
+STORE_ENV: Final = "CHIRON_GATEWAY_STORE"
+"""The store URL's environment variable (the operator sets it from a Secret for PostgreSQL)."""
+DEFAULT_STORE: Final = "sqlite:///chiron-batches.db"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -59,6 +62,18 @@ class Share:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchCapacity:
+    """The most output tokens/s the pool could give batch work at its largest size (what a
+    batch's completion window is checked against), and where the figure comes from."""
+
+    max_tokens_per_s: float
+    detail: str
+
+    def describe(self) -> str:
+        return self.detail
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything `chiron-gateway` runs with, validated."""
 
@@ -77,6 +92,14 @@ class GatewayConfig:
     kubeconfig: str = ""
     pod_name: str = ""
     deadline_bucket_s: float = 60.0
+    store_url: str = ""  # the Batch API's store; "" serves no Batch API (embedded uses)
+    max_file_bytes: int = 200 * 1024 * 1024
+    max_batch_requests: int = 100_000
+    batch_max_attempts: int = 5
+    batch_backoff_s: float = 1.0  # the first retry's wait; doubling up to 30 s
+    min_batch_window_s: float = 10.0
+    batch_poll_s: float = 1.0  # how often the dispatching replica reads the store for changes
+    batch_capacity: BatchCapacity | None = None  # static mode's figure (Kubernetes: the pool's)
 
     @property
     def static(self) -> bool:

@@ -27,8 +27,9 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 from chiron_operator.api.base import GROUP, PLURAL, VERSION
+from chiron_operator.api.spec import ROLE_DEFAULTS
 from chiron_operator.core.enums import Role
-from chiron_operator.gateway.config import GatewayConfig, PodInfo, Share
+from chiron_operator.gateway.config import BatchCapacity, GatewayConfig, PodInfo, Share
 from chiron_operator.gateway.dispatcher import Dispatcher
 from chiron_operator.kube import labels as lb
 from chiron_operator.kube.client import KubeClient
@@ -109,6 +110,27 @@ def targets_of(pool: Mapping[str, Any]) -> dict[Role, int | None]:
     return found
 
 
+def capacity_of(pool: Mapping[str, Any]) -> BatchCapacity | None:
+    """The most output tokens/s batch work could get at the pool's largest size: every batch
+    and mixed instance it may run, at the operator's estimate of one batch instance's rate
+    (`status.signals.batchInstanceTokensPerS`); None until the operator publishes it."""
+    signals = (pool.get("status") or {}).get("signals") or {}
+    per_instance = signals.get("batchInstanceTokensPerS")
+    if not isinstance(per_instance, (int, float)) or per_instance <= 0:
+        return None
+    roles = (pool.get("spec") or {}).get("roles") or {}
+    counts: dict[Role, int] = {}
+    for role in (Role.BATCH, Role.MIXED):
+        value = (roles.get(role.value) or {}).get("maxReplicas")
+        counts[role] = value if isinstance(value, int) else ROLE_DEFAULTS[role].max_replicas
+    instances = counts[Role.BATCH] + counts[Role.MIXED]
+    detail = (
+        f"{counts[Role.BATCH]} batch + {counts[Role.MIXED]} mixed instances at "
+        f"{per_instance:.0f} tokens/s each"
+    )
+    return BatchCapacity(instances * float(per_instance), detail)
+
+
 class PoolWatcher:
     """Keeps a dispatcher's pods, share and targets current from the Kubernetes API."""
 
@@ -165,6 +187,10 @@ class PoolWatcher:
         self.dispatcher.set_share(gateway_share(pods, self.config.pod_name))
         self.dispatcher.set_pods(infos)
 
+    def _apply_pool(self, targets: dict[Role, int | None], capacity: BatchCapacity | None) -> None:
+        self.dispatcher.set_targets(targets)
+        self.dispatcher.batch_capacity = capacity
+
     def _watch_pool(self, loop: asyncio.AbstractEventLoop) -> None:
         custom = k8s.CustomObjectsApi(self.kube.api_client)
 
@@ -183,7 +209,7 @@ class PoolWatcher:
 
         def apply(kind: str, pool: Json) -> None:
             if kind != "DELETED":
-                loop.call_soon_threadsafe(self.dispatcher.set_targets, targets_of(pool))
+                loop.call_soon_threadsafe(self._apply_pool, targets_of(pool), capacity_of(pool))
 
         self._forever("pool", events, apply)
 

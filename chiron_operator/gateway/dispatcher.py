@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from chiron_operator.core.enums import Role
-from chiron_operator.gateway.config import PodInfo, Share
+from chiron_operator.gateway.config import BatchCapacity, PodInfo, Share
 from chiron_operator.gateway.metrics import GatewayMetrics
 from chiron_operator.routing import (
     Action,
@@ -72,6 +73,8 @@ class Pending:
     queued_at_s: float | None = None
     refusal: Refuse | None = None
     done: bool = field(default=False)
+    on_send: Callable[[Pending], None] | None = None
+    """Called when the router sends it (Batch API work, which has no handler waiting)."""
 
 
 class Dispatcher:
@@ -95,6 +98,25 @@ class Dispatcher:
         self.targets: dict[Role, int | None] = {}
         self._pending: dict[Ticket, Pending] = {}
         self._ejected: dict[str, asyncio.TimerHandle] = {}
+        self.batch_capacity: BatchCapacity | None = None
+        self._outputs = 0
+        self._output_tokens = 0.0
+
+    # Batch output lengths ---------------------------------------------------------------------
+
+    def note_batch_output(self, tokens: int) -> None:
+        """One completed batch request's output length: exported, and learned for estimates."""
+        self.metrics.observe_batch_output(tokens)
+        self.learn_batch_outputs(1, float(tokens))
+
+    def learn_batch_outputs(self, count: int, total_tokens: float) -> None:
+        self._outputs += count
+        self._output_tokens += total_tokens
+
+    @property
+    def batch_output_mean_tokens(self) -> float:
+        """Mean output length of the batch requests seen (NaN before the first)."""
+        return self._output_tokens / self._outputs if self._outputs else math.nan
 
     # Pods and caps ----------------------------------------------------------------------------
 
@@ -163,11 +185,23 @@ class Dispatcher:
 
     # Requests ---------------------------------------------------------------------------------
 
-    def open(self, ticket: Ticket) -> Pending:
-        """A new request: the router places it, queues it or refuses it."""
-        pending = self._pending[ticket] = Pending(ticket)
+    def open(self, ticket: Ticket, on_send: Callable[[Pending], None] | None = None) -> Pending:
+        """A new request: the router places it, queues it or refuses it. With `on_send`, that
+        is called each time the router sends it, instead of waking a waiting handler."""
+        pending = self._pending[ticket] = Pending(ticket, on_send=on_send)
         self._execute(self.router.submit(ticket, self.clock()))
         return pending
+
+    def abandon_many(self, pendings: Iterable[Pending]) -> None:
+        """Forget many requests at once (a cancelled or expired batch, a lost leadership);
+        their upstream attempts are cancelled, which closes their connections."""
+        gone = [p for p in pendings if not p.done]
+        for pending in gone:
+            pending.done = True
+            self._pending.pop(pending.ticket, None)
+            if pending.attempt is not None:
+                pending.attempt.cancel()
+        self._execute(self.router.abandon_many(p.ticket for p in gone))
 
     async def acquire(self, pending: Pending) -> PodInfo:
         """Wait for the pod the router gives this request (RefusedError if it refuses)."""
@@ -256,7 +290,10 @@ class Dispatcher:
         outcome = _SENT_OUTCOME.get(send.reason)
         if outcome is not None and pending.ticket.retries == 0 and pending.ticket.cut_offs == 0:
             self.metrics.count(pending.ticket.request_class.value, outcome)
-        _wake(pending)
+        if pending.on_send is not None:
+            pending.on_send(pending)
+        else:
+            _wake(pending)
 
     def _cut(self, pending: Pending, cut: CutOff) -> None:
         pending.pod = None

@@ -27,11 +27,17 @@ PREEMPTIONS: Final = "chiron_gateway_batch_preemptions"
 TTFT: Final = "chiron_gateway_time_to_first_token_seconds"
 BATCH_QUEUED: Final = "chiron_gateway_batch_queued_requests"
 BATCH_QUEUED_TOKENS: Final = "chiron_gateway_batch_queued_tokens"
+BATCH_OUTPUT_TOKENS: Final = "chiron_gateway_batch_output_tokens"
+BATCH_OUTPUT_SQUARES: Final = "chiron_gateway_batch_output_tokens_squares"
 
 # vLLM's TTFT buckets, so a gateway-side and an engine-side histogram compare bucket by bucket.
 TTFT_BUCKETS_S: Final = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
     2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+# vLLM's request_generation_tokens buckets (1-2-5 steps), so the two compare bucket by bucket.
+OUTPUT_TOKEN_BUCKETS: Final = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000,
 )  # fmt: skip
 WAIT_BUCKETS_S: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -120,6 +126,25 @@ class GatewayMetrics:
             buckets=TTFT_BUCKETS_S,
             registry=r,
         )
+
+        self.batch_output_tokens = Histogram(
+            BATCH_OUTPUT_TOKENS,
+            "Output tokens of each completed batch request (Batch API or batch class): the "
+            "lengths the batch controller's waiting-time bound learns its mean from.",
+            buckets=OUTPUT_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.batch_output_squares = Counter(
+            BATCH_OUTPUT_SQUARES,
+            "Sum of the squared output tokens of the same requests, so that the spread of "
+            "their lengths is exact (variance = E[x^2] - E[x]^2) rather than read off buckets.",
+            registry=r,
+        )
+
+    def observe_batch_output(self, tokens: int) -> None:
+        """One completed batch request's output length."""
+        self.batch_output_tokens.observe(tokens)
+        self.batch_output_squares.inc(tokens * tokens)
 
     def watch(self, router: Callable[[], PoolRouter]) -> None:
         """Export the router's state (read at every scrape)."""

@@ -19,6 +19,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from chiron_operator.batches.lines import output_tokens
 from chiron_operator.core.enums import RequestClass
 from chiron_operator.gateway.config import GatewayConfig, PodInfo, parse_duration_s
 from chiron_operator.gateway.dispatcher import CutOffError, Dispatcher, Pending, RefusedError
@@ -186,7 +187,21 @@ class Forwarder:
                 self.dispatcher.retry(pending)
                 continue
             self.dispatcher.finish(pending)
+            if not ticket.interactive and not relay.started:
+                self._learn_output(answer)
             return answer
+
+    def _learn_output(self, answer: web.StreamResponse) -> None:
+        """A batch-class completion's length teaches the batch queue's estimates (streamed ones
+        report usage only when asked to, so only whole answers are read)."""
+        if answer.status != 200 or not isinstance(answer, web.Response) or answer.body is None:
+            return
+        try:
+            tokens = output_tokens(json.loads(bytes(answer.body)))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return
+        if tokens is not None:
+            self.dispatcher.note_batch_output(tokens)
 
     async def _once(
         self, pod: PodInfo, path: str, payload: bytes, stream: bool, relay: Relay

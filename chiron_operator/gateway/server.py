@@ -6,6 +6,8 @@
 - `GET /health`: 200 while the gateway runs, with the ready pods per role; requests queue while
   no pod is ready, so a pool scaling up from nothing is not a gateway failure.
 - `GET /metrics`: the gateway's series in Prometheus's classic text format.
+- the OpenAI Batch API (`batch_api`), when the gateway has a store (`--store`): files and
+  batches, run by `batch_runner` on the replica holding the store's dispatcher lock.
 
 A client that disconnects cancels its handler (`handler_cancellation`), which frees its slot
 and closes the upstream connection, so vLLM aborts the request too.
@@ -24,11 +26,17 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from chiron_operator.batches.store.threaded import AsyncStore
+from chiron_operator.batches.store.url import open_store
 from chiron_operator.core.enums import Role
+from chiron_operator.gateway.batch_api import BatchApi, BatchLimits
+from chiron_operator.gateway.batch_runner import BatchRunner, RunnerSettings
+from chiron_operator.gateway.batch_work import WorkSettings
 from chiron_operator.gateway.config import GatewayConfig
 from chiron_operator.gateway.dispatcher import Dispatcher
 from chiron_operator.gateway.errors import ApiError, error_response
 from chiron_operator.gateway.metrics import GatewayMetrics
+from chiron_operator.gateway.models import ModelCatalog
 from chiron_operator.gateway.proxy import Forwarder
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,13 @@ class Gateway:
     dispatcher: Dispatcher
     session: aiohttp.ClientSession | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    store: AsyncStore | None = None
+    runner: BatchRunner | None = None
+    catalog: ModelCatalog | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        assert self.session is not None, "the gateway is not started"
+        return self.session
 
     @property
     def forwarder(self) -> Forwarder:
@@ -62,7 +77,25 @@ def build_gateway(config: GatewayConfig) -> Gateway:
         config.routing, metrics, share=config.share, deadline_bucket_s=config.deadline_bucket_s
     )
     dispatcher.set_pods(config.endpoints)
-    return Gateway(config, metrics, dispatcher)
+    dispatcher.batch_capacity = config.batch_capacity
+    gateway = Gateway(config, metrics, dispatcher)
+    gateway.catalog = ModelCatalog(dispatcher, gateway.client)
+    if config.store_url:
+        gateway.store = AsyncStore(open_store(config.store_url))
+        settings = RunnerSettings(
+            poll_s=config.batch_poll_s,
+            lock_name=f"chiron-batches/{config.namespace}/{config.pool}",
+            max_requests=config.max_batch_requests,
+            work=WorkSettings(
+                max_attempts=config.batch_max_attempts,
+                backoff_s=config.batch_backoff_s,
+                eject_s=config.eject_s,
+            ),
+        )
+        gateway.runner = BatchRunner(
+            gateway.store, dispatcher, gateway.client, settings, models=gateway.catalog
+        )
+    return gateway
 
 
 def build_app(gateway: Gateway, watcher: Watcher | None = None) -> web.Application:
@@ -77,6 +110,8 @@ def build_app(gateway: Gateway, watcher: Watcher | None = None) -> web.Applicati
         gateway.tasks.append(asyncio.create_task(gateway.dispatcher.expire_forever()))
         if watcher is not None:
             gateway.tasks.append(asyncio.create_task(watcher(gateway.dispatcher)))
+        if gateway.runner is not None:
+            gateway.tasks.append(asyncio.create_task(gateway.runner.run()))
         yield
         for task in gateway.tasks:
             task.cancel()
@@ -84,6 +119,8 @@ def build_app(gateway: Gateway, watcher: Watcher | None = None) -> web.Applicati
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await gateway.session.close()
+        if gateway.store is not None:
+            await gateway.store.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", _generation("/v1/chat/completions"))
@@ -91,6 +128,12 @@ def build_app(gateway: Gateway, watcher: Watcher | None = None) -> web.Applicati
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    if gateway.store is not None:
+        config = gateway.config
+        limits = BatchLimits(
+            config.max_file_bytes, config.max_batch_requests, config.min_batch_window_s
+        )
+        BatchApi(gateway.store, gateway.dispatcher, limits).routes(app)
     return app
 
 
@@ -104,18 +147,11 @@ def _generation(path: str) -> Callable[[web.Request], Awaitable[web.StreamRespon
 
 async def models(request: web.Request) -> web.StreamResponse:
     gateway: Gateway = request.app[GATEWAY_KEY]
-    pods = sorted(
-        (p for p in gateway.dispatcher.pods.values() if p.ready),
-        key=lambda p: (p.role is Role.BATCH, p.name),
-    )
-    session = gateway.session
-    assert session is not None
-    for pod in pods:
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with session.get(pod.url + "/v1/models") as answer:
-                if answer.status == 200:
-                    return web.json_response(await answer.json())
-    return error_response(ApiError(503, "no pod of the pool is ready to list its models"))
+    assert gateway.catalog is not None
+    listing = await gateway.catalog.listing()
+    if listing is None:
+        return error_response(ApiError(503, "no pod of the pool is ready to list its models"))
+    return web.json_response(listing)
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -124,7 +160,10 @@ async def health(request: web.Request) -> web.StreamResponse:
     for pod in gateway.dispatcher.pods.values():
         if pod.ready:
             ready[pod.role.value] += 1
-    return web.json_response({"status": "ok", "readyPods": ready})
+    found: dict[str, object] = {"status": "ok", "readyPods": ready}
+    if gateway.runner is not None:
+        found["batchDispatcher"] = gateway.runner.leading  # this replica runs the batch queue
+    return web.json_response(found)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

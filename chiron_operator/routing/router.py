@@ -125,6 +125,19 @@ class PoolRouter:
         self._release(ticket)
         return self._fill()
 
+    def abandon_many(self, tickets: Iterable[Ticket]) -> list[Action]:
+        """Forget many batch requests at once (a cancelled or expired batch): one pass over the
+        queue rather than one per request."""
+        queued: set[str] = set()
+        for ticket in tickets:
+            if ticket.pod is None:
+                queued.add(ticket.request_id)
+            else:
+                self._release(ticket)
+        if queued:
+            self.batch.remove(queued)
+        return self._fill()
+
     def expire(self, now_s: float) -> list[Action]:
         """Refuse the interactive requests that waited longer than `max_queue_wait_s`."""
         limit_s = self.tuning.max_queue_wait_s

@@ -38,6 +38,7 @@ class PoolRuntime:
 
     vllm: ContainerRuntime
     kubeconfig: Callable[[str], Path]
+    volumes: Path | None = None  # where a gateway's SQLite store volume lives on this machine
 
     def process(self, launch: Launch) -> ProcessSpec:
         if launch.labels.get(LABEL_COMPONENT) != GATEWAY_COMPONENT:
@@ -52,5 +53,21 @@ class PoolRuntime:
             str(self.kubeconfig(identity)),
             "--pod-port-annotation",
             PORT_ANNOTATION,
+            *self._local_store(launch),
         )
         return ProcessSpec(argv=argv, env={**os.environ, **launch.env, "POD_NAME": launch.pod})
+
+    def _local_store(self, launch: Launch) -> tuple[str, ...]:
+        """A SQLite store on the pod's volume becomes a file in this cluster's work directory,
+        one per pool, so that a replacement gateway pod finds the batches its predecessor took
+        (as the PersistentVolumeClaim gives them back in a cluster)."""
+        stores = [a for a in launch.args if a.startswith("--store=sqlite:")]
+        stores += [b for a, b in zip(launch.args, launch.args[1:]) if a == "--store"]
+        if self.volumes is None or not any(
+            s.removeprefix("--store=").startswith("sqlite:") for s in stores
+        ):
+            return ()
+        pool = launch.labels.get(LABEL_POOL, "")
+        directory = self.volumes / launch.namespace / f"{pool}-gateway-store"
+        directory.mkdir(parents=True, exist_ok=True)
+        return ("--store", f"sqlite:///{directory}/batches.db")

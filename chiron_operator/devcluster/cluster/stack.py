@@ -144,7 +144,9 @@ class DevStack:
             vllm = ContainerRuntime(
                 EMULATOR, extra_args=("--host", "127.0.0.1", *self.options.emulator_args)
             )
-            runtime = PoolRuntime(vllm, kubeconfig=self.kubeconfig)
+            runtime = PoolRuntime(
+                vllm, kubeconfig=self.kubeconfig, volumes=self.options.workdir / "volumes"
+            )
             self.kubelet = Kubelet(
                 url,
                 runtime,
