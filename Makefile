@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint types layers unit crd fmt bench bench-quick sweep demo bench-operator bench-gateway clean system-deps
+.PHONY: test lint types layers unit crd fmt bench bench-quick sweep demo bench-operator bench-gateway bench-batch clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,16 @@ bench-operator: system-deps $(STAMP)
 bench-gateway: $(STAMP)
 	nice $(BIN)/python -m chiron_operator.perf.gateway --out docs/GATEWAY_PERFORMANCE.md \
 	  --json $(BENCH_DIR)/gateway.json
+
+## bench-batch: what the Batch API costs on loopback (about a minute): a 50,000-request input
+## file uploaded and queued (seconds, the gateway's memory), and one 20,000-request batch against
+## the same requests sent directly to an upstream that answers at once (requests/s, the gateway's
+## CPU per request), into docs/BATCH_PERFORMANCE.md and $(BENCH_DIR)/batch.json. On SQLite;
+## BENCH_POSTGRES_URL=postgresql://SUPERUSER@HOST:PORT/postgres measures PostgreSQL as well
+BENCH_POSTGRES_URL ?=
+bench-batch: $(STAMP)
+	nice $(BIN)/python -m chiron_operator.perf.batch --out docs/BATCH_PERFORMANCE.md \
+	  --json $(BENCH_DIR)/batch.json $(if $(BENCH_POSTGRES_URL),--postgres-url $(BENCH_POSTGRES_URL))
 
 ## fmt: apply the formatter and the safe lint fixes
 fmt: $(STAMP)

@@ -52,6 +52,13 @@ from chiron_operator.api.status import (
     slo_slack_ratio,
     upsert_condition,
 )
+from chiron_operator.api.store import (
+    PostgreSQLStore,
+    SQLiteStore,
+    StoreSecretKeyRef,
+    StoreSpec,
+    StoreType,
+)
 from chiron_operator.api.template import (
     EnvVar,
     PodTemplate,
@@ -102,6 +109,7 @@ __all__ = [
     "Mode",
     "PodTemplate",
     "PoolStatus",
+    "PostgreSQLStore",
     "PrometheusSpec",
     "Recommendations",
     "ResourceRequirements",
@@ -109,9 +117,13 @@ __all__ = [
     "RoleStatus",
     "RoleStatuses",
     "RolesSpec",
+    "SQLiteStore",
     "SecretKeyRef",
     "SignalsStatus",
     "SpecError",
+    "StoreSecretKeyRef",
+    "StoreSpec",
+    "StoreType",
     "TaintEffect",
     "Toleration",
     "TolerationOperator",

@@ -5,17 +5,23 @@ the `<pool>` Service. The gateway routes each request by class, queues interacti
 the pool level when every pod is full, and caps every pod at its role's target batch size from
 the pool's status, so a new batch size applies without restarting vLLM.
 
+The gateway keeps batches in a durable store (`store`, `api/store.py`): SQLite on a volume for
+one replica, or PostgreSQL shared by several; the rules tying the store to the replica count sit
+on this node (`rules.py`).
+
 The defaults equal `chiron-gateway`'s own (`routing.RoutingTuning`); the api package sits below
 routing and cannot import them, so tests/api checks that they agree.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from chiron_operator.api.base import SpecModel
+from chiron_operator.api.rules import enforce
+from chiron_operator.api.store import StoreSpec
 from chiron_operator.api.template import Quantity, ResourceRequirements
 
 # Each replica takes an equal share of every pod's batch slots (`routing.pod_cap_seqs`); many
@@ -63,7 +69,8 @@ class GatewaySpec(SpecModel):
         default=1,
         ge=1,
         le=MAX_GATEWAY_REPLICAS,
-        description="Gateway pods; they split every pod's batch slots between them.",
+        description="Gateway pods; they split every pod's batch slots between them. More than "
+        "one needs the PostgreSQL store.",
     )
     image: str | None = Field(
         default=None,
@@ -98,3 +105,10 @@ class GatewaySpec(SpecModel):
         description="Let an interactive request cut off batch work on a full mixed pod (the "
         "batch request is queued again and resent).",
     )
+    # No description: StoreSpec's docstring is the fuller `kubectl explain` text.
+    store: StoreSpec = StoreSpec()
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        enforce(self, ("gateway",))
+        return self

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from chiron_operator.api.base import wire_get, wire_path
+from chiron_operator.api.store import StoreType
 from chiron_operator.api.vllm import GPU_RESOURCE, OPERATOR_OWNED_FLAGS, OwnedFlag
 from chiron_operator.core.enums import Role
 
@@ -211,6 +212,101 @@ def gpus_match_tensor_parallel() -> Rule:
     )
 
 
+_GATEWAY: Final[Path] = ("gateway",)
+
+
+def sqlite_single_replica() -> Rule:
+    """An enabled gateway on the SQLite store runs one replica."""
+    replicas = wire_path(("spec", *_GATEWAY, "replicas"))
+    store_type = wire_path(("spec", *_GATEWAY, "store", "type"))
+    head = f"{replicas} must be 1 when {store_type} is {StoreType.SQLITE}"
+    why = ": one replica owns the SQLite file; the PostgreSQL store runs several"
+
+    def check(model: object) -> str | None:
+        count = wire_get(model, ("replicas",))
+        enabled = wire_get(model, ("enabled",))
+        if not enabled or wire_get(model, ("store", "type")) != StoreType.SQLITE or count == 1:
+            return None
+        return f"{replicas} ({count}) must be 1 when {store_type} is {StoreType.SQLITE}{why}"
+
+    parts = (
+        _lit(f"{replicas} ("),
+        "string(self.replicas)",
+        _lit(f") must be 1 when {store_type} is {StoreType.SQLITE}{why}"),
+    )
+    return Rule(
+        name=f"{replicas} == 1 with {StoreType.SQLITE}",
+        node=_GATEWAY,
+        field=("replicas",),
+        rule=f"!self.enabled || self.store.type != {_lit(StoreType.SQLITE)} || self.replicas == 1",
+        message=f"{head}{why}",
+        message_expression=" + ".join(parts),
+        check=check,
+    )
+
+
+def _store_is_postgresql(model: object) -> bool:
+    return bool(wire_get(model, ("store", "type")) == StoreType.POSTGRESQL)
+
+
+def _has_postgresql(model: object) -> bool:
+    return wire_get(model, ("store", "postgresql")) is not None
+
+
+def postgresql_url_required() -> Rule:
+    """The PostgreSQL store names the Secret holding its URL (`urlSecretRef` is required inside
+    `postgresql`, so `postgresql` being set is enough)."""
+    store_type = wire_path(("spec", *_GATEWAY, "store", "type"))
+    field: Path = ("store", "postgresql", "urlSecretRef")
+    path = wire_path(("spec", *_GATEWAY, *field))
+    message = (
+        f"{path} must be set when {store_type} is {StoreType.POSTGRESQL}: "
+        "the Secret holds the database's URL"
+    )
+
+    def check(model: object) -> str | None:
+        broken = _store_is_postgresql(model) and not _has_postgresql(model)
+        return message if broken else None
+
+    return Rule(
+        name=f"{path} with {StoreType.POSTGRESQL}",
+        node=_GATEWAY,
+        field=field,
+        rule=f"self.store.type != {_lit(StoreType.POSTGRESQL)} || has(self.store.postgresql)",
+        message=message,
+        message_expression="",
+        check=check,
+        reason="FieldValueRequired",
+    )
+
+
+def postgresql_only_when_chosen() -> Rule:
+    """`store.postgresql` without type PostgreSQL is refused: whoever set it expects the
+    database, and must not silently get a SQLite file instead."""
+    store_type = wire_path(("spec", *_GATEWAY, "store", "type"))
+    field: Path = ("store", "postgresql")
+    path = wire_path(("spec", *_GATEWAY, *field))
+    message = (
+        f"{path} must not be set unless {store_type} is {StoreType.POSTGRESQL}: "
+        "the gateway would ignore it and keep its batches in SQLite"
+    )
+
+    def check(model: object) -> str | None:
+        broken = _has_postgresql(model) and not _store_is_postgresql(model)
+        return message if broken else None
+
+    return Rule(
+        name=f"{path} only with {StoreType.POSTGRESQL}",
+        node=_GATEWAY,
+        field=field,
+        rule=f"self.store.type == {_lit(StoreType.POSTGRESQL)} || !has(self.store.postgresql)",
+        message=message,
+        message_expression="",
+        check=check,
+        reason="FieldValueForbidden",
+    )
+
+
 def _role_rules() -> list[Rule]:
     rules = []
     for role in Role:
@@ -229,6 +325,9 @@ RULES: Final[tuple[Rule, ...]] = (
     servable((), ("roles",), (Role.BATCH, Role.MIXED), "batch", when="batchQueue"),
     *(owned_flag(flag) for flag in OPERATOR_OWNED_FLAGS),
     gpus_match_tensor_parallel(),
+    sqlite_single_replica(),
+    postgresql_url_required(),
+    postgresql_only_when_chosen(),
     compare(
         ("prometheus",),
         ("windowS",),

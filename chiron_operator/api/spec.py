@@ -99,21 +99,27 @@ class PrometheusSpec(SpecModel):
 
 
 class BatchQueueSpec(SpecModel):
-    """Where the batch backlog is read from; without it the pool sees no batch queue.
+    """Where the batch backlog is read from, for a pool whose batch work queues elsewhere.
 
-    `queuedRequestsQuery` is a PromQL instant query returning this pool's queued batch
+    Optional: a pool with its gateway (spec.gateway.enabled, the default) reads the gateway's
+    own batch queue and the output lengths of the batch requests it completed, with no query to
+    write. Set this only to read a queue of your own instead; the output lengths then come from
+    vLLM's histograms (`vllm:request_generation_tokens`), and a pool with neither sees no batch
+    queue. `queuedRequestsQuery` is a PromQL instant query returning this pool's queued batch
     requests, one series per deadline: the series' `deadlineLabel` label holds the deadline as
-    unix seconds, its value the number of requests queued with it. Example, for a queue that
-    exports `batch_queue_requests{pool, deadline}`:
-    `sum by (deadline) (batch_queue_requests{pool="llama-8b"})`. Chiron groups the backlog by
-    deadline to estimate whether the current capacity finishes each group in time (batch
-    backpressure). Series without the label fall back to `spec.slo.batchDeadlineS`.
+    unix seconds, its value the number of requests queued with it. Example, summing the
+    gateway's own series (what the default reads): `sum by (deadline)
+    (chiron_gateway_batch_queued_requests{namespace="llm", pod=~"llama-8b-gateway-.+"})`. Chiron
+    groups the backlog by deadline to estimate whether the current capacity finishes each group
+    in time (batch backpressure). Series without the label fall back to
+    `spec.slo.batchDeadlineS`.
     """
 
     queued_requests_query: str = Field(
         min_length=1,
         max_length=4096,
-        description="PromQL returning queued batch requests, one series per deadline.",
+        description="PromQL returning queued batch requests, one series per deadline; "
+        "replaces the queue of the pool's gateway.",
     )
     deadline_label: str = Field(
         default="deadline",

@@ -160,6 +160,12 @@ class SignalsStatus(StatusModel):
     queued_batch_requests: int | None = Field(
         default=None, description="Batch requests waiting in the batch queue."
     )
+    batch_instance_tokens_per_s: float | None = Field(
+        default=None,
+        description="Output tokens/s one saturated batch instance generates: measured on the "
+        "pool's batch pods (a moving average), or tuning.global.batchInstancePriorTokensPerS "
+        "until one has been.",
+    )
     metrics_age_s: float | None = Field(default=None, description="Age of the newest sample, s.")
     metric_names: MetricNames | None = Field(
         default=None, description="Which vLLM metric names the pods export."

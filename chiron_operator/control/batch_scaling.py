@@ -85,12 +85,19 @@ def _batch_throughput(snapshot: PoolSnapshot, staleness_s: float) -> float:
     return total
 
 
+def instance_tokens_per_s(tuning: PoolTuning, state: GlobalState) -> float:
+    """What one saturated batch instance generates (tokens/s): the measured EWMA, or the
+    configured prior until a saturated batch pod has been seen."""
+    estimate = state.batch_instance_tokens_per_s
+    if estimate is None or estimate <= 0:
+        return tuning.global_scaling.batch_instance_prior_tokens_per_s
+    return estimate
+
+
 def batch_context(snapshot: PoolSnapshot, tuning: PoolTuning, state: GlobalState) -> BatchContext:
     staleness_s = tuning.guards.metrics_staleness_s
     throughput = _batch_throughput(snapshot, staleness_s)
-    estimate = state.batch_instance_tokens_per_s
-    if estimate is None or estimate <= 0:
-        estimate = tuning.global_scaling.batch_instance_prior_tokens_per_s
+    estimate = instance_tokens_per_s(tuning, state)
     assessment = assess_batch(
         snapshot.batch_queue, snapshot.now_s, throughput, tuning.global_scaling.waiting_time_z
     )

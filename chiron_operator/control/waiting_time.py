@@ -1,17 +1,26 @@
 """The CLT waiting-time bound of Chiron/QLM and the batch backpressure built on it.
 
 A queued request waits for every output token ahead of it: W = tokens ahead / throughput. The
-tokens of n requests sum to about n*mu with spread sigma*sqrt(n) (central limit theorem), so
-W_p = (n*mu + z*sigma*sqrt(n)) / Theta is exceeded with probability about 1 - p. The relative
-margin z*sigma / (mu*sqrt(n)) shrinks as the queue grows: a long backlog is predictable, which
-is why batch work may wait for its deadline instead of forcing scale-out on queue length.
+tokens T of n requests sum to n*mu with spread sigma*sqrt(n) (central limit theorem). Chiron
+takes mu as known; here it is estimated, as mu^ from the m completed requests the lengths were
+learned from, with standard error sigma/sqrt(m). The queued requests are not among those m, so
+T - n*mu^ has mean 0 and variance n*sigma^2 (the requests' own spread) + n^2*sigma^2/m (the
+error of mu^, multiplied by n). Hence
+
+    T_p = n*mu^ + z*sigma*sqrt(n + n^2/m),    W_p = T_p / Theta,
+
+exceeded with probability about 1 - p. With m unknown (inf) it is Chiron's n*mu + z*sigma*sqrt(n).
+The relative margin z*(sigma/mu)*sqrt(1/n + 1/m) shrinks as the queue grows, down to
+z*(sigma/mu)/sqrt(m): a long backlog is predictable, up to how well the mean is known, which is
+why batch work may wait for its deadline instead of forcing scale-out on queue length, and why a
+mean learned from a handful of requests must not be trusted with a backlog of thousands.
 
 Groups are served earliest-deadline-first, so a group waits for its own requests and for every
 group due no later than it (ties included: equal deadlines are served in no promised order).
 
-Unknown output lengths (mu or sigma NaN, as before any batch request has completed) make every
-bound NaN rather than a guess from a prior: the caller sees "unknown" and holds, instead of
-scaling on a number that only looks measured.
+Unknown output lengths (mu or sigma NaN, as before any batch request has completed, or m not a
+positive count) make every bound NaN rather than a guess from a prior: the caller sees
+"unknown" and holds, instead of scaling on a number that only looks measured.
 """
 
 from __future__ import annotations
@@ -24,12 +33,25 @@ from chiron_operator.core.snapshot import BatchQueue, is_known
 
 
 def queued_tokens_bound(
-    queued_requests: float, output_tokens_mean: float, output_tokens_std: float, z: float
+    queued_requests: float,
+    output_tokens_mean: float,
+    output_tokens_std: float,
+    z: float,
+    *,
+    mean_samples: float,
 ) -> float:
-    """Upper bound n*mu + z*sigma*sqrt(n) on the output tokens of n queued requests (tokens)."""
-    if queued_requests <= 0:
+    """Upper bound n*mu + z*sigma*sqrt(n + n^2/m) on the output tokens of n queued requests.
+
+    `mean_samples` is m, the completed requests mu and sigma were estimated from (inf: mu is
+    exact). NaN when m is not a positive count: a mean of nothing bounds nothing.
+    """
+    n = queued_requests
+    if n <= 0:
         return 0.0
-    return queued_requests * output_tokens_mean + z * output_tokens_std * math.sqrt(queued_requests)
+    if not mean_samples > 0:
+        return math.nan
+    spread = output_tokens_std * math.sqrt(n + n * n / mean_samples)
+    return n * output_tokens_mean + z * spread
 
 
 def waiting_time_bound_s(
@@ -38,6 +60,8 @@ def waiting_time_bound_s(
     output_tokens_std: float,
     throughput_tokens_per_s: float,
     z: float,
+    *,
+    mean_samples: float,
 ) -> float:
     """Conservative time (s) to drain n queued requests at Theta tokens/s.
 
@@ -47,7 +71,9 @@ def waiting_time_bound_s(
         return math.nan
     if queued_requests <= 0:
         return 0.0
-    tokens = queued_tokens_bound(queued_requests, output_tokens_mean, output_tokens_std, z)
+    tokens = queued_tokens_bound(
+        queued_requests, output_tokens_mean, output_tokens_std, z, mean_samples=mean_samples
+    )
     if throughput_tokens_per_s <= 0:
         return math.nan if math.isnan(tokens) else math.inf
     return tokens / throughput_tokens_per_s
@@ -85,13 +111,15 @@ def assess_batch(
     if not groups:
         return BatchAssessment(0.0, 0, 0, math.inf, 0.0, 0.0)
     mean, std = queue.output_tokens_mean, queue.output_tokens_std
-    if not (is_known(mean) and is_known(std)) or math.isnan(throughput_tokens_per_s):
+    samples = queue.output_tokens_samples
+    lengths_known = is_known(mean) and is_known(std) and samples > 0
+    if not lengths_known or math.isnan(throughput_tokens_per_s):
         nan = math.nan
         return BatchAssessment(nan, overdue, len(groups), nan, nan, nan)
     ahead = _requests_ahead([g.deadline_s for g in groups], [g.queued_requests for g in groups])
-    tokens = [queued_tokens_bound(n, mean, std, z) for n in ahead]
+    tokens = [queued_tokens_bound(n, mean, std, z, mean_samples=samples) for n in ahead]
     slack_s = [
-        t - waiting_time_bound_s(n, mean, std, throughput_tokens_per_s, z)
+        t - waiting_time_bound_s(n, mean, std, throughput_tokens_per_s, z, mean_samples=samples)
         for n, t in zip(ahead, time_left_s, strict=True)
     ]
     at_risk = sum(1 for s in slack_s if s < 0)

@@ -88,12 +88,19 @@ class BatchGroup:
 
 @dataclass(frozen=True, slots=True)
 class BatchQueue:
-    """The batch backlog: groups by deadline and the output-length statistics learned online."""
+    """The batch backlog: groups by deadline and the output-length statistics learned online.
+
+    `output_tokens_samples` is how many completed requests the mean and spread were estimated
+    from: the mean's standard error is std / sqrt(samples), which the waiting-time bound adds
+    (`control.waiting_time`). inf when the source cannot count them: the mean is then taken as
+    exact. NaN would make the bound unknown.
+    """
 
     groups: tuple[BatchGroup, ...] = ()
     output_tokens_mean: float = NAN
     output_tokens_std: float = NAN
     sample_age_s: float = math.inf
+    output_tokens_samples: float = math.inf
 
     @property
     def queued_requests(self) -> int:

@@ -146,7 +146,8 @@ class GlobalTuning:
         default=2.33,
         ge=0.0,
         le=6.0,
-        description="z of the waiting-time bound W_p = (n*mu + z*sigma*sqrt(n)) / throughput.",
+        description="z of the waiting-time bound W_p = (n*mu + z*sigma*sqrt(n + n^2/m)) / "
+        "throughput (m: completed requests mu was estimated from).",
     )
     mixed_idle_ratio: Ratio = Field(
         default=0.1,

@@ -24,6 +24,7 @@ from chiron_operator.kube.gateway import (
     gateway_args,
     gateway_endpoint,
 )
+from chiron_operator.kube.gateway_store import build_store_claim, store_claim_name
 from chiron_operator.kube.labels import (
     check_pool_name,
     deployment_name,
@@ -60,6 +61,7 @@ __all__ = [
     "build_gateway_service",
     "build_gateway_service_account",
     "build_services",
+    "build_store_claim",
     "check_pool_name",
     "current_deletion_cost",
     "deletion_costs",
@@ -79,6 +81,7 @@ __all__ = [
     "role_selector",
     "selector_text",
     "service_name",
+    "store_claim_name",
     "vllm_args",
     "with_max_num_seqs",
 ]

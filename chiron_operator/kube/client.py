@@ -48,6 +48,7 @@ PODS: Final = "/api/v1/namespaces/{namespace}/pods"
 EVENTS: Final = "/api/v1/namespaces/{namespace}/events"
 SERVICE_ACCOUNTS: Final = "/api/v1/namespaces/{namespace}/serviceaccounts"
 ROLE_BINDINGS: Final = "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+PERSISTENT_VOLUME_CLAIMS: Final = "/api/v1/namespaces/{namespace}/persistentvolumeclaims"
 HPAS: Final = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
 SCALED_OBJECTS: Final = "/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects"
 

@@ -5,7 +5,10 @@
 - `<pool>`, the ClusterIP Service in front of it: the pool's one entrypoint, port 80;
 - `<pool>-gateway`, the ServiceAccount the gateway reads the API with, and a RoleBinding in the
   pool's namespace binding it to the ClusterRole the operator is configured with (the chart
-  creates it: get, list and watch on pods, get, list and watch on the pools).
+  creates it: get, list and watch on pods, get, list and watch on the pools);
+- with the SQLite store, `<pool>-gateway-store`, the claim holding its batches; the store's
+  parts of the pod (volume, `--store`, or the URL from a Secret) and its rollout strategy come
+  from `gateway_store.py`.
 
 The gateway's pods carry the pool's label and component `gateway` but no role label: the
 gateway itself tells its replicas from the vLLM pods that way, and the operator's pod facts skip
@@ -23,6 +26,13 @@ from typing import Any, Final
 from chiron_operator.api.spec import LLMServingPoolSpec
 from chiron_operator.kube import drain
 from chiron_operator.kube import labels as lb
+from chiron_operator.kube.gateway_store import (
+    rollout_strategy,
+    store_args,
+    store_env,
+    store_mounts,
+    store_volumes,
+)
 
 GATEWAY_COMMAND: Final = ("chiron-gateway",)
 CONTAINER_PORT: Final = 8080
@@ -33,12 +43,6 @@ RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 # whose USER is a name the kubelet cannot check.
 RUN_AS: Final = 65532
 TMP_VOLUME: Final = "tmp"
-
-# Surge one pod and never go below the ready count: the gateway is the pool's only entrypoint.
-ROLLING_UPDATE: Final = {
-    "type": "RollingUpdate",
-    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-}
 
 
 def seconds_text(value: float) -> str:
@@ -56,7 +60,7 @@ def gateway_args(pool_name: str, namespace: str, spec: LLMServingPoolSpec) -> li
     args += ["--default-batch-deadline", seconds_text(spec.slo.batch_deadline_s)]
     if not gateway.preempt_batch:
         args.append("--no-preempt-batch")
-    return args
+    return args + store_args(gateway.store)
 
 
 def _metadata(name: str, namespace: str, pool_name: str, pool_uid: str) -> dict[str, Any]:
@@ -78,10 +82,20 @@ def build_gateway_deployment(
         "serviceAccountName": name,
         # The gateway watches the pool's pods and the pool itself through the API.
         "automountServiceAccountToken": True,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            # The kubelet hands the store's volume to the image's group, so the non-root user
+            # can write it; OnRootMismatch skips re-chowning a large volume on every start.
+            "fsGroup": RUN_AS,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        },
         "terminationGracePeriodSeconds": drain.drain_timing(spec).grace_period_s,
         "containers": [_container(pool_name, namespace, spec, spec.gateway.image or image)],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
+            *store_volumes(pool_name, spec.gateway.store),
+        ],
     }
     return {
         "apiVersion": "apps/v1",
@@ -90,7 +104,7 @@ def build_gateway_deployment(
         "spec": {
             "replicas": spec.gateway.replicas,
             "selector": {"matchLabels": lb.gateway_selector(pool_name)},
-            "strategy": ROLLING_UPDATE,
+            "strategy": rollout_strategy(spec.gateway.store),
             "revisionHistoryLimit": 5,
             "template": {
                 "metadata": {
@@ -113,7 +127,10 @@ def _container(
         "command": list(GATEWAY_COMMAND),
         "args": gateway_args(pool_name, namespace, spec),
         "ports": [{"name": lb.PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *store_env(spec.gateway.store),
+        ],
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
         # Generous: a busy event loop answers late, and a restart drops every relayed stream.
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
@@ -127,7 +144,10 @@ def _container(
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            *store_mounts(spec.gateway.store),
+        ],
     }
     resources = spec.gateway.resources
     wanted = {"requests": dict(resources.requests), "limits": dict(resources.limits)}

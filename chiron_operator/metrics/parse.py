@@ -20,6 +20,10 @@ Pure: the JSON `data.result` of each query in, frozen values out. The rules:
   pool reports v1 or legacy when every fresh pod was read with that generation, mixed when
   both contributed (a rolling upgrade, or a vLLM between the two renames), None when no pod
   exported either.
+- Gateway batch signals (a pool with a gateway and no `spec.batchQueue`): the queue's age is the
+  evaluation time minus the newest gateway sample's time, inf without one (the gateway is not
+  scraped: the queue is unknown, never read as empty); the lengths' moments are exact (count,
+  sum, sum of squares), see `gateway_lengths`.
 - KV-cache usage is passed through as a 0-1 ratio: despite `_perc` in the name, vLLM exports a
   ratio ("1 means 100 percent usage"; the sample scrape shows 0.000488 = 8 of 16384 blocks).
 - Errors: a result of the wrong shape raises `MalformedResultError`; the source turns it, like any
@@ -37,6 +41,7 @@ from types import MappingProxyType
 from chiron_operator.api.status import MetricNames
 from chiron_operator.core.enums import Role
 from chiron_operator.metrics.promql import (
+    GATEWAY_DEADLINE_LABEL,
     GENERATIONS,
     PART_LABEL,
     ROLE_LABEL,
@@ -262,8 +267,8 @@ def _le(raw: str | None) -> float | None:
         return None
 
 
-def output_lengths(samples: Iterable[Sample]) -> dict[Role, OutputLengths]:
-    """Role -> output-length statistics from the per-role histogram query."""
+def output_lengths(samples: Iterable[Sample], window_s: float) -> dict[Role, OutputLengths]:
+    """Role -> output-length statistics from the per-role histogram query over `window_s`."""
     buckets: dict[Role, dict[float, float]] = defaultdict(dict)
     sums: dict[Role, float] = {}
     roles = {r.value: r for r in Role}
@@ -280,8 +285,41 @@ def output_lengths(samples: Iterable[Sample]) -> dict[Role, OutputLengths]:
     found = {}
     for role, cumulative in buckets.items():
         mean, std = histogram_mean_std(cumulative, sums.get(role, NAN))
-        found[role] = OutputLengths(known(cumulative.get(math.inf, NAN)), mean, std)
+        per_s = known(cumulative.get(math.inf, NAN))
+        found[role] = OutputLengths(per_s, mean, std, completed_requests=per_s * window_s)
     return found
+
+
+def gateway_lengths(samples: Iterable[Sample], window_s: float) -> OutputLengths:
+    """Output lengths of the gateway's completed batch requests over `window_s`, from the count,
+    sum and sum of squares the gateway-batch query carries.
+
+    Exact moments, no buckets: the mean is sum / n and the spread the sample standard deviation
+    sqrt((squares - n * mean^2) / (n - 1)), the estimator the simulator uses. One request shows
+    no spread: NaN, as for none. `increase` extrapolates the three alike, so the ratios are
+    unaffected; rounding may leave a variance a hair below zero, which is 0.
+    """
+    parts = {s.labels.get(PART_LABEL): known(s.value) for s in samples}
+    count = parts.get(part_tag(Part.OBSERVATIONS), NAN)
+    total = parts.get(part_tag(Part.SUM), NAN)
+    squares = parts.get(part_tag(Part.SQUARES), NAN)
+    mean = total / count if count > 0 else NAN
+    variance = (squares - count * mean * mean) / (count - 1) if count > 1 else NAN
+    std = math.sqrt(max(variance, 0.0)) if math.isfinite(variance) else NAN
+    return OutputLengths(count / window_s, mean, std, completed_requests=count)
+
+
+def gateway_queue(samples: Iterable[Sample]) -> QueueMetrics:
+    """The gateway's batch queue by deadline, aged by its newest sample (inf: none at all)."""
+    queued, ages = [], []
+    for sample in samples:
+        part = sample.labels.get(PART_LABEL)
+        if part == part_tag(Part.QUEUE):
+            queued.append(sample)
+        elif part == part_tag(Part.TIMESTAMP) and math.isfinite(sample.value):
+            ages.append(max(0.0, sample.time_s - sample.value))
+    groups = queue_groups(queued, GATEWAY_DEADLINE_LABEL)
+    return QueueMetrics(groups, sample_age_s=min(ages, default=math.inf))
 
 
 def _deadline(raw: str | None) -> float | None:
@@ -317,16 +355,28 @@ def assemble(
 ) -> PoolMetrics:
     """The fetch's results as one `PoolMetrics` (every pod-signal result must be present)."""
     pods = pod_metrics(results, query.selector.pod_label)
-    queue = None
-    if query.queue_query is not None:
-        samples = results.get(Signal.BATCH_QUEUE, ())
-        groups = () if queue_error else queue_groups(samples, query.deadline_label)
-        queue = QueueMetrics(groups, queue_error)
+    window_s = query.length_window_s
+    gateway = results.get(Signal.GATEWAY_BATCH, ())
     return PoolMetrics(
         pods=MappingProxyType(pods),
-        output_lengths=MappingProxyType(output_lengths(results[Signal.OUTPUT_LENGTH])),
+        output_lengths=MappingProxyType(
+            output_lengths(results.get(Signal.OUTPUT_LENGTH, ()), window_s)
+        ),
         metric_names=pool_names(pods),
-        queue=queue,
+        queue=_queue(results, query, queue_error),
+        gateway_lengths=gateway_lengths(gateway, window_s) if query.gateway_batch else None,
         queries=queries,
         fetched_at_s=fetched_at_s,
     )
+
+
+def _queue(
+    results: Mapping[Signal, Sequence[Sample]], query: PoolQuery, queue_error: str
+) -> QueueMetrics | None:
+    if query.gateway_batch:
+        return gateway_queue(results.get(Signal.GATEWAY_BATCH, ()))
+    if query.queue_query is None:
+        return None
+    samples = results.get(Signal.BATCH_QUEUE, ())
+    groups = () if queue_error else queue_groups(samples, query.deadline_label)
+    return QueueMetrics(groups, queue_error)

@@ -1,8 +1,9 @@
 """PromQL for one pool: one batched query per signal, constant in the pool's pod count.
 
 Every query selects the pool's pods at once, by namespace and a pod-name regex, and groups by
-pod; no query is ever issued per pod. A tick issues at most eight queries (seven for the pods,
-one for a configured batch queue) whether the pool runs two pods or two hundred.
+pod; no query is ever issued per pod. A tick issues at most eight queries (seven for the pods
+and the batch signals, one for a user's `spec.batchQueue` query) whether the pool runs two pods
+or two hundred.
 
 Queries that need more than one vector join them with `or` and tag each side with the label
 `chiron_part` (`label_replace(expr, "chiron_part", "<part>", "", "")`): the tags make the
@@ -21,12 +22,22 @@ round trips on them:
   (rate 0: the quantile is NaN, the load is known to be zero) from "no data" (absent);
 - with the pool's gateway, running requests also carry what vLLM cannot say: each pod's
   interactive requests in flight and its cap (min of --max-num-seqs and the target), summed
-  over the gateway's replicas (`chiron_gateway_*`, labelled by `target_pod`).
+  over the gateway's replicas (`chiron_gateway_*`, labelled by `target_pod`);
+- with the pool's gateway and no `spec.batchQueue`, the batch signals come from the gateway,
+  which holds the pool's batch queue: one query carries the queue per deadline (summed over the
+  gateway's replicas; only the dispatching replica reports Batch API work), the newest sample
+  time of the gateway's queue gauges (the queue's age: no series means the gateway is not
+  scraped, which is unknown, not an empty queue), and, over the length window, the count, sum
+  and sum of squares of the output tokens of completed batch requests (`increase`, which
+  survives a gateway restart's counter reset). These are batch requests only, unlike vLLM's
+  length histograms, which mix in the interactive requests of mixed pods.
 
 Pod names: the operator's Deployments are `<pool>-<role>`, so their pods are
 `<pool>-<role>-<template hash>-<random>`. The regex allows one or two suffix segments (long names
 are truncated by the API server's generateName, which can swallow the hash) but not three, so pool
-`a` never selects pool `a-batch`'s pods (`a-batch-interactive-<hash>-<random>`).
+`a` never selects pool `a-batch`'s pods (`a-batch-interactive-<hash>-<random>`). The gateway's
+Deployment is `<pool>-gateway`: its pods are matched with exactly two suffix segments, so pool
+`a` never selects pool `a-gateway`'s gateway (`a-gateway-gateway-<hash>-<random>`).
 
 A scrape job per pod is the common setup, but two jobs scraping one pod (a PodMonitor and an
 annotation-based job, say) are a frequent accident: every per-pod aggregation first takes
@@ -69,6 +80,14 @@ GENERATIONS: Final = (MetricNames.V1, MetricNames.LEGACY)
 GATEWAY_IN_FLIGHT: Final = "chiron_gateway_in_flight_requests"
 GATEWAY_POD_CAP: Final = "chiron_gateway_pod_cap_seqs"
 GATEWAY_TARGET_LABEL: Final = "target_pod"
+GATEWAY_BATCH_QUEUED: Final = "chiron_gateway_batch_queued_requests"
+# Exported at every scrape beside the queue, which has no series while it is empty.
+GATEWAY_BATCH_QUEUED_TOKENS: Final = "chiron_gateway_batch_queued_tokens"
+GATEWAY_OUTPUT_TOKENS: Final = "chiron_gateway_batch_output_tokens"
+GATEWAY_OUTPUT_TOKENS_SQUARES: Final = "chiron_gateway_batch_output_tokens_squares_total"
+GATEWAY_DEADLINE_LABEL: Final = "deadline"
+# The gateway Deployment's pods: `<pool>-gateway-<template hash>-<random>`, both segments.
+GATEWAY_POD_SUFFIX_REGEX: Final = "gateway-[a-z0-9]+-[a-z0-9]+"
 
 
 class Signal(StrEnum):
@@ -81,6 +100,7 @@ class Signal(StrEnum):
     ITL = "itl"
     TTFT = "ttft"
     OUTPUT_LENGTH = "output_length"
+    GATEWAY_BATCH = "gateway_batch"
     BATCH_QUEUE = "batch_queue"
 
 
@@ -94,6 +114,8 @@ class Part(StrEnum):
     OBSERVATIONS = "observations"
     BUCKET = "bucket"
     SUM = "sum"
+    SQUARES = "squares"
+    QUEUE = "queue"
     GATEWAY_INTERACTIVE = "gateway_interactive"
     GATEWAY_CAP = "gateway_cap"
 
@@ -133,6 +155,18 @@ class PoolSelector:
     def pod_regex(self) -> str:
         """Names of the pool's Deployment pods, any role."""
         return f"{regex_literal(self.pool)}-{ROLES_REGEX}-{POD_SUFFIX_REGEX}"
+
+    def gateway_pod_regex(self) -> str:
+        """Names of the pool's gateway pods (the `<pool>-gateway` Deployment's)."""
+        return f"{regex_literal(self.pool)}-{GATEWAY_POD_SUFFIX_REGEX}"
+
+    def select_gateway(self, metric: str) -> str:
+        """An instant selector of a series the pool's gateway pods export about themselves."""
+        matchers = (
+            f"{self.namespace_label}={string_literal(self.namespace)},"
+            f"{self.pod_label}=~{string_literal(self.gateway_pod_regex())}"
+        )
+        return f"{metric}{{{matchers}}}"
 
     def matchers(self) -> str:
         """The label matchers every query of the pool uses (without braces)."""
@@ -188,6 +222,12 @@ def union(*exprs: str) -> str:
     return " or ".join(exprs)
 
 
+GATEWAY_LENGTH_WINDOW_S: Final = 1800.0
+"""The shortest range over which the gateway's batch output lengths are read. They are batch
+requests only and exact (no buckets), and they move slowly; a long range gives the mean from
+many completions, which the waiting-time bound rewards (its n^2/m term shrinks as m grows)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PoolQuery:
     """Everything needed to read one pool: selector, windows, percentile and batch queue.
@@ -196,6 +236,9 @@ class PoolQuery:
     output-length statistics, which may be longer: lengths are a slowly moving distribution
     and a short window sees few completions. `itl_window_s` is the mean ITL's range, shorter:
     the local controller acts on it (`core.snapshot.itl_window_s`); 0 means `window_s`.
+    `gateway`: the pool runs its gateway; then, unless the user names a `queue_query`, the
+    batch queue and the output lengths are the gateway's (`gateway_batch`), the lengths over
+    `gateway_length_window_s`.
     """
 
     selector: PoolSelector
@@ -206,6 +249,7 @@ class PoolQuery:
     itl_window_s: float = 0.0
     deadline_label: str = "deadline"
     gateway: bool = False
+    gateway_length_window_s: float = GATEWAY_LENGTH_WINDOW_S
 
     @classmethod
     def from_spec(
@@ -229,8 +273,13 @@ class PoolQuery:
             gateway=spec.gateway.enabled,
         )
 
+    @property
+    def gateway_batch(self) -> bool:
+        """The batch signals come from the pool's gateway (it has one, and no user queue)."""
+        return self.gateway and self.queue_query is None
+
     def queries(self) -> dict[Signal, str]:
-        """The tick's queries in issue order (pod signals first, the batch queue last)."""
+        """The tick's queries in issue order (pod signals first, the batch signals last)."""
         found = {
             Signal.RUNNING: self._running(),
             Signal.WAITING: self.selector.per_pod("sum", self.selector.select(WAITING)),
@@ -240,8 +289,11 @@ class PoolQuery:
             ),
             Signal.ITL: union(*(self._latency(ITL[g], g) for g in GENERATIONS)),
             Signal.TTFT: self._latency(TTFT, None),
-            Signal.OUTPUT_LENGTH: self._output_length(),
         }
+        if self.gateway_batch:
+            found[Signal.GATEWAY_BATCH] = self._gateway_batch()
+        else:
+            found[Signal.OUTPUT_LENGTH] = self._output_length()
         if self.queue_query is not None:
             found[Signal.BATCH_QUEUE] = self.queue_query
         return found
@@ -300,6 +352,24 @@ class PoolQuery:
             tagged(self._per_role(f"{OUTPUT_LENGTH}_bucket", ("le",)), part_tag(Part.BUCKET)),
             tagged(self._per_role(f"{OUTPUT_LENGTH}_sum", ()), part_tag(Part.SUM)),
         )
+
+    def _gateway_batch(self) -> str:
+        selector, pod = self.selector, self.selector.pod_label
+        deadline = GATEWAY_DEADLINE_LABEL
+        # `max by (pod, ...)` first everywhere: a gateway replica scraped twice counts once.
+        queued = selector.select_gateway(GATEWAY_BATCH_QUEUED)
+        queue = f"sum by ({deadline}) (max by ({_labels(pod, deadline)}) ({queued}))"
+        newest = f"max(timestamp({selector.select_gateway(GATEWAY_BATCH_QUEUED_TOKENS)}))"
+        parts = [tagged(queue, part_tag(Part.QUEUE)), tagged(newest, part_tag(Part.TIMESTAMP))]
+        window = duration(self.gateway_length_window_s)
+        for series, part in (
+            (f"{GATEWAY_OUTPUT_TOKENS}_count", Part.OBSERVATIONS),
+            (f"{GATEWAY_OUTPUT_TOKENS}_sum", Part.SUM),
+            (GATEWAY_OUTPUT_TOKENS_SQUARES, Part.SQUARES),
+        ):
+            completed = f"increase({selector.select_gateway(series)}[{window}])"
+            parts.append(tagged(f"sum(max by ({pod}) ({completed}))", part_tag(part)))
+        return union(*parts)
 
     def _per_role(self, series: str, keep: tuple[str, ...]) -> str:
         # Per role, not per pod: the batch queue's lengths come from the pods serving batch

@@ -46,15 +46,19 @@ class PodMetrics:
 
 @dataclass(frozen=True, slots=True)
 class OutputLengths:
-    """Output length (tokens) of requests completed over the length window, one role's pods.
+    """Output length (tokens) of requests completed over the length window: one role's pods
+    (vLLM's histogram), or the batch requests the pool's gateway completed.
 
-    `mean` is exact (rate of the histogram's sum over rate of its count); `std` is estimated
-    from the buckets (see `chiron_operator.metrics.parse.histogram_mean_std`).
+    From vLLM's histogram, `mean` is exact (rate of the sum over rate of the count) and `std` is
+    estimated from the buckets (see `chiron_operator.metrics.parse.histogram_mean_std`); from
+    the gateway both are exact (its sum of squares). `completed_requests` is how many requests
+    they were estimated from (the window's increase of the count; NaN when unknown).
     """
 
     requests_per_s: float = NAN
     mean: float = NAN
     std: float = NAN
+    completed_requests: float = NAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +71,17 @@ class QueuedGroup:
 
 @dataclass(frozen=True, slots=True)
 class QueueMetrics:
-    """The result of the user's batch-queue query; `error` is set when it failed."""
+    """The batch queue as the user's query or the pool's gateway reported it.
+
+    `error` is set when the user's query failed. `sample_age_s` is the age of the queue's
+    newest sample when the query ran, on Prometheus's clock: 0 for a user's query (the adapter
+    cannot see the samples behind an arbitrary query, so its evaluation time stands in), inf
+    when the gateway exported nothing (not scraped, or not running: unknown, not empty).
+    """
 
     groups: tuple[QueuedGroup, ...] = ()
     error: str = ""
+    sample_age_s: float = 0.0
 
 
 def _frozen_pods() -> Mapping[str, PodMetrics]:
@@ -86,15 +97,18 @@ class PoolMetrics:
     """One fetch for one pool.
 
     `error` is set when any pod-signal query failed: then every signal is unknown, never a
-    partial picture. `queue` is None when the pool has no batch queue configured; a failed
-    queue query sets only `queue.error` (the pods' signals stay usable). `queries` counts the
-    queries issued, `fetched_at_s` is the operator's unix time when the fetch started.
+    partial picture. `queue` is None when the pool has no batch queue (neither a gateway nor a
+    user's query); a failed user queue query sets only `queue.error` (the pods' signals stay
+    usable). `gateway_lengths` are the output lengths of the gateway's completed batch
+    requests, None when they come from the pods' histograms (`output_lengths`). `queries`
+    counts the queries issued, `fetched_at_s` is the operator's unix time when the fetch started.
     """
 
     pods: Mapping[str, PodMetrics] = field(default_factory=_frozen_pods)
     output_lengths: Mapping[Role, OutputLengths] = field(default_factory=_frozen_lengths)
     metric_names: MetricNames | None = None
     queue: QueueMetrics | None = None
+    gateway_lengths: OutputLengths | None = None
     error: str = ""
     queries: int = 0
     fetched_at_s: float = NAN

@@ -15,13 +15,18 @@ pods exist and their roles; Prometheus only adds signals to them:
   deadline label is unix seconds too, so deadlines are used as they are. A group without a
   deadline (or an unreadable one) gets `now_s + batch_deadline_s`: its submission time is
   unknown, so the pool's default deadline is counted from now.
-- Batch queue: without a configured query the pool has no batch queue, which is known and
-  empty (age 0); a failed queue query makes the queue unknown (age inf), so batch decisions
-  hold while interactive ones go on. The queue's age is its evaluation time: the adapter cannot
-  see the samples behind an arbitrary query.
-- Output lengths (mean, spread) come from the batch pods' completions over the length window;
-  while no batch pod completed anything, from the mixed pods' (which include interactive
-  requests); never from interactive pods. NaN when neither saw a completion.
+- Batch queue: a pool with a gateway reads the gateway's (unless `spec.batchQueue` names
+  another); a pool with neither has no batch queue, which is known and empty (age 0). A failed
+  user query, or a gateway Prometheus has no sample of, makes the queue unknown (age inf), so
+  batch decisions hold while interactive ones go on. The gateway's queue is as old as its
+  newest sample; a user query's age is its evaluation time (the adapter cannot see the samples
+  behind an arbitrary query). Both grow by the time since the fetch.
+- Output lengths (mean, spread, and the count of requests they were estimated from) come from
+  the gateway's completed batch requests when the queue is the gateway's: batch requests only.
+  Otherwise from the batch pods' completions over the length window; while no batch pod
+  completed anything, from the mixed pods' (which include interactive requests); never from
+  interactive pods. NaN when nothing completed; the count is inf when unknown (the mean is then
+  taken as exact, see `control.waiting_time`).
 - `metrics_age_s` is the newest age among ready pods and a configured, answered batch queue,
   as the simulator's observer computes it.
 """
@@ -31,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import (
@@ -171,14 +176,22 @@ def _batch_queue(
 ) -> BatchQueue:
     if metrics.error:
         return BatchQueue()
-    lengths = batch_output_lengths(metrics.output_lengths)
+    lengths = metrics.gateway_lengths
+    if lengths is None:
+        lengths = batch_output_lengths(metrics.output_lengths)
+    samples = lengths.completed_requests
+    known = BatchQueue(
+        output_tokens_mean=lengths.mean,
+        output_tokens_std=lengths.std,
+        output_tokens_samples=samples if math.isfinite(samples) and samples > 0 else math.inf,
+    )
     if metrics.queue is None:
-        return BatchQueue((), lengths.mean, lengths.std, sample_age_s=0.0)
+        return replace(known, sample_age_s=0.0)
     if metrics.queue.error:
-        return BatchQueue((), lengths.mean, lengths.std, sample_age_s=math.inf)
+        return replace(known, sample_age_s=math.inf)
     merged: dict[float, int] = defaultdict(int)
     for group in metrics.queue.groups:
         deadline_s = now_s + batch_deadline_s if group.deadline_s is None else group.deadline_s
         merged[deadline_s] += group.queued_requests
     groups = tuple(BatchGroup(d, merged[d]) for d in sorted(merged))
-    return BatchQueue(groups, lengths.mean, lengths.std, sample_age_s=elapsed_s)
+    return replace(known, groups=groups, sample_age_s=metrics.queue.sample_age_s + elapsed_s)

@@ -1,10 +1,16 @@
 """The operator's reads and writes of a pool's gateway objects (blocking; called via to_thread).
 
 With spec.gateway.enabled: the ServiceAccount and its RoleBinding first (a pod naming a missing
-ServiceAccount is refused), then the Deployment and the `<pool>` Service, each created when
-missing and patched when the live object lacks what the spec asks. Disabled: all four deleted.
+ServiceAccount is refused), the SQLite store's claim (a pod naming a missing claim stays
+Pending), then the Deployment and the `<pool>` Service, each created when missing and patched
+when the live object lacks what the spec asks. Disabled: all four deleted, but not the claim.
 The gateway's replicas are the spec's (no controller scales it), so its Deployment is patched
-whole.
+whole, with directives deleting what the other store kind put there (`deployment_patch`).
+
+The claim is created when missing and never patched or deleted by the operator: it holds the
+accepted batches, which must outlive a disabled gateway or a switch to PostgreSQL (the user
+deletes it then), and its owner reference has it go with the pool. A size or class changed
+later is not applied: a claim cannot shrink and its class is immutable.
 """
 
 from __future__ import annotations
@@ -16,13 +22,20 @@ from typing import Any
 from chiron_operator.api import LLMServingPoolSpec
 from chiron_operator.kube import KubeApiError, KubeClient
 from chiron_operator.kube import labels as lb
-from chiron_operator.kube.client import DEPLOYMENTS, ROLE_BINDINGS, SERVICE_ACCOUNTS, SERVICES
+from chiron_operator.kube.client import (
+    DEPLOYMENTS,
+    PERSISTENT_VOLUME_CLAIMS,
+    ROLE_BINDINGS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+)
 from chiron_operator.kube.gateway import (
     build_gateway_deployment,
     build_gateway_role_binding,
     build_gateway_service,
     build_gateway_service_account,
 )
+from chiron_operator.kube.gateway_store import build_store_claim, deployment_patch
 from chiron_operator.operator.context import GatewaySettings, PoolRef
 from chiron_operator.operator.drift import contains, labels_differ, service_differs
 
@@ -47,6 +60,7 @@ def ensure_gateway(
         return remove_gateway(kube, ref, deployments, services)
     touched = _ensure_account(kube, ref)
     touched += _ensure_binding(kube, ref, settings.cluster_role)
+    touched += _ensure_store_claim(kube, ref, spec)
     deployment = build_gateway_deployment(
         ref.name, ref.namespace, ref.uid, spec, image=settings.image
     )
@@ -58,7 +72,7 @@ def ensure_gateway(
     elif not contains(current.get("spec"), deployment["spec"]) or labels_differ(
         current, deployment
     ):
-        kube.patch_deployment(ref.namespace, name, deployment)
+        kube.patch_deployment(ref.namespace, name, deployment_patch(deployment, spec.gateway.store))
         touched.append(name)
     return touched + _ensure_entrypoint(kube, ref, services)
 
@@ -87,6 +101,24 @@ def _ensure_entrypoint(kube: KubeClient, ref: PoolRef, services: Mapping[str, Js
             ref.name,
             name,
         )
+        return []
+    return [name]
+
+
+def _ensure_store_claim(kube: KubeClient, ref: PoolRef, spec: LLMServingPoolSpec) -> list[str]:
+    """The SQLite store's claim, created when missing (see the module's description)."""
+    wanted = build_store_claim(ref.name, ref.namespace, ref.uid, spec.gateway.store)
+    if wanted is None:
+        return []
+    name = str(wanted["metadata"]["name"])
+    if kube.get_named(PERSISTENT_VOLUME_CLAIMS, ref.namespace, name) is not None:
+        return []
+    try:
+        kube.create_in(PERSISTENT_VOLUME_CLAIMS, wanted)
+    except KubeApiError as exc:
+        # Created between the read and the write (another reconcile of the same pool).
+        if not exc.conflict:
+            raise
         return []
     return [name]
 

@@ -34,6 +34,7 @@ from chiron_operator.api.status import (
     slo_slack_ratio,
     upsert_condition,
 )
+from chiron_operator.control.batch_scaling import instance_tokens_per_s
 from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
@@ -85,7 +86,9 @@ BATCH_QUEUE_UNAVAILABLE = "BatchQueueUnavailable"
 def build_status(report: TickReport, previous: PoolStatus) -> PoolStatus:
     """The pool's status after a tick, carrying conditions and history over from `previous`."""
     roles = _role_statuses(report)
-    signals = signals_status(report.snapshot, report.decision, report.tuning, report.metric_names)
+    signals = signals_status(
+        report.snapshot, report.decision, report.tuning, report.metric_names, report.state
+    )
     history = (*previous.decisions, *report.new_records)[-report.history_limit :]
     conditions = _tick_conditions(report, previous.conditions)
     last_reason = history[-1].reason if history else previous.last_reason
@@ -134,8 +137,13 @@ def signals_status(
     decision: PoolDecision,
     tuning: PoolTuning,
     metric_names: MetricNames | None,
+    state: ChironState,
 ) -> SignalsStatus:
-    """Pool-wide signals; latencies are the worst fresh interactive-serving pod's percentile."""
+    """Pool-wide signals; latencies are the worst fresh interactive-serving pod's percentile.
+
+    The batch instance's throughput is published because the gateway warns from it (with the
+    role's maxReplicas) when a batch's completion window cannot be met even at full size.
+    """
     staleness_s = tuning.guards.metrics_staleness_s
     serving = [
         p
@@ -158,6 +166,7 @@ def signals_status(
         itl_slack_ratio=slack_ratio(itl_s, tuning.slo.interactive_itl_s),
         kv_cache_usage_ratio=sum(kv) / len(kv) if kv else None,
         queued_batch_requests=queued,
+        batch_instance_tokens_per_s=instance_tokens_per_s(tuning, state.global_scaling),
         metrics_age_s=finite_or_none(snapshot.metrics_age_s),
         metric_names=metric_names,
     )

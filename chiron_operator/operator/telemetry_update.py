@@ -70,7 +70,9 @@ def _publish_signals(metrics: OperatorMetrics, pool: tuple[str, str], report: Ti
     _set(metrics.metrics_age.labels(*pool), age if math.isfinite(age) else None)
     fresh = not snapshot.metrics_error and age <= report.tuning.guards.metrics_staleness_s
     metrics.metrics_available.labels(*pool).set(1.0 if fresh else 0.0)
-    signals = signals_status(snapshot, report.decision, report.tuning, report.metric_names)
+    signals = signals_status(
+        snapshot, report.decision, report.tuning, report.metric_names, report.state
+    )
     _set(metrics.slo_slack.labels(*pool, "ttft"), signals.ttft_slack_ratio)
     _set(metrics.slo_slack.labels(*pool, "itl"), signals.itl_slack_ratio)
     conflict = not report.the_plan.enforce and bool(report.the_plan.blocked_by)

@@ -80,7 +80,7 @@ class Cluster:
         self.requeued = 0
         self.pod_restarts = 0
         self.completed = 0
-        # Output lengths of completed batch requests (what vllm:request_generation_tokens gives).
+        # Output lengths of completed batch requests (what the pool's gateway exports).
         self.output_lengths = OutputLengthStats()
         self._completed_requests = self.output_lengths.completed
 

@@ -10,8 +10,9 @@ samples (`avg_over_time`). Starting pods have no signals. Pod and
 replica counts come from the cluster as the Kubernetes API would give them: current, not
 delayed. The batch queue (the router's pool-level EDF queue; batch work already on pods is in
 their gauges) is sampled with the pods and grouped by deadline buckets; its output length mean
-and spread are learned online from completed batch requests, as
-`vllm:request_generation_tokens` gives them.
+and spread are learned online from completed batch requests only, as the pool's gateway
+exports them, together with how many requests they were learned from (the waiting-time bound
+widens by the mean's standard error).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class QueueSample:
     groups: tuple[BatchGroup, ...]
     output_tokens_mean: float
     output_tokens_std: float
+    output_tokens_samples: float
 
 
 def _delta(new: tuple[int, ...], old: tuple[int, ...]) -> list[int]:
@@ -109,7 +111,11 @@ class Observer:
             kept[pod.name] = history
         self._pods = kept
         groups = tuple(BatchGroup(d, n) for d, n in sorted(batch_groups.items()))
-        self._queue.append(QueueSample(now, groups, lengths.mean_or_nan(), lengths.std_or_nan()))
+        # No completion yet: the mean is NaN anyway, and inf is the snapshot's "uncounted".
+        samples = float(lengths.count) if lengths.count > 0 else math.inf
+        self._queue.append(
+            QueueSample(now, groups, lengths.mean_or_nan(), lengths.std_or_nan(), samples)
+        )
         self._trim(self._queue, now)
 
     def _trim(self, history: deque[PodSample] | deque[QueueSample], now: float) -> None:
@@ -232,4 +238,5 @@ class Observer:
             latest.output_tokens_mean,
             latest.output_tokens_std,
             sample_age_s=now - latest.time_s,
+            output_tokens_samples=latest.output_tokens_samples,
         )

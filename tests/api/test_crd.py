@@ -87,7 +87,7 @@ def test_defaults_are_valid_and_pruned(openapi: dict[str, Any]) -> None:
 def test_defaults_pass_the_rules_at_their_node(openapi: dict[str, Any]) -> None:
     # The server checks a node's default against the node's CEL rules when the CRD is created.
     checked = [p for p, n in walk(openapi) if "default" in n and "x-kubernetes-validations" in n]
-    assert checked == [".spec.roles", ".spec.tuning"]
+    assert checked == [".spec.roles", ".spec.gateway", ".spec.tuning"]
     for path, node in walk(openapi):
         if path in checked:
             assert cel_failures(node["default"], node, path) == []
@@ -106,7 +106,11 @@ def test_cel_rules_compile_and_point_at_fields(openapi: dict[str, Any]) -> None:
             found.append(rule["rule"])
             assert _resolve_field_path(node, rule["fieldPath"]), (path, rule)
             assert rule["message"].startswith("spec."), rule
-            assert rule["reason"] in {"FieldValueInvalid", "FieldValueForbidden"}
+            assert rule["reason"] in {
+                "FieldValueInvalid",
+                "FieldValueForbidden",
+                "FieldValueRequired",
+            }
             for expression in (rule["rule"], rule.get("messageExpression")):
                 if expression:
                     compile_cel(expression)

@@ -22,6 +22,7 @@ from tests.api.crd_support import apply_defaults, cel_failures, schema_errors
 from tests.api.pools import edited, minimal_spec
 
 QUEUE = {"queuedRequestsQuery": 'sum by (deadline) (queued{pool="p"})'}
+POSTGRESQL = {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gateway-store"}}}
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,24 @@ RULE_CASES = [
         {"template.resources": {"limits": {"nvidia.com/gpu": 2}}},
         "spec.template.tensorParallelSize",
         "spec.template.tensorParallelSize == spec.template.resources.limits[nvidia.com/gpu]",
+    ),
+    Case(
+        "sqlite-store-with-two-gateways",
+        {"gateway.replicas": 2},
+        "spec.gateway.replicas",
+        "spec.gateway.replicas == 1 with SQLite",
+    ),
+    Case(
+        "postgresql-store-without-its-secret",
+        {"gateway.store.type": "PostgreSQL", "gateway.replicas": 3},
+        "spec.gateway.store.postgresql.urlSecretRef",
+        "spec.gateway.store.postgresql.urlSecretRef with PostgreSQL",
+    ),
+    Case(
+        "postgresql-settings-on-the-sqlite-store",
+        {"gateway.store.postgresql": POSTGRESQL["postgresql"]},
+        "spec.gateway.store.postgresql",
+        "spec.gateway.store.postgresql only with PostgreSQL",
     ),
     Case(
         "window-shorter-than-two-scrapes",
@@ -195,6 +214,28 @@ SCHEMA_CASES = [
     Case(
         "gateway-preempt-not-bool", {"gateway.preemptBatch": "maybe"}, "spec.gateway.preemptBatch"
     ),
+    Case("store-type-unknown", {"gateway.store.type": "sqlite"}, "spec.gateway.store.type"),
+    Case("store-size-zero", {"gateway.store.sqlite.size": "0Gi"}, "spec.gateway.store.sqlite.size"),
+    Case(
+        "store-size-not-bytes",
+        {"gateway.store.sqlite.size": "500m"},
+        "spec.gateway.store.sqlite.size",
+    ),
+    Case(
+        "store-class-empty",
+        {"gateway.store.sqlite.storageClassName": ""},
+        "spec.gateway.store.sqlite.storageClassName",
+    ),
+    Case(
+        "store-secret-without-name",
+        {"gateway.store": {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"key": "url"}}}},
+        "spec.gateway.store.postgresql.urlSecretRef.name",
+    ),
+    Case(
+        "store-secret-key-malformed",
+        {"gateway.store": POSTGRESQL, "gateway.store.postgresql.urlSecretRef.key": "a url"},
+        "spec.gateway.store.postgresql.urlSecretRef.key",
+    ),
 ]
 
 # Pools on the edge of a rule, which both enforcers must accept: a rule off by one in either
@@ -221,9 +262,20 @@ VALID_EDGES = {
         "template.resources": {"limits": {"nvidia.com/gpu": "4"}},
     },
     "gateway-at-its-bounds": {
-        "gateway": {"replicas": 16, "maxQueuedRequests": 0, "maxQueueWaitS": 600},
+        "gateway": {
+            "replicas": 16,
+            "maxQueuedRequests": 0,
+            "maxQueueWaitS": 600,
+            "store": POSTGRESQL,
+        },
     },
     "gateway-off": {"gateway.enabled": False},
+    # A disabled gateway runs no pod: its replicas need not fit the SQLite store.
+    "gateway-off-with-replicas-left": {"gateway": {"enabled": False, "replicas": 3}},
+    "sqlite-store-one-replica": {
+        "gateway.store": {"sqlite": {"size": "0.5Gi", "storageClassName": "fast-ssd"}}
+    },
+    "postgresql-store-one-replica": {"gateway.store": POSTGRESQL},
     "unowned-flags-alike": {
         "template.args": ["--max-num-batched-tokens=8192", "--max-model-len", "--portal", "-tpx"]
     },

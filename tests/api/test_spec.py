@@ -17,6 +17,10 @@ from chiron_operator.api import (
     Mode,
     RolesSpec,
     SpecError,
+    SQLiteStore,
+    StoreSecretKeyRef,
+    StoreSpec,
+    StoreType,
     parse_spec,
     validate_spec,
 )
@@ -44,8 +48,13 @@ PARTIAL_SECTIONS = {
     "template": {"image": "vllm/vllm-openai:v0.11.0", "resources": {}},
     "prometheus": {"url": "http://prometheus:9090", "authSecretRef": {"name": "prom"}},
     "batchQueue": {"queuedRequestsQuery": "sum by (deadline) (queued)"},
-    # Resources given in part keep the gateway's other default (requests), both ways.
-    "gateway": {"replicas": 2, "resources": {"limits": {"memory": "1Gi"}}},
+    # Resources given in part keep the gateway's other default (requests), both ways; so does
+    # a store given in part (the Secret's key).
+    "gateway": {
+        "replicas": 2,
+        "resources": {"limits": {"memory": "1Gi"}},
+        "store": {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gw-store"}}},
+    },
 }
 
 
@@ -121,6 +130,16 @@ def test_gateway_defaults_are_the_gateways_own() -> None:
     cli = gateway_cli.parser().parse_args(["--pool", "p", "--namespace", "n"])
     assert (cli.max_queued, cli.mixed_reserve_slots) == (256, 0)
     assert parse_duration_s(cli.max_queue_wait) == gateway.max_queue_wait_s
+
+
+def test_the_gateway_store_defaults_to_sqlite_on_a_one_gibibyte_claim() -> None:
+    store = parse_spec(minimal_spec()).gateway.store
+    assert store == StoreSpec(type=StoreType.SQLITE, sqlite=SQLiteStore(size="1Gi"))
+    assert (store.sqlite.storage_class_name, store.postgresql) == (None, None)
+    raw = {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gw-store"}}}
+    postgresql = parse_spec(edited(minimal_spec(), {"gateway.store": raw})).gateway.store
+    assert postgresql.postgresql is not None
+    assert postgresql.postgresql.url_secret_ref == StoreSecretKeyRef(name="gw-store", key="url")
 
 
 def test_gateway_resources_default_per_field() -> None:

@@ -51,6 +51,7 @@ DOCUMENTED: tuple[Rule, ...] = (
     _rule("", "services", "list create patch delete", Where.WATCHED),
     _rule("", "serviceaccounts", "get create patch delete", Where.WATCHED),
     _rule("rbac.authorization.k8s.io", "rolebindings", "get create patch delete", Where.WATCHED),
+    _rule("", "persistentvolumeclaims", "get create", Where.WATCHED),
     _rule(
         "rbac.authorization.k8s.io",
         "clusterroles",

@@ -1,4 +1,5 @@
-"""The CLT waiting-time bound: exact cases, monotonicity, and coverage on real output lengths."""
+"""The CLT waiting-time bound: exact cases, monotonicity, the mean's own uncertainty, and
+coverage on real output lengths."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from chiron_operator.sim.workloads import length_samples
 
 NOW_S = 1000.0
 P99_Z = 2.33
+INF = math.inf  # the mean is exact: Chiron's bound
 # Queue-length bins for the coverage test: small queues first.
 N_BINS = ((20, 50), (50, 200), (200, 1000), (1000, 5001))
 QUEUES_PER_BIN = 4000
@@ -43,7 +45,7 @@ QUEUES_PER_BIN = 4000
 def test_bound_exact_cases(
     *, n: float, mean: float, std: float, theta: float, z: float, expected: float
 ) -> None:
-    assert waiting_time_bound_s(n, mean, std, theta, z) == pytest.approx(expected)
+    assert waiting_time_bound_s(n, mean, std, theta, z, mean_samples=INF) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +53,7 @@ def test_bound_exact_cases(
     [(5, math.nan, 10.0, 100.0), (5, 10.0, math.nan, 100.0), (math.nan, 10.0, 1.0, 100.0)],
 )
 def test_bound_unknown_inputs_are_nan(n: float, mean: float, std: float, theta: float) -> None:
-    assert math.isnan(waiting_time_bound_s(n, mean, std, theta, P99_Z))
+    assert math.isnan(waiting_time_bound_s(n, mean, std, theta, P99_Z, mean_samples=INF))
 
 
 counts = st.integers(min_value=0, max_value=1_000_000)
@@ -67,8 +69,8 @@ def test_bound_monotone_in_queue_length(
     *, n1: int, n2: int, mean: float, std: float, theta: float, z: float
 ) -> None:
     low, high = sorted((n1, n2))
-    assert waiting_time_bound_s(low, mean, std, theta, z) <= waiting_time_bound_s(
-        high, mean, std, theta, z
+    assert waiting_time_bound_s(low, mean, std, theta, z, mean_samples=INF) <= (
+        waiting_time_bound_s(high, mean, std, theta, z, mean_samples=INF)
     )
 
 
@@ -78,14 +80,72 @@ def test_bound_decreasing_in_throughput(
     *, n: int, mean: float, std: float, t1: float, t2: float, z: float
 ) -> None:
     slow, fast = sorted((t1, t2))
-    assert waiting_time_bound_s(n, mean, std, fast, z) <= waiting_time_bound_s(
-        n, mean, std, slow, z
+    assert waiting_time_bound_s(n, mean, std, fast, z, mean_samples=INF) <= (
+        waiting_time_bound_s(n, mean, std, slow, z, mean_samples=INF)
     )
 
 
-def queue(*groups: tuple[float, int], mean: float = 100.0, std: float = 0.0) -> BatchQueue:
+def test_bound_with_an_estimated_mean_by_hand() -> None:
+    # n = 8, m = 64: sqrt(8 + 64/64) = 3, so 800 + 2*50*3 = 1100 tokens, 11 s at 100 tokens/s;
+    # with the mean taken as exact it would be 800 + 2*50*sqrt(8) = 1082.8.
+    assert queued_tokens_bound(8, 100.0, 50.0, 2.0, mean_samples=64) == pytest.approx(1100.0)
+    assert waiting_time_bound_s(8, 100.0, 50.0, 100.0, 2.0, mean_samples=64) == pytest.approx(11.0)
+    assert queued_tokens_bound(8, 100.0, 50.0, 2.0, mean_samples=INF) == pytest.approx(
+        800 + 100 * math.sqrt(8)
+    )
+
+
+@pytest.mark.parametrize("samples", [math.nan, 0.0, -3.0])
+def test_a_mean_of_no_samples_bounds_nothing(samples: float) -> None:
+    assert math.isnan(queued_tokens_bound(8, 100.0, 50.0, 2.0, mean_samples=samples))
+    assert math.isnan(waiting_time_bound_s(8, 100.0, 50.0, 100.0, 2.0, mean_samples=samples))
+    assert queued_tokens_bound(0, 100.0, 50.0, 2.0, mean_samples=samples) == 0.0
+
+
+sample_counts = st.floats(min_value=1.0, max_value=1e9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=counts, mean=means, std=stds, z=zs, m1=sample_counts, m2=sample_counts)
+def test_an_estimated_mean_only_widens_the_bound(
+    *, n: int, mean: float, std: float, z: float, m1: float, m2: float
+) -> None:
+    # At least Chiron's bound, and shrinking towards it as the mean is learned from more.
+    few, many = sorted((m1, m2))
+    exact = queued_tokens_bound(n, mean, std, z, mean_samples=INF)
+    widest = queued_tokens_bound(n, mean, std, z, mean_samples=few)
+    narrower = queued_tokens_bound(n, mean, std, z, mean_samples=many)
+    assert exact <= narrower * (1 + 1e-12) and narrower <= widest * (1 + 1e-12)
+    # The gap is z*sigma*(sqrt(n + n^2/m) - sqrt(n)) <= z*sigma*n/sqrt(m): it vanishes as m grows.
+    assert narrower - exact <= z * std * n / math.sqrt(many) * (1 + 1e-9) + 1e-6
+
+
+def test_an_estimated_mean_keeps_the_bound_honest() -> None:
+    # The mean and spread learned from 100 real requests, a backlog of 1000: the error of the
+    # mean, times 1000, outweighs the backlog's own spread. Chiron's bound, which takes the mean
+    # as exact, covers about 3 backlogs in 4; with the mean's error it is back near its 99%.
+    # (Skewed lengths, arxiv's, need more samples: sigma's own estimate is low from few.)
+    lengths = output_lengths("sharegpt")
+    rng = np.random.default_rng(41)
+    n, m, trials = 1000, 100, 2000
+    covered = {100.0: 0, INF: 0}
+    for _ in range(trials):
+        learned = lengths[rng.integers(0, lengths.size, m)]
+        mean, std = float(learned.mean()), float(learned.std(ddof=1))
+        total = lengths[rng.integers(0, lengths.size, n)].sum()
+        for samples in covered:
+            bound = queued_tokens_bound(n, mean, std, P99_Z, mean_samples=samples)
+            covered[samples] += int(total <= bound)
+    assert covered[100.0] / trials >= 0.975, covered
+    assert covered[INF] / trials <= 0.85, covered
+
+
+def queue(
+    *groups: tuple[float, int], mean: float = 100.0, std: float = 0.0, samples: float = INF
+) -> BatchQueue:
     """Groups as (seconds from NOW_S to the deadline, queued requests)."""
-    return BatchQueue(tuple(BatchGroup(NOW_S + d, n) for d, n in groups), mean, std, 1.0)
+    found = tuple(BatchGroup(NOW_S + d, n) for d, n in groups)
+    return BatchQueue(found, mean, std, 1.0, output_tokens_samples=samples)
 
 
 def test_assess_empty_queue() -> None:
@@ -117,6 +177,19 @@ def test_assess_includes_spread_term() -> None:
     result = assess_batch(queue((10.0, 4), std=50.0), NOW_S, 100.0, z=2.0)
     assert result.worst_slack_s == pytest.approx(4.0)
     assert result.required_throughput_tokens_per_s == pytest.approx(60.0)
+
+
+def test_assess_widens_by_the_error_of_the_mean() -> None:
+    # 8 requests ahead, learned from 64: 1100 tokens (see the by-hand bound) in 11 s at 100/s.
+    result = assess_batch(queue((12.0, 8), std=50.0, samples=64.0), NOW_S, 100.0, z=2.0)
+    assert result.worst_slack_s == pytest.approx(1.0)
+    assert result.required_throughput_tokens_per_s == pytest.approx(1100.0 / 12.0)
+
+
+def test_assess_with_an_uncounted_mean_is_unknown() -> None:
+    result = assess_batch(queue((12.0, 8), std=50.0, samples=math.nan), NOW_S, 100.0, z=2.0)
+    assert math.isnan(result.backpressure_ratio)
+    assert math.isnan(result.worst_slack_s)
 
 
 def test_assess_overdue_group_needs_infinite_throughput() -> None:
@@ -189,7 +262,9 @@ def coverage_by_bin(name: str, seed: int) -> list[tuple[float, float]]:
     results = []
     for low, high in N_BINS:
         sizes, totals = sample_queues(lengths, rng, low, high)
-        bounds = np.array([waiting_time_bound_s(n, mean, std, theta, P99_Z) for n in sizes])
+        bounds = np.array(
+            [waiting_time_bound_s(n, mean, std, theta, P99_Z, mean_samples=INF) for n in sizes]
+        )
         truth = totals / theta
         results.append((float(np.mean(truth <= bounds)), float(np.median(bounds / truth - 1))))
     return results
@@ -214,5 +289,8 @@ def test_bound_tightens_with_queue_length(name: str, seed: int) -> None:
     assert all(a > b for a, b in itertools.pairwise(slacks)), (
         f"{name} median relative slack of the bound does not shrink with n: {slacks}"
     )
-    margins = [queued_tokens_bound(n, 300.0, 250.0, P99_Z) / (n * 300.0) - 1 for n, _ in N_BINS]
+    margins = [
+        queued_tokens_bound(n, 300.0, 250.0, P99_Z, mean_samples=INF) / (n * 300.0) - 1
+        for n, _ in N_BINS
+    ]
     assert margins == sorted(margins, reverse=True)

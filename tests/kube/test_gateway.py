@@ -35,6 +35,8 @@ TUNED = {
     "maxQueueWaitS": 2.5,
     "mixedReserveSlots": 4,
     "preemptBatch": False,
+    # Three replicas share a database: the SQLite store runs one.
+    "store": {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gateway-store"}}},
 }
 
 

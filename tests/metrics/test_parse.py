@@ -14,6 +14,8 @@ from chiron_operator.metrics.parse import (
     MalformedResultError,
     Sample,
     assemble,
+    gateway_lengths,
+    gateway_queue,
     histogram_mean_std,
     known,
     names_of,
@@ -261,14 +263,85 @@ def test_output_lengths_by_role() -> None:
             raw({"chiron_role": "mixed", "chiron_part": "sum"}, "0"),
             raw({"chiron_role": "gateway", "chiron_part": "bucket", "le": "+Inf"}, "9"),
             raw({"chiron_role": "batch", "chiron_part": "bucket", "le": "x"}, "9"),
-        )
+        ),
+        600.0,
     )
     assert set(found) == {Role.BATCH, Role.MIXED}
     batch = found[Role.BATCH]
     assert (batch.requests_per_s, batch.mean) == (4.0, 5.0)
+    assert batch.completed_requests == 2400.0  # 4 per second over the 600 s window
     assert batch.std == pytest.approx(math.sqrt(100 / 12))
     assert found[Role.MIXED].requests_per_s == 0.0
     assert math.isnan(found[Role.MIXED].mean)
+
+
+def gateway_parts(count: str, total: str, squares: str) -> tuple[Sample, ...]:
+    return samples(
+        raw({"chiron_part": "observations"}, count),
+        raw({"chiron_part": "sum"}, total),
+        raw({"chiron_part": "squares"}, squares),
+        raw({"chiron_part": "queue", "deadline": "120"}, "7"),  # the queue's parts: ignored
+        raw({"chiron_part": "timestamp"}, str(EVAL_S)),
+    )
+
+
+GATEWAY_LENGTH_TABLE = [
+    # count, sum, sum of squares -> mean, std (sample std, n - 1)
+    # 100, 200, 300: mean 200, squares 140000, variance (140000 - 3 * 200^2) / 2 = 10000
+    ("3", "600", "140000", 200.0, 100.0),
+    # increase() extrapolates all three by one factor (here 1.1): the moments do not move,
+    # and the sample correction sees 3.3 requests: the second moment about the mean, 20000 / 3,
+    # times 3.3 / 2.3
+    ("3.3", "660", "154000", 200.0, math.sqrt(20000 / 3 * 3.3 / 2.3)),
+    ("2", "440", "96800", 220.0, 0.0),  # equal lengths: no spread
+    ("2", "440", "96799.99999", 220.0, 0.0),  # rounding below zero: no spread, not NaN
+    ("1", "220", "48400", 220.0, NAN),  # one request shows no spread
+    ("0", "0", "0", NAN, NAN),  # nothing completed
+    ("NaN", "0", "0", NAN, NAN),
+    ("4", "800", "NaN", 200.0, NAN),  # squares unknown: spread unknown, never 0
+]
+
+
+@pytest.mark.parametrize(("count", "total", "squares", "mean", "std"), GATEWAY_LENGTH_TABLE)
+def test_gateway_lengths_are_exact_moments(
+    count: str, total: str, squares: str, mean: float, std: float
+) -> None:
+    found = gateway_lengths(gateway_parts(count, total, squares), 600.0)
+    assert same(found.mean, mean)
+    assert same(found.std, std)
+    assert same(found.completed_requests, float(count))
+    assert same(found.requests_per_s, float(count) / 600.0)
+
+
+def test_gateway_lengths_absent_are_unknown() -> None:
+    found = gateway_lengths((), 600.0)
+    assert math.isnan(found.mean) and math.isnan(found.std)
+    assert math.isnan(found.completed_requests)
+
+
+def test_gateway_queue_groups_and_age() -> None:
+    found = gateway_queue(
+        samples(
+            raw({"chiron_part": "queue", "deadline": "1900000120"}, "7"),
+            raw({"chiron_part": "queue", "deadline": "1900000060"}, "2"),
+            raw({"chiron_part": "queue", "deadline": "+Inf"}, "1"),  # no deadline: the default
+            raw({"chiron_part": "timestamp"}, str(EVAL_S - 4.0)),
+            raw({"chiron_part": "observations"}, "9"),  # the lengths' parts: not queued work
+        )
+    )
+    assert found.groups == (
+        QueuedGroup(1900000060.0, 2),
+        QueuedGroup(1900000120.0, 7),
+        QueuedGroup(None, 1),
+    )
+    assert (found.sample_age_s, found.error) == (4.0, "")
+
+
+def test_gateway_without_a_sample_is_an_unknown_queue_not_an_empty_one() -> None:
+    # No queue series is an empty queue only if the gateway was scraped at all.
+    scraped = gateway_queue(samples(raw({"chiron_part": "timestamp"}, str(EVAL_S - 1.0))))
+    assert (scraped.groups, scraped.sample_age_s) == ((), 1.0)
+    assert gateway_queue(()).sample_age_s == INF
 
 
 # --- batch queue ----------------------------------------------------------------------------
@@ -304,8 +377,10 @@ def test_queue_deadline_label_is_configurable() -> None:
 # --- assembly -------------------------------------------------------------------------------
 
 
-def query(queue: str | None) -> PoolQuery:
-    return PoolQuery(PoolSelector("ns", "pool"), 60.0, 0.95, 60.0, queue_query=queue)
+def query(queue: str | None, *, gateway: bool = False) -> PoolQuery:
+    return PoolQuery(
+        PoolSelector("ns", "pool"), 60.0, 0.95, 60.0, queue_query=queue, gateway=gateway
+    )
 
 
 def test_assemble_without_queue() -> None:
@@ -331,3 +406,27 @@ def test_assemble_failed_queue() -> None:
     assert (found.queue.groups, found.queue.error) == ((), "boom")
     assert found.error == ""
     assert found.pods["a"].running_requests == 3.0
+
+
+def test_assemble_gateway_batch() -> None:
+    by_signal = dict(ROLL)
+    by_signal[Signal.OUTPUT_LENGTH] = samples(  # not issued with a gateway; ignored if present
+        raw({"chiron_role": "batch", "chiron_part": "bucket", "le": "+Inf"}, "4"),
+        raw({"chiron_role": "batch", "chiron_part": "sum"}, "20"),
+    )
+    by_signal[Signal.GATEWAY_BATCH] = gateway_parts("3", "600", "140000")
+    found = assemble(by_signal, query(None, gateway=True), queries=7, fetched_at_s=5.0)
+    assert found.queue is not None
+    assert (found.queue.groups, found.queue.sample_age_s) == ((QueuedGroup(120.0, 7),), 0.0)
+    assert found.gateway_lengths is not None
+    assert (found.gateway_lengths.mean, found.gateway_lengths.std) == (200.0, 100.0)
+    assert found.gateway_lengths.requests_per_s == 3 / 60.0
+    assert found.pods["a"].running_requests == 3.0
+
+
+def test_assemble_user_queue_wins_over_the_gateway() -> None:
+    by_signal = dict(ROLL)
+    by_signal[Signal.BATCH_QUEUE] = samples(raw({"deadline": "9"}, "4"))
+    found = assemble(by_signal, query("q", gateway=True), queries=8, fetched_at_s=5.0)
+    assert found.queue is not None and found.queue.groups == (QueuedGroup(9.0, 4),)
+    assert found.gateway_lengths is None

@@ -81,9 +81,37 @@ GOLDEN = {
 }
 
 
-def pool_query(queue: str | None = None) -> PoolQuery:
+GW = 'namespace="prod",pod=~"llama-gateway-[a-z0-9]+-[a-z0-9]+"'
+
+
+def increase(series: str) -> str:
+    return f"sum(max by (pod) (increase({series}{{{GW}}}[1800s])))"
+
+
+GATEWAY_BATCH = " or ".join(
+    (
+        tag(
+            "sum by (deadline) (max by (pod, deadline) "
+            f"(chiron_gateway_batch_queued_requests{{{GW}}}))",
+            "queue",
+        ),
+        tag(f"max(timestamp(chiron_gateway_batch_queued_tokens{{{GW}}}))", "timestamp"),
+        tag(increase("chiron_gateway_batch_output_tokens_count"), "observations"),
+        tag(increase("chiron_gateway_batch_output_tokens_sum"), "sum"),
+        tag(increase("chiron_gateway_batch_output_tokens_squares_total"), "squares"),
+    )
+)
+
+
+def pool_query(queue: str | None = None, *, gateway: bool = False) -> PoolQuery:
     return PoolQuery(
-        PoolSelector("prod", "llama"), 60.0, 0.95, 600.0, queue_query=queue, itl_window_s=30.0
+        PoolSelector("prod", "llama"),
+        60.0,
+        0.95,
+        600.0,
+        queue_query=queue,
+        itl_window_s=30.0,
+        gateway=gateway,
     )
 
 
@@ -98,6 +126,23 @@ def test_issue_order_and_budget() -> None:
     assert list(with_queue)[-1] is Signal.BATCH_QUEUE
     assert with_queue[Signal.BATCH_QUEUE] == 'sum by (deadline) (q{pool="llama"})'
     assert len(with_queue) == 8
+
+
+def test_gateway_batch_query() -> None:
+    queries = pool_query(gateway=True).queries()
+    assert queries[Signal.GATEWAY_BATCH] == GATEWAY_BATCH
+    # Batch-only lengths from the gateway, folded with its queue into one query: no vLLM
+    # length histogram, and still seven queries.
+    assert Signal.OUTPUT_LENGTH not in queries
+    assert not any("vllm:request_generation_tokens" in q for q in queries.values())
+    assert list(queries) == [*list(GOLDEN)[:-1], Signal.GATEWAY_BATCH]
+
+
+def test_a_users_queue_replaces_the_gateways() -> None:
+    queries = pool_query("sum by (deadline) (q)", gateway=True).queries()
+    assert list(queries) == [*GOLDEN, Signal.BATCH_QUEUE]
+    assert queries[Signal.OUTPUT_LENGTH] == GOLDEN[Signal.OUTPUT_LENGTH]
+    assert not any("chiron_gateway_batch" in q for q in queries.values())
 
 
 def test_no_query_names_a_pod() -> None:
@@ -152,6 +197,36 @@ def test_pod_regex_selects_only_the_pools_deployment_pods(name: str, selected: b
     assert bool(re.fullmatch(PoolSelector("prod", "llama").pod_regex(), name)) is selected
 
 
+@pytest.mark.parametrize(
+    ("name", "selected"),
+    [
+        ("llama-gateway-7d9f8b6c5-abcde", True),
+        ("llama-gateway-77-0", True),
+        ("llama-gateway-gateway-7d9f8-abcde", False),  # pool "llama-gateway"'s gateway
+        ("llama-gateway-abcde", False),  # not a Deployment's pod name
+        ("llama-interactive-7d9f8-abcde", False),  # a vLLM pod
+        ("llama2-gateway-7d9f8-abcde", False),
+        ("xllama-gateway-7d9f8-abcde", False),
+        ("llama-gateway-7d9f8-ABCDE", False),
+    ],
+)
+def test_gateway_pod_regex_selects_only_the_pools_gateway(name: str, selected: bool) -> None:
+    assert bool(re.fullmatch(PoolSelector("prod", "llama").gateway_pod_regex(), name)) is selected
+    # and pool "llama-gateway" never reads pool "llama"'s gateway
+    other = PoolSelector("prod", "llama-gateway").gateway_pod_regex()
+    assert not re.fullmatch(other, "llama-gateway-7d9f8b6c5-abcde")
+
+
+def test_gateway_series_use_the_configured_labels() -> None:
+    selector = PoolSelector("prod", "llama.v2", pod_label="pod_name", namespace_label="ns")
+    query = PoolQuery(
+        selector, 60.0, 0.9, 300.0, gateway=True, gateway_length_window_s=300.0
+    ).queries()[Signal.GATEWAY_BATCH]
+    # The regex's backslash, escaped once more in the PromQL string.
+    assert r'ns="prod",pod_name=~"llama\\.v2-gateway-[a-z0-9]+-[a-z0-9]+"' in query
+    assert "max by (pod_name, deadline)" in query and "[300s]" in query
+
+
 def test_dotted_pool_name_is_literal() -> None:
     regex = PoolSelector("prod", "llama.v2").pod_regex()
     assert re.fullmatch(regex, "llama.v2-batch-58f7b-kkkkk")
@@ -198,3 +273,22 @@ def test_from_spec() -> None:
     )
     assert "chiron_gateway" not in without.queries()[Signal.RUNNING]
     assert "histogram_quantile(0.99, " in query.queries()[Signal.ITL]
+    assert not query.gateway_batch  # the user's queue is used as it is
+
+
+def test_from_spec_defaults_to_the_gateways_batch_signals() -> None:
+    spec = LLMServingPoolSpec.model_validate(
+        {
+            "model": "m",
+            "template": {"image": "vllm/vllm-openai:v0.11.0"},
+            "prometheus": {"url": "http://p:9090"},
+        }
+    )
+    query = PoolQuery.from_spec("prod", "llama", spec, length_window_s=600.0)
+    assert query.gateway_batch
+    assert query.queries()[Signal.GATEWAY_BATCH] == GATEWAY_BATCH
+    off = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"enabled": False})})
+    without = PoolQuery.from_spec("prod", "llama", off, length_window_s=600.0)
+    assert not without.gateway_batch
+    assert list(without.queries()) == list(GOLDEN)  # as before the gateway: no batch queue
+    assert not any("chiron_gateway" in q for q in without.queries().values())

@@ -57,6 +57,7 @@ def fetch(
     *,
     queue: QueueMetrics | None = None,
     lengths: dict[Role, OutputLengths] | None = None,
+    gateway_lengths: OutputLengths | None = None,
     error: str = "",
     fetched_at_s: float = NOW_S,
 ) -> PoolMetrics:
@@ -64,6 +65,7 @@ def fetch(
         pods=MappingProxyType(pods or {}),
         output_lengths=MappingProxyType(lengths or {}),
         queue=queue,
+        gateway_lengths=gateway_lengths,
         error=error,
         queries=7,
         fetched_at_s=fetched_at_s,
@@ -235,3 +237,48 @@ def test_output_lengths_prefer_batch_then_mixed(
 ) -> None:
     assert same(batch_output_lengths(lengths).mean, mean)
     assert same(build(fetch(lengths=lengths)).batch_queue.output_tokens_mean, mean)
+
+
+def test_output_length_samples_from_the_histograms_count() -> None:
+    counted = {Role.BATCH: OutputLengths(2.0, 300.0, 30.0, completed_requests=1200.0)}
+    assert build(fetch(lengths=counted)).batch_queue.output_tokens_samples == 1200.0
+    # Uncounted: treated as many (the mean as exact), never as none.
+    uncounted = {Role.BATCH: OutputLengths(2.0, 300.0, 30.0)}
+    assert build(fetch(lengths=uncounted)).batch_queue.output_tokens_samples == math.inf
+    assert build(fetch()).batch_queue.output_tokens_samples == math.inf
+
+
+def test_gateway_lengths_replace_the_pods_histograms() -> None:
+    # Mixed pods' histograms include interactive requests; the gateway's are batch requests only.
+    snap = build(
+        fetch(
+            queue=QueueMetrics((QueuedGroup(NOW_S + 600.0, 40),), sample_age_s=2.0),
+            lengths={Role.MIXED: OutputLengths(5.0, 50.0, 5.0, completed_requests=3000.0)},
+            gateway_lengths=OutputLengths(0.05, 400.0, 120.0, completed_requests=30.0),
+            fetched_at_s=NOW_S - 3.0,
+        )
+    )
+    queue = snap.batch_queue
+    assert (queue.output_tokens_mean, queue.output_tokens_std) == (400.0, 120.0)
+    assert queue.output_tokens_samples == 30.0
+    assert queue.groups == (BatchGroup(NOW_S + 600.0, 40),)
+    assert queue.sample_age_s == 5.0  # the gateway's newest sample, aged since the fetch
+
+
+def test_gateway_with_nothing_completed_has_unknown_lengths() -> None:
+    # Not the pods' histograms instead: those would mix interactive requests back in.
+    snap = build(
+        fetch(
+            queue=QueueMetrics(()),
+            lengths={Role.MIXED: OutputLengths(5.0, 50.0, 5.0, completed_requests=3000.0)},
+            gateway_lengths=OutputLengths(0.0, math.nan, math.nan, completed_requests=0.0),
+        )
+    )
+    assert math.isnan(snap.batch_queue.output_tokens_mean)
+    assert snap.batch_queue.output_tokens_samples == math.inf
+
+
+def test_unscraped_gateway_is_an_unknown_queue() -> None:
+    snap = build(fetch({"p-batch-b-1": measured()}, queue=QueueMetrics(sample_age_s=math.inf)))
+    assert snap.batch_queue.sample_age_s == math.inf
+    assert snap.metrics_age_s == 1.0  # the pods' signals are still fresh

@@ -34,6 +34,7 @@ EVENTS = "/api/v1/namespaces/{namespace}/events"
 HPAS = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
 SERVICE_ACCOUNTS = "/api/v1/namespaces/{namespace}/serviceaccounts"
 ROLE_BINDINGS = "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+CLAIMS = "/api/v1/namespaces/{namespace}/persistentvolumeclaims"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 MERGE = "application/merge-patch+json"
 INTERVAL_S = 1.0
@@ -183,6 +184,11 @@ class Pools:
             for kind, (collection, name) in paths.items()
         }
         return {kind: obj for kind, obj in found.items() if obj is not None}
+
+    def store_claim(self, pool: str) -> Json | None:
+        """The SQLite store's claim, `<pool>-gateway-store` (not a gateway object: it stays
+        when the gateway goes), or None."""
+        return self.kube.get_named(CLAIMS, self.namespace, f"{pool}-gateway-store")
 
     def deployment(self, pool: str, role: str) -> Json | None:
         return self.kube.get_deployment(self.namespace, f"{pool}-{role}")

@@ -16,13 +16,20 @@ from chiron_operator import __version__
 from chiron_operator.api import LLMServingPoolSpec, parse_spec
 from chiron_operator.core.enums import Role
 from chiron_operator.kube import KubeApiError, KubeClient, build_deployment, build_services
-from chiron_operator.kube.client import DEPLOYMENTS, ROLE_BINDINGS, SERVICE_ACCOUNTS, SERVICES
+from chiron_operator.kube.client import (
+    DEPLOYMENTS,
+    PERSISTENT_VOLUME_CLAIMS,
+    ROLE_BINDINGS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+)
 from chiron_operator.kube.gateway import (
     build_gateway_deployment,
     build_gateway_role_binding,
     build_gateway_service,
     build_gateway_service_account,
 )
+from chiron_operator.kube.gateway_store import build_store_claim
 from chiron_operator.operator import objects as cluster
 from chiron_operator.operator import tick
 from chiron_operator.operator.context import (
@@ -43,6 +50,7 @@ RAW: dict[str, Any] = {
 }
 SPEC = parse_spec(RAW)
 SETTINGS = GatewaySettings(image="registry.example/chiron:1", cluster_role="chiron-gateway")
+POSTGRESQL = {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gateway-store"}}}
 
 
 class Recorder:
@@ -54,6 +62,7 @@ class Recorder:
         self.services: list[dict[str, Any]] = []
         self.named: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.patches: dict[str, dict[str, Any]] = {}
 
     def get_named(self, collection: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.named.get((collection, name))
@@ -84,6 +93,7 @@ class Recorder:
 
     def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.calls.append(f"patch {name} replicas={patch['spec'].get('replicas')}")
+        self.patches[name] = patch
 
     def list_services(self, namespace: str, pool: str) -> list[dict[str, Any]]:
         return self.services
@@ -115,12 +125,13 @@ def test_a_new_pool_gets_its_deployments_services_and_gateway_once() -> None:
         "apply p-batch",
         "create serviceaccounts p-gateway",
         "create rolebindings p-gateway",
+        "create persistentvolumeclaims p-gateway-store",
         "apply p-gateway",
         "create services p",
     ]
     assert touched == [
         *["p-interactive", "p-mixed", "p-batch", "p-interactive", "p-batch"],
-        *["p-gateway", "p-gateway", "p-gateway", "p"],
+        *["p-gateway", "p-gateway", "p-gateway-store", "p-gateway", "p"],
     ]
 
 
@@ -140,6 +151,9 @@ def _gateway_in_place(kube: Recorder, spec: LLMServingPoolSpec = SPEC) -> list[d
         (DEPLOYMENTS, "p-gateway"): gateway,
         (SERVICES, "p"): kube.services[-1],
     }
+    claim = build_store_claim("p", "llm", "uid-1", spec.gateway.store)
+    if claim is not None:
+        kube.named[(PERSISTENT_VOLUME_CLAIMS, "p-gateway-store")] = claim
     return [*_current(spec), copy.deepcopy(gateway)]
 
 
@@ -152,9 +166,44 @@ def test_a_pool_whose_gateway_is_in_place_writes_nothing() -> None:
 def test_a_gateway_spec_change_patches_the_gateway_deployment_only() -> None:
     kube = Recorder()
     existing = _gateway_in_place(kube)
-    wider = parse_spec({**RAW, "gateway": {"replicas": 2, "preemptBatch": False}})
+    wider = parse_spec(
+        {**RAW, "gateway": {"replicas": 2, "preemptBatch": False, "store": POSTGRESQL}}
+    )
     assert run(kube, existing, wider) == ["p-gateway"]
     assert kube.calls == ["patch p-gateway replicas=2"]
+
+
+def test_a_store_switch_patches_with_directives_deleting_the_old_stores_parts() -> None:
+    """To PostgreSQL: the claim's volume and mount go (the claim itself stays); back to
+    SQLite: the Secret's variable goes, and the rolling update's parameters with it."""
+    kube = Recorder()
+    existing = _gateway_in_place(kube)
+    shared = parse_spec({**RAW, "gateway": {"store": POSTGRESQL}})
+    run(kube, existing, shared)
+    pod = kube.patches["p-gateway"]["spec"]["template"]["spec"]
+    assert {"name": "store", "$patch": "delete"} in pod["volumes"]
+    assert not any("persistentvolumeclaims" in call for call in kube.calls)
+    kube = Recorder()
+    run(kube, _gateway_in_place(kube, shared), SPEC)
+    patch = kube.patches["p-gateway"]
+    container = patch["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "CHIRON_GATEWAY_STORE", "$patch": "delete"} in container["env"]
+    assert patch["spec"]["strategy"] == {"type": "Recreate", "rollingUpdate": None}
+    assert "create persistentvolumeclaims p-gateway-store" in kube.calls
+
+
+def test_a_claim_created_meanwhile_is_no_error() -> None:
+    class Raced(Recorder):
+        def create_in(self, collection: str, body: dict[str, Any]) -> None:
+            super().create_in(collection, body)
+            if collection == PERSISTENT_VOLUME_CLAIMS:
+                raise KubeApiError(409, "AlreadyExists", body["metadata"]["name"])
+
+    kube = Raced()
+    existing = _gateway_in_place(kube)
+    del kube.named[(PERSISTENT_VOLUME_CLAIMS, "p-gateway-store")]
+    assert run(kube, existing) == []
+    assert kube.calls == ["create persistentvolumeclaims p-gateway-store"]
 
 
 def test_a_binding_to_another_cluster_role_is_recreated() -> None:
@@ -172,6 +221,7 @@ def test_disabling_the_gateway_deletes_its_objects_and_keeps_the_rest() -> None:
     existing = _gateway_in_place(kube)
     off = parse_spec({**RAW, "gateway": {"enabled": False}})
     assert run(kube, existing, off) == ["p-gateway", "p", "p-gateway", "p-gateway"]
+    # Not the SQLite store's claim: it holds the accepted batches, and goes with the pool.
     assert kube.calls == [
         "delete deployments p-gateway",
         "delete services p",

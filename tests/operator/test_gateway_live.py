@@ -8,6 +8,7 @@ Every check reads the emulators' own gauges (what each pod really runs), the gat
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from tests.operator.rbac_check import denied
 pytestmark = pytest.mark.timeout(180)
 
 T = TypeVar("T")
+SECRETS = "/api/v1/namespaces/{namespace}/secrets"
 OFF = {"minReplicas": 0, "maxReplicas": 0}
 
 
@@ -370,12 +372,27 @@ def test_a_full_pool_refuses_with_429_and_says_why(live: Env) -> None:
         live.pools.delete(pool, timeout_s=40)
 
 
+def _store_secret(live: Env, name: str, url: str) -> dict[str, Any]:
+    """A Secret holding a gateway store's URL; the PostgreSQL store it names."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {"url": base64.b64encode(url.encode()).decode()},
+    }
+    live.pools.kube.create_in(SECRETS, body)
+    return {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": name}}}
+
+
 def test_two_gateway_replicas_share_each_pods_cap(live: Env) -> None:
     pool = "gw-share"
+    # Two replicas need a shared store; this test is about the caps, so its URL is `none` (no
+    # Batch API), which chiron-gateway accepts as a store URL.
+    store = _store_secret(live, f"{pool}-store", "none")
     spec = pool_spec(
         live.prometheus.url,
         roles={"interactive": fixed(1, 1, 3), "mixed": OFF, "batch": OFF},
-        gateway={"replicas": 2},
+        gateway={"replicas": 2, "store": store},
     )
     run = start(live, pool, spec, vllm_pods=1, gateways=2)
     (name,) = run.pods
@@ -406,6 +423,7 @@ def test_two_gateway_replicas_share_each_pods_cap(live: Env) -> None:
         assert most[name] <= 3.0 and sum(caps) == 3.0
     finally:
         live.pools.delete(pool, timeout_s=40)
+        live.pools.kube.delete_named(SECRETS, NAMESPACE, f"{pool}-store")
 
 
 def test_the_gateways_api_calls_are_what_the_chart_grants_it(live: Env) -> None:

@@ -38,7 +38,8 @@ def _status(pool: PureTicks, extra: list[Json], pods: list[Json], ref: PoolRef |
 
 
 def test_status_names_the_endpoint_and_counts_ready_gateway_pods() -> None:
-    pool = observe_pool(gateway={"replicas": 2})
+    store = {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gateway-store"}}}
+    pool = observe_pool(gateway={"replicas": 2, "store": store})
     gateway = build_gateway_deployment(POOL, NAMESPACE, "uid", parse_spec(pool.spec), image="i")
     pods = [_gateway_pod(0, ready=True), _gateway_pod(1, ready=False)]
     outcome = _status(pool, [gateway], pods, REF)

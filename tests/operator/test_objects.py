@@ -15,6 +15,7 @@ from tests.operator.rbac_check import chart_grants, denied, namespaced_values
 
 POOL = "objects"
 SEQS = {"interactive": 8, "mixed": 16, "batch": 128}
+POSTGRESQL = {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gateway-store"}}}
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +162,39 @@ def test_status_names_the_endpoint(plane: Env, created: dict[str, Any]) -> None:
     }
 
 
-def test_disabling_the_gateway_removes_it_and_enabling_brings_it_back(plane: Env) -> None:
+def test_the_sqlite_store_is_a_claim_one_gateway_pod_mounts(
+    plane: Env, created: dict[str, Any]
+) -> None:
+    claim = plane.pools.store_claim(POOL)
+    assert claim is not None
+    _owner_is_the_pool(claim, created)
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+    deployment = plane.pools.gateway_objects(POOL)["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "store", "persistentVolumeClaim": {"claimName": f"{POOL}-gateway-store"}} in (
+        pod["volumes"]
+    )
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--store") + 1] == "sqlite:////var/lib/chiron-gateway/batches.db"
+
+
+def _gateway_env(plane: Env, pool: str) -> list[str]:
+    deployment = plane.pools.gateway_objects(pool).get("Deployment") or {}
+    pod = (deployment.get("spec") or {}).get("template", {}).get("spec", {})
+    return [e["name"] for e in (pod.get("containers") or [{}])[0].get("env", [])]
+
+
+def test_disabling_the_gateway_removes_it_and_keeps_its_store(plane: Env) -> None:
+    """Disabled, the gateway's objects go but the SQLite claim with its batches stays; enabled
+    again on PostgreSQL, it runs three replicas without the claim's volume; back on SQLite, one
+    without the Secret's variable. The claim goes with the pool."""
     pool = "objects-gateway"
-    plane.pools.create(pool, pool_spec(plane.prometheus.url, gateway={"replicas": 2}))
+    plane.pools.create(pool, pool_spec(plane.prometheus.url))
     try:
         wait_for(lambda: len(plane.pools.gateway_objects(pool)) == 4, timeout_s=10, what="gateway")
+        assert plane.pools.store_claim(pool) is not None
         plane.pools.patch_spec(pool, {"gateway": {"enabled": False}})
         wait_for(
             lambda: (
@@ -178,15 +207,31 @@ def test_disabling_the_gateway_removes_it_and_enabling_brings_it_back(plane: Env
         # The pool itself is untouched: its role Deployments and class Services stay.
         assert set(plane.pools.deployments(pool)) == {"interactive", "mixed"}
         assert set(plane.pools.services(pool)) == {f"{pool}-interactive", f"{pool}-batch"}
-        plane.pools.patch_spec(pool, {"gateway": {"enabled": True, "replicas": 3}})
+        assert plane.pools.store_claim(pool) is not None
+        plane.pools.patch_spec(
+            pool, {"gateway": {"enabled": True, "replicas": 3, "store": POSTGRESQL}}
+        )
         found = wait_for(
             lambda: plane.pools.gateway_objects(pool).get("Deployment"),
             timeout_s=10,
             what="the gateway back",
         )
         assert found["spec"]["replicas"] == 3
+        assert found["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert [v["name"] for v in found["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+        assert _gateway_env(plane, pool) == ["POD_NAME", "CHIRON_GATEWAY_STORE"]
+        sqlite = {"replicas": 1, "store": {"type": "SQLite", "postgresql": None}}
+        plane.pools.patch_spec(pool, {"gateway": sqlite})
+        wait_for(
+            lambda: _gateway_env(plane, pool) == ["POD_NAME"],
+            timeout_s=10,
+            what="the gateway back on SQLite",
+        )
+        found = plane.pools.gateway_objects(pool)["Deployment"]
+        assert found["spec"]["strategy"] == {"type": "Recreate"}
     finally:
         plane.pools.delete(pool)
+    wait_for(lambda: plane.pools.store_claim(pool) is None, timeout_s=10, what="the claim deleted")
 
 
 def test_a_role_with_max_zero_gets_no_deployment(plane: Env) -> None:

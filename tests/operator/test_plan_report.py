@@ -10,11 +10,11 @@ from chiron_operator.api.status import ConditionType, DecisionField, PoolStatus
 from chiron_operator.core.decision import PoolDecision, RoleDecision, Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, RoleSnapshot
-from chiron_operator.core.state import ChironState
-from chiron_operator.core.tuning import PoolTuning
+from chiron_operator.core.state import ChironState, GlobalState
+from chiron_operator.core.tuning import GlobalTuning, PoolTuning
 from chiron_operator.metrics import RoleFacts
 from chiron_operator.operator.plan import plan, records
-from chiron_operator.operator.status import TickReport, build_status
+from chiron_operator.operator.status import TickReport, build_status, signals_status
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -102,6 +102,21 @@ def test_status_tells_the_story() -> None:
     assert "not applied: mode Recommend" in scaling.message
     metrics = next(c for c in status.conditions if c.type == ConditionType.METRICS_AVAILABLE)
     assert metrics.status == "True"
+
+
+def test_status_publishes_the_batch_instance_throughput() -> None:
+    d = decision(1, 64, Reason.NO_CHANGE)
+    snapshot = PoolSnapshot(0.0, {}, metrics_age_s=3.0)
+    tuning = PoolTuning(global_scaling=GlobalTuning(batch_instance_prior_tokens_per_s=1500.0))
+
+    def published(state: ChironState) -> object:
+        signals = signals_status(snapshot, d, tuning, None, state)
+        return signals.model_dump(mode="json", by_alias=True)["batchInstanceTokensPerS"]
+
+    # Nothing measured yet: the prior the batch rule sizes with, not null.
+    assert published(ChironState()) == 1500.0
+    measured = ChironState(global_scaling=GlobalState(batch_instance_tokens_per_s=2345.5))
+    assert published(measured) == 2345.5
 
 
 def test_unapplied_changes_are_recorded_once_per_value_and_reason() -> None:

@@ -125,3 +125,26 @@ def test_short_history_reads_the_newest_two_scrapes() -> None:
     assert pod.mean_itl_s == pytest.approx(0.02)
     assert pod.generation_tokens_per_s == pytest.approx(200.0)
     assert mean_itl_s(pod) == pytest.approx(0.02)
+
+
+def test_batch_queue_carries_how_many_requests_its_lengths_were_learned_from() -> None:
+    observer = Observer(
+        scrape_interval_s=1.0,
+        scrape_delay_s=0.0,
+        window_s=WINDOW_S,
+        quantile=0.95,
+        expose_class_split=False,
+    )
+    pod = StubPod()
+    lengths = OutputLengthStats()
+    observer.scrape(0.0, [cast(Any, pod)], {60.0: 3}, lengths)
+    # Nothing completed yet: no mean, and the count reads as unknown (inf), never as 0.
+    before = observer.snapshot(0.0, cast(Any, StubCluster(pod))).batch_queue
+    assert math.isnan(before.output_tokens_mean)
+    assert before.output_tokens_samples == math.inf
+    for tokens in (100, 200, 300):
+        lengths.add(tokens)
+    observer.scrape(1.0, [cast(Any, pod)], {60.0: 3}, lengths)
+    after = observer.snapshot(1.0, cast(Any, StubCluster(pod))).batch_queue
+    assert (after.output_tokens_mean, after.output_tokens_std) == (200.0, 100.0)
+    assert after.output_tokens_samples == 3.0

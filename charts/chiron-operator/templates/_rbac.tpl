@@ -41,6 +41,12 @@ the pools' namespaces.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
   verbs: ["get", "create", "patch", "delete"]
+# The SQLite store's claim of each gateway (<pool>-gateway-store): read by name, created when
+# missing. Never patched or deleted: it holds accepted batches, and its owner reference has the
+# garbage collector delete it with the pool.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create"]
 # Binding the gateway ClusterRole, and no other role, without holding its permissions.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]

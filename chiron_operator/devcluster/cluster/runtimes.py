@@ -10,6 +10,7 @@ shares 127.0.0.1, so the gateway reads each vLLM pod's private port from its ann
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -55,17 +56,26 @@ class PoolRuntime:
             PORT_ANNOTATION,
             *self._local_store(launch),
         )
-        return ProcessSpec(argv=argv, env={**os.environ, **launch.env, "POD_NAME": launch.pod})
+        env = {**os.environ, **launch.env, "POD_NAME": launch.pod}
+        return ProcessSpec(argv=argv, env=env, cwd=self._workdir(launch))
+
+    def _workdir(self, launch: Launch) -> str | None:
+        """The pod's own directory: whatever the gateway writes relative to its working
+        directory (a store URL it was not given) stays in this cluster, not in the caller's."""
+        if self.volumes is None:
+            return None
+        directory = self.volumes / launch.namespace / "pods" / launch.pod
+        directory.mkdir(parents=True, exist_ok=True)
+        return str(directory)
 
     def _local_store(self, launch: Launch) -> tuple[str, ...]:
         """A SQLite store on the pod's volume becomes a file in this cluster's work directory,
         one per pool, so that a replacement gateway pod finds the batches its predecessor took
         (as the PersistentVolumeClaim gives them back in a cluster)."""
-        stores = [a for a in launch.args if a.startswith("--store=sqlite:")]
-        stores += [b for a, b in zip(launch.args, launch.args[1:]) if a == "--store"]
-        if self.volumes is None or not any(
-            s.removeprefix("--store=").startswith("sqlite:") for s in stores
-        ):
+        args = launch.args
+        given = [v for flag, v in itertools.pairwise(args) if flag == "--store"]
+        given += [a.removeprefix("--store=") for a in args if a.startswith("--store=")]
+        if self.volumes is None or not any(v.startswith("sqlite:") for v in given):
             return ()
         pool = launch.labels.get(LABEL_POOL, "")
         directory = self.volumes / launch.namespace / f"{pool}-gateway-store"
