@@ -121,3 +121,18 @@ def test_configmaps_carry_the_files_and_the_sidecar_label(case: str) -> None:
     for path in FILES:
         assert json.loads(shipped[path.name]) == load(path)
         assert shipped[path.name] == path.read_text().rstrip("\n")
+
+
+def test_gateway_queries_count_each_gateway_replica_once() -> None:
+    """A gateway replica scraped by two jobs counts once: `max by (pod, ...)` before summing over
+    the replicas, as the operator's own gateway queries do."""
+    board = load(DASHBOARD_DIR / "chiron-pool.json")
+    found = 0
+    for panel in panels(board):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if "chiron_gateway_" in expr:
+                found += 1
+                selections = expr.count("chiron_gateway_")
+                assert expr.count("max by (pod") == selections, panel["title"]
+    assert found >= 5

@@ -1,6 +1,6 @@
 """PromQL of the chart: the rules parse and pass their unit tests (promtool), every dashboard
-query parses, and every metric name used exists (the operator's telemetry, vLLM's names, or a
-recording rule of the chart)."""
+query parses, and every metric name used exists (the operator's telemetry, the gateway's, vLLM's
+names, or a recording rule of the chart)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from chiron_operator.gateway.metrics import GatewayMetrics
 from chiron_operator.operator.telemetry import METRIC_NAMES, OperatorMetrics
+from chiron_operator.routing import PoolRouter, RoutingTuning
 from tests.chart.support import (
     CASES,
     CHART,
@@ -66,6 +68,34 @@ def operator_series() -> set[str]:
     histograms = {name for name, kind in _families().items() if kind == "histogram"}
     names = set(METRIC_NAMES)
     return names | {n + s for n in METRIC_NAMES if n in histograms for s in HISTOGRAM_SERIES}
+
+
+def gateway_series() -> set[str]:
+    """Every series the gateway exports (its router's gauges included), histograms expanded."""
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    router = PoolRouter(RoutingTuning())
+    metrics.watch(lambda: router)
+    names = set()
+    for family in metrics.registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + s for s in HISTOGRAM_SERIES}
+        else:
+            names.add(family.name)
+    return names
+
+
+def test_gateway_series_include_the_batch_signals() -> None:
+    assert {
+        "chiron_gateway_batch_queued_requests",
+        "chiron_gateway_batch_queued_tokens",
+        "chiron_gateway_batch_output_tokens_count",
+        "chiron_gateway_batch_output_tokens_sum",
+        "chiron_gateway_batch_output_tokens_squares_total",
+        "chiron_gateway_requests_total",
+        "chiron_gateway_batch_preemptions_total",
+    } <= gateway_series()
 
 
 def vllm_series() -> set[str]:
@@ -167,7 +197,13 @@ def test_every_alert_has_a_unit_test() -> None:
 @pytest.mark.parametrize("case", [c for c in CASES if rule_groups(c)])
 def test_rules_use_only_known_metrics(case: str) -> None:
     groups = rule_groups(case)
-    known = operator_series() | vllm_series() | recorded(groups) | set(PROMETHEUS_SERIES)
+    known = (
+        operator_series()
+        | gateway_series()
+        | vllm_series()
+        | recorded(groups)
+        | set(PROMETHEUS_SERIES)
+    )
     for group in groups:
         for rule in group["rules"]:
             assert metric_names(rule["expr"]), rule
@@ -201,6 +237,62 @@ def test_alert_settings_come_from_values() -> None:
     records = [r for g in rule_groups("everything-values") for r in g["rules"] if "record" in r]
     assert all("[1m]" not in r["expr"] for r in records)
     assert any("[2m]" in r["expr"] for r in records)
+
+
+def test_batch_alert_settings_come_from_values() -> None:
+    objs = parse(
+        render(
+            {
+                "prometheusRule": {
+                    "alerts": {
+                        "batchRequestsFailing": {
+                            "maxFailedRatio": 0.25,
+                            "window": "30m",
+                            "for": "20m",
+                            "severity": "critical",
+                        },
+                        "batchQueueStalled": {"window": "1h", "for": "30m"},
+                    }
+                }
+            }
+        )
+    )
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    failing = alerts["ChironBatchRequestsFailing"]
+    assert failing["expr"].endswith("> 0.25")
+    assert failing["expr"].count("[30m]") == 2
+    assert (failing["for"], failing["labels"]["severity"]) == ("20m", "critical")
+    stalled = alerts["ChironBatchQueueStalled"]
+    assert "[1h]" in stalled["expr"]
+    assert stalled["for"] == "30m"
+    objs = parse(
+        render(
+            {
+                "prometheusRule": {
+                    "alerts": {
+                        "batchRequestsFailing": {"enabled": False},
+                        "batchQueueStalled": {"enabled": False},
+                    }
+                }
+            }
+        )
+    )
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    names = {r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert not names & {"ChironBatchRequestsFailing", "ChironBatchQueueStalled"}
+    assert "ChironSLOSlackNegative" in names
+
+
+def test_batch_alerts_select_the_gateways_of_pools() -> None:
+    """The gateway's series carry the scrape's `pool` (the PodMonitor's relabelling): the batch
+    alerts group by it, and count a gateway replica scraped by two jobs once (by `pod`)."""
+    alerts = {r["alert"]: r for g in rule_groups(DEFAULT) for r in g["rules"] if "alert" in r}
+    for name in ("ChironBatchRequestsFailing", "ChironBatchQueueStalled"):
+        expr = alerts[name]["expr"]
+        assert 'pool!=""' in expr, name
+        assert "max by (namespace, pool, pod" in expr, name
+        assert 'class="batch"' in expr, name
 
 
 def test_operator_down_alert_needs_the_service_monitor() -> None:
@@ -256,7 +348,7 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 
 
 def test_dashboard_queries_use_only_known_metrics() -> None:
-    known = operator_series() | vllm_series() | recorded(rule_groups(DEFAULT))
+    known = operator_series() | gateway_series() | vllm_series() | recorded(rule_groups(DEFAULT))
     for where, expr in dashboard_expressions():
         assert metric_names(substitute_grafana_variables(expr)), where
         unknown = metric_names(substitute_grafana_variables(expr)) - known
@@ -281,6 +373,14 @@ def test_dashboards_cover_the_signals_the_brief_asks_for() -> None:
         "chiron_batch_worst_slack_seconds",
         "chiron_decisions_total",
         "chiron_restarts_total",
+        # Is the batch work on track: the gateway's queue, outcomes, lengths and cut-offs.
+        "chiron_gateway_batch_queued_requests",
+        "chiron_gateway_batch_queued_tokens",
+        "chiron_gateway_requests_total",
+        "chiron_gateway_batch_output_tokens_sum",
+        "chiron_gateway_batch_output_tokens_count",
+        "chiron_gateway_batch_output_tokens_squares_total",
+        "chiron_gateway_batch_preemptions_total",
     ):
         assert name in pool, name
     for name in (

@@ -157,6 +157,73 @@ name generations accepted (kv_cache_usage_perc / gpu_cache_usage_perc, inter_tok
           or shed load.
         runbook_url: {{ $docs }}#chironpoolatmaxreplicasqueuerising
     {{- end }}{{ end }}
+    {{- with $a.batchRequestsFailing }}{{ if .enabled }}
+    - alert: ChironBatchRequestsFailing
+      expr: |-
+        (
+          sum by (namespace, pool) (
+            max by (namespace, pool, pod) (
+              rate(chiron_gateway_requests_total{class="batch", outcome="failed", pool!=""}[{{ .window }}])
+            )
+          )
+          /
+          sum by (namespace, pool) (
+            max by (namespace, pool, pod, outcome) (
+              rate(chiron_gateway_requests_total{class="batch", outcome=~"completed|failed", pool!=""}[{{ .window }}])
+            )
+          )
+        ) > {{ .maxFailedRatio }}
+      for: {{ .for }}
+      labels:
+        severity: {{ .severity }}
+        {{- with $.Values.prometheusRule.alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: >-
+          The gateway of pool {{`{{ $labels.namespace }}/{{ $labels.pool }}`}} fails
+          {{`{{ $value | humanizePercentage }}`}} of its batch requests.
+        description: >-
+          {{`{{ $value | humanizePercentage }}`}} of the batch requests the gateway of pool
+          {{`{{ $labels.namespace }}/{{ $labels.pool }}`}} finished over the last {{ .window }}
+          failed (a final error answer, or no answer after every retry), for {{ .for }}; the
+          threshold is {{ .maxFailedRatio }}. Failed Batch API requests are in their batches'
+          error files.
+        runbook_url: {{ $docs }}#chironbatchrequestsfailing
+    {{- end }}{{ end }}
+    {{- with $a.batchQueueStalled }}{{ if .enabled }}
+    - alert: ChironBatchQueueStalled
+      expr: |-
+        (
+          sum by (namespace, pool) (
+            max by (namespace, pool, pod, deadline) (chiron_gateway_batch_queued_requests{pool!=""})
+          ) > 0
+        )
+        unless on (namespace, pool)
+        (
+          sum by (namespace, pool) (
+            max by (namespace, pool, pod, outcome) (
+              increase(chiron_gateway_requests_total{class="batch", outcome=~"completed|failed", pool!=""}[{{ .window }}])
+            )
+          ) > 0
+        )
+      for: {{ .for }}
+      labels:
+        severity: {{ .severity }}
+        {{- with $.Values.prometheusRule.alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: >-
+          Batch work of pool {{`{{ $labels.namespace }}/{{ $labels.pool }}`}} is queued and
+          none finishes.
+        description: >-
+          {{`{{ $value }}`}} batch requests are queued at the gateway of pool
+          {{`{{ $labels.namespace }}/{{ $labels.pool }}`}} and, for {{ .for }}, none has finished
+          (completed or failed) within {{ .window }}. Nothing is serving the pool's batch work:
+          unless it resumes, its deadlines will be missed.
+        runbook_url: {{ $docs }}#chironbatchqueuestalled
+    {{- end }}{{ end }}
     {{- with $a.conflict }}{{ if .enabled }}
     - alert: ChironConflict
       expr: |-
