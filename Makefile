@@ -88,11 +88,12 @@ bench-gateway: $(STAMP)
 	nice $(BIN)/python -m chiron_operator.perf.gateway --out docs/GATEWAY_PERFORMANCE.md \
 	  --json $(BENCH_DIR)/gateway.json
 
-## bench-batch: what the Batch API costs on loopback (about a minute): a 50,000-request input
-## file uploaded and queued (seconds, the gateway's memory), and one 20,000-request batch against
-## the same requests sent directly to an upstream that answers at once (requests/s, the gateway's
-## CPU per request), into docs/BATCH_PERFORMANCE.md and $(BENCH_DIR)/batch.json. On SQLite;
-## BENCH_POSTGRES_URL=postgresql://SUPERUSER@HOST:PORT/postgres measures PostgreSQL as well
+## bench-batch: what the Batch API costs on loopback (a minute; 2.5 with PostgreSQL): a
+## 50,000-request input file uploaded and queued (seconds, the gateway's memory), and
+## 20,000-request batches against the same requests sent directly to an upstream that answers at
+## once (requests/s, the gateway's CPU per request), into docs/BATCH_PERFORMANCE.md and
+## $(BENCH_DIR)/batch.json. On SQLite; BENCH_POSTGRES_URL=postgresql://SUPERUSER@HOST:PORT/postgres
+## measures PostgreSQL as well (a new database on that server for each gateway, dropped after)
 BENCH_POSTGRES_URL ?=
 bench-batch: $(STAMP)
 	nice $(BIN)/python -m chiron_operator.perf.batch --out docs/BATCH_PERFORMANCE.md \

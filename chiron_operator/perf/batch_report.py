@@ -9,7 +9,6 @@ from chiron_operator.perf.batch_results import (
     INTAKE_GOAL_REQUESTS,
     INTAKE_GOAL_S,
     MEMORY_GOAL_BYTES,
-    Direct,
     Dispatch,
     Intake,
     Results,
@@ -18,6 +17,7 @@ from chiron_operator.perf.batch_results import (
 from chiron_operator.perf.gateway_report import _reflow as reflow
 
 MIB: Final = 1024 * 1024
+CONTENDED_CORES: Final = 0.25  # other load from which the dispatch figures carry a warning
 
 
 def _mib(value: float) -> str:
@@ -57,28 +57,57 @@ def _intake_verdict(i: Intake) -> list[str]:
     ]
 
 
-def _dispatch_verdict(x: Dispatch, d: Direct, concurrency: int) -> list[str]:
-    share = 100 * x.per_s / d.per_s if d.per_s > 0 else 0.0
-    one_core = 1e6 / x.window_us_per_request if x.window_us_per_request > 0 else 0.0
+def _by_round(rates: Sequence[float]) -> str:
+    return " / ".join(f"{rate:,.0f}" for rate in rates)
+
+
+def _range(rates: Sequence[float]) -> str:
+    """`; rounds A to B` when there were several, else nothing."""
+    return f"; rounds {min(rates):,.0f} to {max(rates):,.0f}" if len(rates) > 1 else ""
+
+
+def _dispatch_verdict(x: Dispatch, results: Results) -> list[str]:
+    t, d = x.total, results.direct
+    share = 100 * t.per_s / d.per_s if d.per_s > 0 else 0.0
+    one_core = 1e6 / t.window_us_per_request if t.window_us_per_request > 0 else 0.0
+    direct_rates = [r.per_s for r in results.directs]
     return [
-        f"- Dispatch ({x.store}): **{x.per_s:,.0f} requests/s** through the Batch API against",
-        f"**{d.per_s:,.0f}/s** straight to the same upstream from a plain client ({share:.0f}% of",
-        f"it), both with {concurrency} requests in flight. The gateway spent",
-        f"**{x.us_per_request / 1000:.2f} ms of CPU per request** over the batch's whole life",
-        f"({x.window_us_per_request:,.0f} µs in steady dispatch:",
-        f"{x.window_loop_us_per_request:,.0f} on its event loop's thread,",
-        f"{x.window_threads_us_per_request:,.0f} on its other threads, the store's worker",
+        f"- Dispatch ({x.store}): **{t.per_s:,.0f} requests/s** through the Batch API",
+        f"({len(x.rounds)} batches{_range([r.per_s for r in x.rounds])}) against",
+        f"**{d.per_s:,.0f}/s** straight to the same upstream from a plain client",
+        f"({len(direct_rates)} runs{_range(direct_rates)}): {share:.0f}% of it, both with",
+        f"{results.setup.concurrency} requests in flight. The gateway spent",
+        f"**{t.us_per_request / 1000:.2f} ms of CPU per request** over the batches' whole life",
+        f"({t.window_us_per_request:,.0f} µs in steady dispatch:",
+        f"{t.window_loop_us_per_request:,.0f} on its event loop's thread,",
+        f"{t.window_threads_us_per_request:,.0f} on its other threads, the store's worker",
         f"mostly); the plain client spent {d.client_us_per_request:,.0f} µs a request. The",
         f"store's two statements per request, run alone, cost {x.store_us_per_request:,.0f} µs.",
-        f"In steady dispatch the gateway kept {x.window_cores:.2f} cores busy: its threads share",
+        f"In steady dispatch the gateway kept {t.window_cores:.2f} cores busy: its threads share",
         "one interpreter lock, so the gateway's CPU per request sets its rate, about",
         f"{one_core:,.0f} requests/s per core it gets.",
     ]
 
 
+def _contention(results: Results) -> list[str]:
+    """A warning when other processes took a noticeable share of the machine meanwhile."""
+    others = [
+        results.direct.others_cores,
+        *(x.total.window_others_cores for x in results.dispatches),
+    ]
+    if max(others) < CONTENDED_CORES:
+        return []
+    return [
+        f"- Other load kept up to {max(others):.2f} of the {results.setup.cores} cores busy",
+        "while the dispatch was measured (*everything else* below): its rates and CPU times",
+        "are what a shared machine gave, lower and noisier than an idle one's.",
+    ]
+
+
 def _failures(results: Results) -> list[str]:
-    failed = results.direct.failed + sum(x.failed for x in results.dispatches)
-    short = [x for x in results.dispatches if x.completed + x.failed != x.requests]
+    failed = results.direct.failed + sum(x.total.failed for x in results.dispatches)
+    rounds = [r for x in results.dispatches for r in x.rounds]
+    short = [r for r in rounds if r.completed + r.failed != r.requests]
     if not failed and not short:
         return ["- Every request was answered, and answered once (the batches' counts agree)."]
     return [f"- **{failed} requests failed**; batches with a count that disagrees: {len(short)}."]
@@ -114,44 +143,53 @@ def _intake_tables(intakes: Sequence[Intake]) -> list[str]:
     return rows
 
 
-def _dispatch_tables(d: Direct, dispatches: Sequence[Dispatch], cores: int) -> list[str]:
+def _dispatch_tables(results: Results) -> list[str]:
+    d, cores = results.direct, results.setup.cores
     rows = [
-        "| path | requests | failed | seconds | **requests/s** | of direct "
+        "| path | requests | failed | seconds | **requests/s** | by round | of direct "
         "| client or gateway CPU per request (µs) | upstream CPU per request (µs) "
-        f"| machine busy (of {cores} cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| machine busy (of {cores} cores) | of which everything else |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| direct (plain client) | {d.requests:,} | {d.failed} | {d.wall_s:.2f} "
-        f"| **{d.per_s:,.0f}** | 100% | {d.client_us_per_request:,.0f} "
-        f"| {d.upstream_us_per_request:,.0f} | {d.machine_cores:.2f} |",
+        f"| **{d.per_s:,.0f}** | {_by_round([r.per_s for r in results.directs])} | 100% "
+        f"| {d.client_us_per_request:,.0f} | {d.upstream_us_per_request:,.0f} "
+        f"| {d.machine_cores:.2f} | {d.others_cores:.2f} |",
     ]
-    for x in dispatches:
-        share = 100 * x.per_s / d.per_s if d.per_s > 0 else 0.0
+    for x in results.dispatches:
+        t = x.total
+        share = 100 * t.per_s / d.per_s if d.per_s > 0 else 0.0
         rows.append(
-            f"| Batch API ({x.store}), steady | {x.window_requests:,} | {x.failed} "
-            f"| {x.window_s:.2f} | **{x.per_s:,.0f}** | {share:.0f}% "
-            f"| {x.window_us_per_request:,.0f} | {x.upstream_us_per_request:,.0f} "
-            f"| {x.window_machine_cores:.2f} |"
+            f"| Batch API ({x.store}), steady | {t.window_requests:,} | {t.failed} "
+            f"| {t.window_s:.2f} | **{t.per_s:,.0f}** | {_by_round([r.per_s for r in x.rounds])} "
+            f"| {share:.0f}% | {t.window_us_per_request:,.0f} "
+            f"| {t.upstream_us_per_request:,.0f} | {t.window_machine_cores:.2f} "
+            f"| {t.window_others_cores:.2f} |"
         )
-    rows += [
-        "",
-        "| store | batch, create to completed (s) | gateway CPU (s) | **per request (µs)** "
-        "| steady: per request (µs) | event loop (µs) | other threads (µs) "
+    return [*rows, "", *_cpu_table(results.dispatches)]
+
+
+def _cpu_table(dispatches: Sequence[Dispatch]) -> list[str]:
+    rows = [
+        "| store | batches, create to completed (s) | gateway CPU (s) | **per request (µs)** "
+        "| by round (µs) | steady: per request (µs) | event loop (µs) | other threads (µs) "
         "| store statements alone (µs) | gateway cores, steady |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in dispatches:
+        t = x.total
         rows.append(
-            f"| {x.store} | {x.batch_s:.2f} | {x.batch_cpu_s:.2f} | **{x.us_per_request:,.0f}** "
-            f"| {x.window_us_per_request:,.0f} | {x.window_loop_us_per_request:,.0f} "
-            f"| {x.window_threads_us_per_request:,.0f} | {x.store_us_per_request:,.0f} "
-            f"| {x.window_cores:.2f} |"
+            f"| {x.store} | {t.batch_s:.2f} | {t.batch_cpu_s:.2f} | **{t.us_per_request:,.0f}** "
+            f"| {_by_round([r.us_per_request for r in x.rounds])} "
+            f"| {t.window_us_per_request:,.0f} | {t.window_loop_us_per_request:,.0f} "
+            f"| {t.window_threads_us_per_request:,.0f} | {x.store_us_per_request:,.0f} "
+            f"| {t.window_cores:.2f} |"
         )
     return rows
 
 
 def render(results: Results) -> str:
     """The whole document."""
-    s, d = results.setup, results.direct
+    s = results.setup
     lines = [
         "# Batch API performance",
         "",
@@ -169,7 +207,8 @@ def render(results: Results) -> str:
         "## Summary",
         "",
         *(line for i in results.intakes for line in _intake_verdict(i)),
-        *(line for x in results.dispatches for line in _dispatch_verdict(x, d, s.concurrency)),
+        *(line for x in results.dispatches for line in _dispatch_verdict(x, results)),
+        *_contention(results),
         *_failures(results),
         "",
         f"## Intake: {s.intake_requests:,} requests accepted and queued",
@@ -180,7 +219,7 @@ def render(results: Results) -> str:
         "",
         "## Dispatch overhead per request",
         "",
-        *_dispatch_tables(d, results.dispatches, s.cores),
+        *_dispatch_tables(results),
         "",
         *_dispatch_method(s),
         "",
@@ -199,8 +238,8 @@ def _stores(s: Setup) -> list[str]:
             "URL) measures PostgreSQL as well.",
         ]
     lines = [
-        f"{sqlite}, and PostgreSQL ({s.postgres}), given by `make bench-batch",
-        "BENCH_POSTGRES_URL=...` (`--postgres-url`).",
+        f"{sqlite}, and {s.postgres}, given by `make bench-batch BENCH_POSTGRES_URL=...`",
+        "(`--postgres-url`).",
     ]
     if "fsync off" in s.postgres or "synchronous_commit off" in s.postgres:
         lines += [
@@ -255,12 +294,15 @@ def _dispatch_method(s: Setup) -> list[str]:
         "each answer read and parsed. *Batch API*: a gateway in front of the same upstream as",
         f"its one batch pod with `max-num-seqs={s.concurrency}` (so {s.concurrency} in flight",
         "too), and those lines uploaded and made one batch, run until it reads `completed`.",
+        f"Per store, {s.rounds} rounds on one gateway and one upstream, each a direct run then",
+        "a batch, so that drift in the machine's other load falls on both; the figures pool",
+        "the rounds (requests over their summed time), *by round* shows each on its own.",
         "",
         "- *Steady* is the span between the first look at the gateway's `/metrics` that saw a",
-        "  request answered and the one that saw all of them; its rate is the dispatch rate,",
-        "  free of the batch's validation before and its finalisation after. The looks cost",
-        f"  the gateway a little CPU too ({1 / s.poll_s:g} a second).",
-        "- *Per request* is the gateway's CPU time (user + system, /proc) from the batch's",
+        "  request of the batch answered and the one that saw all of them; its rate is the",
+        "  dispatch rate, free of the batch's validation before and its finalisation after.",
+        f"  The looks cost the gateway a little CPU too ({1 / s.poll_s:g} a second).",
+        "- *Per request* is the gateway's CPU time (user + system, /proc) from a batch's",
         "  creation to its completion over its requests: validation, queueing, reading each",
         "  body from the store, the upstream call, writing each answer once, and the output",
         "  file. The *event loop* is the gateway's main thread; its *other threads* are the",
@@ -272,8 +314,10 @@ def _dispatch_method(s: Setup) -> list[str]:
         "  share, without the hand-over to its thread (on PostgreSQL, the client's side only;",
         "  the server is another process).",
         "- *Machine busy*: CPU seconds per second the whole machine spent (/proc/stat),",
-        "  whoever spent them: the gateway, the upstream, the benchmark, and anything else that",
-        "  ran meanwhile, which the figures above do not control for.",
+        "  whoever spent them; *everything else* is what neither the gateway, the upstream nor",
+        "  the benchmark's process spent (other processes, the kernel's network work not",
+        "  charged to a process). Load from other processes slows both paths and is not",
+        "  controlled for: this column says when there was some.",
         "- The upstream's CPU per request is higher through the gateway than direct although",
         "  both keep their connections open: at the gateway's lower rate, the upstream's event",
         "  loop wakes for fewer requests at a time.",

@@ -6,9 +6,10 @@ the same thing; the numbers are never edited by hand.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from chiron_operator.perf.batch_queue import QueueMemory
 
@@ -27,6 +28,7 @@ class Setup:
     niceness: int
     intake_requests: int
     dispatch_requests: int
+    rounds: int
     concurrency: int
     line_bytes_min: int
     line_bytes_mean: float
@@ -72,7 +74,7 @@ class Intake:
 
 @dataclass(frozen=True, slots=True)
 class Direct:
-    """The baseline: the same requests straight to the upstream by a plain client."""
+    """One round of the baseline: the requests straight to the upstream by a plain client."""
 
     requests: int
     failed: int
@@ -90,6 +92,12 @@ class Direct:
         return self.machine_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def others_cores(self) -> float:
+        """What neither the client nor the upstream kept busy: other processes' load."""
+        others_s = max(0.0, self.machine_cpu_s - self.client_cpu_s - self.upstream_cpu_s)
+        return others_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
     def client_us_per_request(self) -> float:
         return 1e6 * self.client_cpu_s / self.requests
 
@@ -99,14 +107,13 @@ class Direct:
 
 
 @dataclass(frozen=True, slots=True)
-class Dispatch:
+class BatchRound:
     """One batch through the gateway's Batch API to the same upstream.
 
     The *window* is the span of steady dispatch, between the first look at the gateway that saw
-    a request completed and the one that saw all of them: its rate is the dispatch rate, free
-    of the batch's validation before and its finalisation after."""
+    a request answered and the one that saw all of them: its rate is the dispatch rate, free of
+    the batch's validation before and its finalisation after."""
 
-    store: str
     requests: int
     completed: int
     failed: int
@@ -117,8 +124,8 @@ class Dispatch:
     window_cpu_s: float
     window_loop_cpu_s: float  # of which its event loop's thread
     window_machine_cpu_s: float  # busy CPU seconds of the whole machine meanwhile
+    window_others_cpu_s: float  # of which not the gateway's, the upstream's or the benchmark's
     upstream_cpu_s: float  # over the whole batch
-    store_calls_cpu_s: float  # the store's two statements per request, run alone
 
     @property
     def per_s(self) -> float:
@@ -132,6 +139,11 @@ class Dispatch:
     @property
     def window_machine_cores(self) -> float:
         return self.window_machine_cpu_s / self.window_s if self.window_s > 0 else 0.0
+
+    @property
+    def window_others_cores(self) -> float:
+        others_s = max(0.0, self.window_others_cpu_s)
+        return others_s / self.window_s if self.window_s > 0 else 0.0
 
     @property
     def us_per_request(self) -> float:
@@ -152,12 +164,36 @@ class Dispatch:
         return self.window_us_per_request - self.window_loop_us_per_request
 
     @property
-    def store_us_per_request(self) -> float:
-        return 1e6 * self.store_calls_cpu_s / self.requests
-
-    @property
     def upstream_us_per_request(self) -> float:
         return 1e6 * self.upstream_cpu_s / self.requests
+
+
+R = TypeVar("R", Direct, BatchRound)
+
+
+def pooled(rounds: Sequence[R]) -> R:
+    """Rounds as one: every count and time summed, so rates come out over the total time."""
+    return replace(
+        rounds[0], **{f.name: sum(getattr(r, f.name) for r in rounds) for f in fields(rounds[0])}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """One store's batches, round after round, and its per-request statements run alone."""
+
+    store: str
+    rounds: tuple[BatchRound, ...]
+    store_calls_requests: int
+    store_calls_cpu_s: float  # the store's two statements per request, run alone
+
+    @property
+    def total(self) -> BatchRound:
+        return pooled(self.rounds)
+
+    @property
+    def store_us_per_request(self) -> float:
+        return 1e6 * self.store_calls_cpu_s / self.store_calls_requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +202,15 @@ class Results:
 
     setup: Setup
     intakes: tuple[Intake, ...]
-    direct: Direct
+    directs: tuple[Direct, ...]  # a round before each batch round, on the same upstream
     dispatches: tuple[Dispatch, ...]
     wall_s: float
     when: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d"))
+
+    @property
+    def direct(self) -> Direct:
+        """Every direct round as one."""
+        return pooled(self.directs)
 
 
 def to_json(results: Results) -> dict[str, Any]:
@@ -194,27 +235,42 @@ def to_json(results: Results) -> dict[str, Any]:
             }
             for i in results.intakes
         ],
-        "direct": asdict(d)
-        | {
-            "per_s": d.per_s,
-            "machine_cores": d.machine_cores,
-            "client_us_per_request": d.client_us_per_request,
-            "upstream_us_per_request": d.upstream_us_per_request,
-        },
+        "direct": _direct_json(d) | {"rounds": [_direct_json(r) for r in results.directs]},
         "dispatches": [_dispatch_json(x, d) for x in results.dispatches],
     }
 
 
-def _dispatch_json(x: Dispatch, direct: Direct) -> dict[str, Any]:
+def _direct_json(d: Direct) -> dict[str, Any]:
+    return asdict(d) | {
+        "per_s": d.per_s,
+        "machine_cores": d.machine_cores,
+        "others_cores": d.others_cores,
+        "client_us_per_request": d.client_us_per_request,
+        "upstream_us_per_request": d.upstream_us_per_request,
+    }
+
+
+def _round_json(x: BatchRound) -> dict[str, Any]:
     return asdict(x) | {
         "per_s": x.per_s,
         "window_cores": x.window_cores,
         "window_machine_cores": x.window_machine_cores,
-        "per_s_ratio_to_direct": x.per_s / direct.per_s if direct.per_s > 0 else 0.0,
+        "window_others_cores": x.window_others_cores,
         "us_per_request": x.us_per_request,
         "window_us_per_request": x.window_us_per_request,
         "window_loop_us_per_request": x.window_loop_us_per_request,
         "window_threads_us_per_request": x.window_threads_us_per_request,
-        "store_us_per_request": x.store_us_per_request,
         "upstream_us_per_request": x.upstream_us_per_request,
+    }
+
+
+def _dispatch_json(x: Dispatch, direct: Direct) -> dict[str, Any]:
+    total = x.total
+    return _round_json(total) | {
+        "store": x.store,
+        "per_s_ratio_to_direct": total.per_s / direct.per_s if direct.per_s > 0 else 0.0,
+        "store_calls_requests": x.store_calls_requests,
+        "store_calls_cpu_s": x.store_calls_cpu_s,
+        "store_us_per_request": x.store_us_per_request,
+        "rounds": [_round_json(r) for r in x.rounds],
     }

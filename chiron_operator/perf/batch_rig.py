@@ -10,6 +10,7 @@ thread's can be told apart).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import urllib.request
@@ -25,12 +26,12 @@ from chiron_operator.perf.gateway_rig import (
     HOST,
     READY_TIMEOUT_S,
     Service,
+    cpu_seconds,
     machine_busy_seconds,
 )
 
 MODEL: Final = "bench"
 KIB: Final = 1024
-MIB: Final = 1024 * 1024
 _FINISHED_SERIES: Final = tuple(
     REQUESTS + f'_total{{class="batch",outcome="{outcome}"}}' for outcome in ("completed", "failed")
 )
@@ -65,13 +66,16 @@ class Reading:
     cpu_s: float  # the whole process
     loop_cpu_s: float  # its main thread, which runs the event loop
     machine_s: float  # busy CPU seconds of the whole machine, whoever spent them
+    others_s: float  # of which neither the gateway's, the upstream's nor this process's
 
 
 class GatewayProbe:
-    """Reads a running gateway: its `/metrics` and /proc."""
+    """Reads a running gateway: its `/metrics` and /proc; and, to tell what else kept the
+    machine busy meanwhile, the upstream's CPU time and this process's."""
 
-    def __init__(self, gateway: Service) -> None:
+    def __init__(self, gateway: Service, upstream: Service) -> None:
         self.gateway = gateway
+        self.upstream = upstream
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.gateway.url + "/metrics", timeout=10) as answer:
@@ -87,7 +91,10 @@ class GatewayProbe:
         pid = self.gateway.pid
         loop_s = thread_cpu_seconds(pid).get(pid, 0.0)
         cpu_s, machine_s = self.cpu_s(), machine_busy_seconds()
-        return Reading(time.monotonic(), int(queued), int(finished), cpu_s, loop_s, machine_s)
+        others_s = machine_s - cpu_s - self.upstream.cpu_seconds() - cpu_seconds(os.getpid())
+        return Reading(
+            time.monotonic(), int(queued), int(finished), cpu_s, loop_s, machine_s, others_s
+        )
 
     def cpu_s(self) -> float:
         return self.gateway.cpu_seconds()
@@ -121,7 +128,7 @@ def gateway_service(
 
 
 @contextlib.contextmanager
-def started(services: Sequence[Service]) -> Iterator[tuple[Service, ...]]:
+def _started(services: Sequence[Service]) -> Iterator[tuple[Service, ...]]:
     """Start `services` in order, wait until each answers /health, stop them in reverse after."""
     try:
         for service in services:
@@ -143,5 +150,5 @@ def running(
     workdir.mkdir(parents=True, exist_ok=True)
     upstream = upstream_service(workdir)
     gateway = gateway_service(upstream, store_url, max_num_seqs, workdir)
-    with started((upstream, gateway)):
+    with _started((upstream, gateway)):
         yield upstream, gateway

@@ -1,8 +1,8 @@
 """The stores the batch benchmark runs on, and the store's own cost per dispatched request.
 
-- `stores`: a fresh store URL per gateway run: a SQLite file in its own directory, and, when a
-  PostgreSQL server is given, a new database on it, dropped afterwards, so no run sees another's
-  rows.
+- `kinds` and `StoreKind.fresh`: a fresh store URL per gateway run: a SQLite file in its own
+  directory, and, when a PostgreSQL server is given, a new database on it, dropped afterwards,
+  so no run sees another's rows.
 - `store_calls_cpu_s`: the two statements the gateway runs per dispatched request (read its
   body, record its answer once), straight on the store in this process: their CPU time is the
   store's share of the gateway's work per request, without the hand-over to the store's thread.
