@@ -70,11 +70,14 @@ class BatchApi:
         store: AsyncStore,
         dispatcher: Dispatcher,
         limits: BatchLimits,
+        *,
+        poke: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.limits = limits
+        self.poke = poke  # wakes this replica's batch runner
         self.clock = clock
 
     def routes(self, app: web.Application) -> None:
@@ -200,6 +203,7 @@ class BatchApi:
             metadata=metadata,
         )
         await self.store.put_batch(record)
+        self.poke()
         counts = await self.store.request_counts(record.id)
         return web.json_response(record.to_openai(counts))
 
@@ -269,7 +273,9 @@ class BatchApi:
         moved = await self.store.transition(
             batch_id, BatchStatus.CANCELLING, int(self.clock()), expect=CANCELLABLE
         )
-        if not moved:
+        if moved:
+            self.poke()
+        else:
             record = await self._batch(batch_id)
             if record.status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
                 message = (

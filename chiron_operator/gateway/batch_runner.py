@@ -19,6 +19,7 @@ once, so nothing is answered twice either. `batch_work.BatchWork` runs each requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,17 @@ class BatchRunner:
         self.clock = clock
         self.work = BatchWork(store, dispatcher, session, settings.work, self._finished)
         self.leading = False
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Something changed in the store here (a new batch, a cancel): look now, not at the
+        next poll (other replicas' changes wait for the poll)."""
+        self._wake.set()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+        self._wake.clear()
 
     async def run(self) -> None:
         """Wait for the lock, dispatch while holding it, and start over when it is lost."""
@@ -112,7 +124,7 @@ class BatchRunner:
                     await self.sync()
                 except StoreError as exc:
                     log.warning("batch store failed (%s); trying again", exc)
-                await asyncio.sleep(self.settings.poll_s)
+                await self._pause()
         finally:
             log.warning("this gateway no longer dispatches the batch queue")
             self.leading = False

@@ -133,7 +133,8 @@ def build_app(gateway: Gateway, watcher: Watcher | None = None) -> web.Applicati
         limits = BatchLimits(
             config.max_file_bytes, config.max_batch_requests, config.min_batch_window_s
         )
-        BatchApi(gateway.store, gateway.dispatcher, limits).routes(app)
+        poke = gateway.runner.poke if gateway.runner is not None else (lambda: None)
+        BatchApi(gateway.store, gateway.dispatcher, limits, poke=poke).routes(app)
     return app
 
 
