@@ -61,3 +61,10 @@ class EngineSpec(SpecModel):
         description="Token budget per step; default: vLLM's OpenAI-server default for the "
         "profile's GPU (8192 on H100, 2048 on A100).",
     )
+    preempt_for_priority: bool = Field(
+        default=False,
+        description="Let a waiting interactive request evict running batch work on a mixed pod "
+        "at the --max-num-seqs cap (a vLLM build with the fix for upstream issue 40004, as the "
+        "emulator's --preempt-for-priority); false is vLLM 0.32, where only KV-cache pressure "
+        "preempts.",
+    )

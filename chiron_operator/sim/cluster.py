@@ -1,4 +1,5 @@
-"""The pool's pods per role, and what Kubernetes does to them when the policy acts.
+"""The pool's pods per role, what Kubernetes does to them when the policy acts, and the
+router's actions carried out on them.
 
 - Scale up: new pods start now and become ready after a cold start drawn from the cluster's
   own Generator.
@@ -7,9 +8,13 @@
 - Drain (a removed ready pod): it leaves the Services at once and its waiting requests go back
   to the router; it keeps decoding its running requests for a grace period (Kubernetes'
   terminationGracePeriodSeconds), after which vLLM stops on SIGTERM and whatever still runs is
-  aborted and re-queued to the router, keeping the tokens already streamed (the gateway
-  resumes the request elsewhere, which recomputes prompt + streamed tokens). Every re-queue is
-  counted. A pod that empties earlier terminates earlier.
+  aborted and handed back to the router. An interactive request keeps the tokens already
+  streamed (it is resumed elsewhere, which recomputes prompt + streamed tokens); a batch request
+  does too with Services or uniform routing, while the gateway resends batch work from scratch
+  (`dispatcher`). Every hand-back is counted. A pod that empties earlier terminates earlier.
+- A cut-off (the gateway closing a batch request's stream to free a slot) aborts the request on
+  its pod, at the end of the iteration in progress. Should the router send it again before then,
+  the resend waits for that boundary, so that a request is never on two pods at once.
 - A change of --max-num-seqs restarts the role's pods, rolled with full surge: each old ready
   pod gets a replacement started at once and drains only when that replacement is ready, so
   ready capacity never dips (the overlap costs GPU time, which is counted). Starting pods with
@@ -19,29 +24,35 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from heapq import heappush
 
 import numpy as np
 
 from chiron_operator.core.enums import Role
 from chiron_operator.perfmodel.latency import LatencyModel
+from chiron_operator.routing import RoutingTuning
+from chiron_operator.sim.dispatcher import GatewayRouter
 from chiron_operator.sim.events import Event, EventKind, EventQueue
 from chiron_operator.sim.instance import Instance, InstanceState
 from chiron_operator.sim.live import LiveRequest
 from chiron_operator.sim.podmetrics import OutputLengthStats
-from chiron_operator.sim.router import Router, RoutingMode
+from chiron_operator.sim.router import Router, RoutingMode, UniformRouter
+from chiron_operator.sim.services import ServicesRouter
 
 ColdStartFn = Callable[[np.random.Generator], float]
 
 # Enum members bound once: the boundary handler runs for nearly every event.
 _READY, _DRAINING = InstanceState.READY, InstanceState.DRAINING
-_INTERACTIVE = Role.INTERACTIVE
 _ITERATION = EventKind.ITERATION
 
 
 class Cluster:
-    """Pods by role, the router over them, and the Kubernetes-side lifecycle."""
+    """Pods by role, the router over them, and the Kubernetes-side lifecycle.
+
+    `routing_rng` draws the Services' random choices (SERVICES mode only); `routing_tuning`
+    is the gateway's (CHIRON mode only); `preempt_for_priority` is the engine option of every
+    pod (see `scheduling`)."""
 
     def __init__(
         self,
@@ -51,6 +62,9 @@ class Cluster:
         routing: RoutingMode,
         cold_start_s: ColdStartFn,
         rng: np.random.Generator,
+        routing_rng: np.random.Generator | None = None,
+        routing_tuning: RoutingTuning | None = None,
+        preempt_for_priority: bool = False,
         gpus_per_instance: int = 1,
         drain_grace_s: float = 30.0,
         deadline_bucket_s: float = 60.0,
@@ -68,31 +82,87 @@ class Cluster:
         self._grace_s = drain_grace_s
         self._exact = exact
         self._max_num_batched_tokens = max_num_batched_tokens
+        self._preempt_for_priority = preempt_for_priority
         self.routing = routing
         self.instances: list[Instance] = []
         self.members: dict[Role, list[Instance]] = {role: [] for role in Role}
         self.ready: dict[Role, list[Instance]] = {role: [] for role in Role}
         self.max_num_seqs: dict[Role, int] = dict.fromkeys(Role, 1)
-        self.router = Router(routing, self.ready, self.dispatch, deadline_bucket_s)
-        self._pulls_batch = routing is RoutingMode.CHIRON
-        # The router's EDF queue, tested at every boundary before asking the router to pull.
-        self._batch_fifo, self._batch_late = self.router.batch_fifo, self.router.batch_late
-        self.requeued = 0
-        self.pod_restarts = 0
-        self.completed = 0
+        self.router: Router = self._router(
+            routing, routing_tuning or RoutingTuning(), routing_rng, deadline_bucket_s
+        )
+        self._tracks_completions = self.router.tracks_completions
+        # Cut-off requests whose abort takes effect at their pod's next boundary -> the pod the
+        # router has sent them to since, if it has.
+        self._held: dict[LiveRequest, Instance | None] = {}
+        self.requeued = self.pod_restarts = self.completed = self.cut_offs = self.refused = 0
         # Output lengths of completed batch requests (what the pool's gateway exports).
         self.output_lengths = OutputLengthStats()
         self._completed_requests = self.output_lengths.completed
 
-    # -- requests -----------------------------------------------------------------------------
+    def _router(
+        self,
+        mode: RoutingMode,
+        tuning: RoutingTuning,
+        rng: np.random.Generator | None,
+        deadline_bucket_s: float,
+    ) -> Router:
+        if mode is RoutingMode.CHIRON:
+            return GatewayRouter(tuning, self, deadline_bucket_s=deadline_bucket_s)
+        if mode is RoutingMode.SERVICES:
+            return ServicesRouter(self.ready, self, rng or np.random.default_rng(0))
+        return UniformRouter(self.ready, self)
+
+    # -- the router's actions (`router.PodActions`) -------------------------------------------
 
     def dispatch(self, request: LiveRequest, pod: Instance, now: float) -> None:
         """Hand a request to a pod and schedule the pod's next boundary if that changed."""
+        if self._held and request in self._held:
+            self._held[request] = pod  # sent on once its abort elsewhere takes effect
+            return
         if request.dispatch_s != request.dispatch_s:  # NaN: its first hand-off
             request.dispatch_s = now
         boundary = pod.enqueue(request, now)
         if boundary is not None:
             heappush(self._heap, (boundary, _ITERATION, self._next_sequence(), pod, pod.version))
+
+    def cut_off(self, request: LiveRequest, pod: Instance, now: float) -> None:
+        """Abort a batch request on its pod; the router has queued it again."""
+        self.cut_offs += 1
+        if request in self._held:
+            self._held[request] = None  # cut off where it was only about to go
+            return
+        boundary = pod.abort(request, now)
+        if boundary is not None:
+            heappush(self._heap, (boundary, _ITERATION, self._next_sequence(), pod, pod.version))
+        if pod.pending_abort(request):
+            self._held[request] = None
+
+    def refuse(self, request: LiveRequest, reason: str) -> None:
+        """The request fails with `reason` (a miss, recorded as its drop reason)."""
+        request.drop_reason = reason
+        self.refused += 1
+
+    def wake_at(self, time_s: float) -> None:
+        self._queue.push(time_s, EventKind.ROUTER_TIMER)
+
+    def on_timer(self, now: float) -> None:
+        """A router's timer (the gateway's queue expiry)."""
+        self.router.on_timer(now)
+
+    def set_targets(self, targets: Mapping[Role, int], now: float) -> None:
+        """The policy's target batch sizes, which the gateway caps pods at (its fast path)."""
+        self.router.set_targets(targets, now)
+
+    def _release(self, pod: Instance, now: float) -> None:
+        """Send on the requests whose abort on `pod` took effect, where the router sent them."""
+        for request in pod.released:
+            destination = self._held.pop(request, None)
+            if destination is not None:
+                self.dispatch(request, destination, now)
+        pod.released.clear()
+
+    # -- boundaries ---------------------------------------------------------------------------
 
     def on_boundary(self, now: float, pod: Instance, version: int) -> None:
         """An iteration boundary event of `pod` (ignored if `version` is stale)."""
@@ -101,37 +171,33 @@ class Cluster:
             heappush(self._heap, event)
 
     def boundary(self, now: float, pod: Instance, version: int) -> Event | None:
-        """`on_boundary` without the push: the pod's next boundary event, or None. Pushes no
-        event itself (a batch pull only queues on the pod, which is between segments), so the
-        engine can replace the event being handled, still the heap's root, with this one."""
+        """`on_boundary` without the push: the pod's next boundary event, or None. What the
+        router does meanwhile may push other pods' boundaries, never earlier than this event or
+        of an earlier kind, so the engine can replace the event being handled, still the heap's
+        root, with this one."""
         if version != pod.version:
             return None
         completed = pod.end_segment(now)
+        if pod.released:
+            self._release(pod, now)
         if completed:
             self.completed += len(completed)
             self._completed_requests.extend(completed)  # for `output_lengths`, when read
-        state = pod.state
-        if state is not _READY:
-            if state is _DRAINING and pod.n_running + pod.n_waiting == 0:
-                pod.terminate(now)
-                return None
-        elif (
-            self._pulls_batch
-            and (self._batch_fifo or self._batch_late)  # else refill pulls nothing
-            and pod.role is not _INTERACTIVE
-            and pod.n_running + pod.n_waiting < pod.max_num_seqs
-        ):
-            self.router.refill(pod, now)
+            if self._tracks_completions:
+                self.router.on_completed(pod, completed, now)
+        if pod.state is _DRAINING and pod.n_running + pod.n_waiting == 0:
+            self._terminate(pod, [], now)
+            return None
         end = pod.start_segment(now)
         if end is None:
             return None
         return (end, _ITERATION, self._next_sequence(), pod, pod.version)
 
-    def _requeue(self, requests: list[LiveRequest], now: float) -> None:
+    def _handed_back(self, requests: list[LiveRequest]) -> list[LiveRequest]:
         for request in requests:
             request.requeues += 1
-            self.requeued += 1
-            self.router.submit(request, now)
+        self.requeued += len(requests)
+        return requests
 
     def advance_all(self, now: float) -> None:
         """Account every pod's finished decode steps up to `now` (before a scrape)."""
@@ -158,7 +224,10 @@ class Cluster:
             self._latency,
             created_s=now,
             gpus=self._gpus,
-            priority_scheduling=role is Role.MIXED and self.routing is RoutingMode.CHIRON,
+            # The operator runs mixed pods with vLLM's priority policy; the baselines' single
+            # pool is plain vLLM (FCFS).
+            priority_scheduling=role is Role.MIXED and self.routing is not RoutingMode.UNIFORM,
+            preempt_for_priority=self._preempt_for_priority,
             exact=self._exact,
             max_num_batched_tokens=self._max_num_batched_tokens,
         )
@@ -193,19 +262,31 @@ class Cluster:
         if pod.state is InstanceState.READY:
             self.ready[pod.role].remove(pod)
         pod.state = InstanceState.DRAINING
-        self._requeue(pod.take_waiting(), now)
+        waiting = pod.take_waiting()
+        if self._held:
+            # Resends held for it never reached it: they go elsewhere with its waiting ones.
+            held = [r for r, destination in self._held.items() if destination is pod]
+            for request in held:
+                self._held[request] = None
+            waiting += held
+        self.router.on_draining(pod, self._handed_back(waiting), now)
         if pod.n_running == 0:
-            pod.terminate(now)
+            self._terminate(pod, [], now)
         else:
             self._queue.push(now + self._grace_s, EventKind.DRAIN_DEADLINE, pod, 0)
 
     def on_drain_deadline(self, pod: Instance, now: float) -> None:
-        """The grace period is over: abort and re-queue what still runs, then terminate."""
+        """The grace period is over: abort and hand back what still runs, then terminate."""
         if pod.state is not InstanceState.DRAINING:
             return
         aborted = pod.abort_all(now)
+        if pod.released:
+            self._release(pod, now)
+        self._terminate(pod, aborted, now)
+
+    def _terminate(self, pod: Instance, aborted: list[LiveRequest], now: float) -> None:
         pod.terminate(now)
-        self._requeue(aborted, now)
+        self.router.on_gone(pod, self._handed_back(aborted), now)
 
     def _remove(self, pod: Instance, now: float) -> None:
         self.members[pod.role].remove(pod)

@@ -13,6 +13,7 @@ from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import SloTargets
 from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.perfmodel.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
+from chiron_operator.routing import RoutingTuning
 from chiron_operator.sim.router import RoutingMode
 
 
@@ -63,7 +64,11 @@ class SimConfig:
     which real vLLM does not export. Every pod, whatever the policy, runs vLLM V1's chunked
     prefill with a step budget of `max_num_batched_tokens` (raised to the pod's max_num_seqs, as
     vLLM requires); `chunked_prefill=False` gives the original scheduler (whole prompts, no
-    budget), to reproduce earlier results.
+    budget), to reproduce earlier results. `preempt_for_priority` gives every pod a vLLM that
+    evicts running batch work for a waiting interactive request at the cap (the fix for
+    upstream issue 40004; vLLM 0.32 does not). `routing` picks the router (`sim.router`):
+    CHIRON runs the pool's gateway with `routing_tuning` (its `spec.gateway` tunables), SERVICES
+    plain Services, UNIFORM the baselines' join-shortest-queue.
     """
 
     latency: LatencyModel
@@ -73,6 +78,7 @@ class SimConfig:
     initial_max_num_seqs: Mapping[Role, int] = field(default_factory=_default_max_num_seqs)
     tensor_parallel_size: int = 1
     routing: RoutingMode = RoutingMode.CHIRON
+    routing_tuning: RoutingTuning = field(default_factory=RoutingTuning)
     step_mode: StepMode = StepMode.FAST
     seed: int = 0
     slo: SloTargets = field(default_factory=SloTargets)
@@ -86,6 +92,7 @@ class SimConfig:
     expose_class_split: bool = False
     chunked_prefill: bool = True
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    preempt_for_priority: bool = False
 
     def __post_init__(self) -> None:
         positive = {

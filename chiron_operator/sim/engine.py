@@ -4,12 +4,16 @@
 (Chiron's or a baseline's) exactly as the operator does: every `control_interval_s` (first at
 one interval) the policy gets a PoolSnapshot built from delayed scrapes (`observe`) and returns
 a PoolDecision, applied `actuation_delay_s` later by the cluster (`cluster`): the role's
---max-num-seqs first (a surge restart), then its replica count. Arrivals are routed
-(`router`) to pods (`instance`), whose iteration boundaries are the bulk of the events.
+--max-num-seqs first (a surge restart), then its replica count; each role's target batch size
+reaches the router at the same time (the pool's gateway caps pods at it: the local controller's
+fast path). Arrivals are routed (`router`: the gateway's routing core, plain Services or the
+baselines' join-shortest-queue) to pods (`instance`), whose iteration boundaries are the bulk of
+the events.
 
 The run stops at `horizon_s`; requests still queued or running then are dropped as
-"unfinished", and workload arrivals after it as "after_horizon", so every request ends with a
-record. Nothing here is global: a run owns its queue, cluster, observer and Generators.
+"unfinished", and workload arrivals after it as "after_horizon"; a request the router refused
+carries its reason. So every request ends with a record. Nothing here is global: a run owns its
+queue, cluster, observer and Generators.
 """
 
 from __future__ import annotations
@@ -116,9 +120,9 @@ class _Engine:
         self.policy = policy
         self.progress = progress
         self.state: Any = policy.initial_state
-        # One Generator per stochastic component; only cold starts draw today, the spawn keeps
-        # their stream stable if others are added.
-        (cold_start_seed,) = np.random.SeedSequence(config.seed).spawn(1)
+        # One Generator per stochastic component: cold starts, then the Services' random
+        # choices (a spawned child depends only on its index, so adding one kept the first's).
+        cold_start_seed, routing_seed = np.random.SeedSequence(config.seed).spawn(2)
         self.queue = EventQueue()
         self.cluster = Cluster(
             self.queue,
@@ -126,6 +130,9 @@ class _Engine:
             routing=config.routing,
             cold_start_s=cold_start_fn(config.cold_start),
             rng=np.random.default_rng(cold_start_seed),
+            routing_rng=np.random.default_rng(routing_seed),
+            routing_tuning=config.routing_tuning,
+            preempt_for_priority=config.preempt_for_priority,
             gpus_per_instance=config.tensor_parallel_size,
             drain_grace_s=config.drain_grace_s,
             deadline_bucket_s=config.deadline_bucket_s,
@@ -160,6 +167,7 @@ class _Engine:
             EventKind.ARRIVAL: _no_arrival_events,
             EventKind.ITERATION: self.cluster.on_boundary,
             EventKind.DRAIN_DEADLINE: self._on_drain_deadline,
+            EventKind.ROUTER_TIMER: self._on_router_timer,
             EventKind.SCRAPE: self._on_scrape,
             EventKind.CONTROL_TICK: self._on_tick,
         }
@@ -230,11 +238,19 @@ class _Engine:
     def _on_drain_deadline(self, now: float, pod: Instance, _version: int) -> None:
         self.cluster.on_drain_deadline(pod, now)
 
+    def _on_router_timer(self, now: float, _payload: None, _version: int) -> None:
+        self.cluster.on_timer(now)
+
     def _on_scrape(self, now: float, _payload: None, _version: int) -> None:
         cluster = self.cluster
         cluster.advance_all(now)
+        router = cluster.router
         self.observer.scrape(
-            now, cluster.instances, cluster.router.batch_groups, cluster.output_lengths
+            now,
+            cluster.instances,
+            router.queued_by_deadline(),
+            cluster.output_lengths,
+            router.pod_signals,
         )
         self.queue.push(now + self.config.scrape_interval_s, EventKind.SCRAPE)
 
@@ -249,6 +265,8 @@ class _Engine:
 
     def _on_actuation(self, now: float, decision: PoolDecision, _version: int) -> None:
         cluster = self.cluster
+        targets = {role: found.target_max_num_seqs for role, found in decision.roles.items()}
+        cluster.set_targets(targets, now)
         for role, role_decision in decision.roles.items():
             max_num_seqs = role_decision.max_num_seqs.value
             if cluster.set_max_num_seqs(role, max_num_seqs, now):
@@ -271,7 +289,7 @@ class _Engine:
         return TickRecord(
             time_s=now,
             arrivals_per_s=arrivals / interval,
-            in_system=self.arrived - self.dropped - cluster.completed,
+            in_system=self.arrived - self.dropped - cluster.refused - cluster.completed,
             desired={
                 r: decision.replicas(r) if r in decision.roles else len(cluster.members[r])
                 for r in Role
@@ -280,7 +298,7 @@ class _Engine:
             starting={r: len(cluster.members[r]) - ready[r] for r in Role},
             max_num_seqs={r: _decided_max_num_seqs(decision, r, cluster) for r in Role},
             running={r: sum(p.n_running for p in cluster.ready[r]) for r in Role},
-            pool_queue=len(cluster.router.pool_queue),
+            pool_queue=cluster.router.pool_queued,
             batch_queue=cluster.router.batch_queued,
             waiting_on_pods=sum(
                 p.n_waiting for p in cluster.instances if p.state is not InstanceState.TERMINATED
@@ -312,6 +330,7 @@ class _Engine:
             restarts=self.restarts,
             pod_restarts=self.cluster.pod_restarts,
             requeues=self.cluster.requeued,
+            cut_offs=self.cluster.cut_offs,
             window_s=config.control_interval_s,
         )
         return SimResult(

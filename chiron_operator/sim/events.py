@@ -16,8 +16,10 @@ class EventKind(IntEnum):
     """What an event does; the value orders events that fall at the same instant.
 
     An arrival sorts before an iteration boundary at the same time, so a request that arrives
-    exactly when an iteration ends is admitted at that boundary (in both step modes). Scrapes
-    and control ticks come last, so they see the state after everything else at that instant.
+    exactly when an iteration ends is admitted at that boundary (in both step modes). A router's
+    timer (the gateway's queue expiry) comes after the boundaries, so a slot freed at the very
+    instant a wait runs out still takes the request. Scrapes and control ticks come last, so
+    they see the state after everything else at that instant.
     """
 
     INSTANCE_READY = 0
@@ -25,8 +27,9 @@ class EventKind(IntEnum):
     ARRIVAL = 2
     ITERATION = 3
     DRAIN_DEADLINE = 4
-    SCRAPE = 5
-    CONTROL_TICK = 6
+    ROUTER_TIMER = 5
+    SCRAPE = 6
+    CONTROL_TICK = 7
 
 
 Event = tuple[float, int, int, object, int]

@@ -1,47 +1,33 @@
-"""One vLLM pod under continuous batching: admission, KV-cache accounting, preemption.
+"""One vLLM pod under continuous batching: dispatch, segments, aborts and its lifecycle.
 
-At each iteration boundary the scheduler (in both step modes):
-
-- makes room for the running sequences' next tokens, preempting the most recently admitted
-  (lowest priority first) while the KV cache would overflow. This is vLLM's recompute
-  preemption: the victim returns to the head of the waiting queue keeping its emitted tokens,
-  and later prefills prompt + emitted tokens again. After a preemption nothing is admitted at
-  that boundary, as in vLLM's scheduler;
-- gives the rest of its prompt, up to the step's token budget left after one token per decoding
-  sequence, to a sequence whose prompt was cut at an earlier boundary (chunked prefill, vLLM
-  V1's default: see `vllm_defaults`);
-- otherwise admits from the head of the waiting queue (interactive first when
-  priority-scheduled) while the batch-size cap, the KV cache and (chunked) the token budget
-  allow; head-of-line blocking, no skipping. With chunked prefill the last admitted prompt may
-  get only what is left of the budget and continue at the next steps. On a priority-scheduled
-  (mixed) pod an interactive head that does not fit evicts batch sequences, most recent first,
-  until it does (vLLM's priority preemption). A
-  sequence needs prompt + emitted + 1 KV tokens to be admitted, and every running sequence one
-  more token per iteration. The KV tokens of a chunked prompt are all held from its admission
-  (vLLM allocates blocks chunk by chunk; holding them early is the conservative side).
+At each iteration boundary the pod ends its segment (completions), drops the sequences aborted
+meanwhile, then schedules (`scheduling`: KV-pressure preemption, chunked prefill, admission,
+in both step modes) and starts the next segment. A waiting request never evicts a running one
+at the `--max-num-seqs` cap unless the pod models a vLLM with the fix for upstream issue 40004
+(`preempt_for_priority`); only KV pressure preempts.
 
 The time between boundaries is a segment (see `iterations`). FAST mode makes a segment as long
 as nothing can change: up to the first completion (a heap keyed by the iteration at which each
 sequence finishes), the first step the KV cache cannot hold, or the step before a chunked
 prompt's last chunk (which leaves budget to admit more); an arrival that could be admitted cuts
 the segment at the next whole iteration (never while a chunk uses the whole budget), and so
-does a queue the budget alone kept out. EXACT mode caps a segment at one iteration, i.e. plain
-iteration stepping with the same arithmetic; a test checks they agree.
+does a queue the budget alone kept out, and an abort (vLLM frees an aborted request between
+steps). EXACT mode caps a segment at one iteration, i.e. plain iteration stepping with the same
+arithmetic; a test checks they agree.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from enum import IntEnum
-from heapq import heappop, heappush
+from heapq import heappop
 from operator import attrgetter
 
 from chiron_operator.core.enums import Role
 from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.perfmodel.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
-from chiron_operator.sim.iterations import IterationClock
 from chiron_operator.sim.live import INTERACTIVE_PRIORITY, LiveRequest
+from chiron_operator.sim.scheduling import PodScheduler
 
 # No completion scheduled (only a prompt being prefilled in chunks runs).
 _NEVER = 1 << 62
@@ -57,33 +43,31 @@ class InstanceState(IntEnum):
     TERMINATED = 3
 
 
-class Instance(IterationClock):
+class Instance(PodScheduler):
     """A vLLM pod. The engine calls `enqueue` on dispatch and, at each boundary event,
     `end_segment` then `start_segment`; both give the time of the next boundary to schedule.
     `version` invalidates boundary events scheduled before a change of plan.
     `max_num_batched_tokens` is the step's token budget with chunked prefill; None turns
-    chunking off (whole prompts, no budget: the simulator's original scheduler)."""
+    chunking off (whole prompts, no budget: the simulator's original scheduler).
+    `preempt_for_priority` models a vLLM with the fix for upstream issue 40004 (see
+    `scheduling`); it applies to priority-scheduled pods only."""
 
     __slots__ = (
-        "_serial",
+        "_aborting",
         "created_s",
         "exact",
         "gpus",
         "instance_id",
-        "max_num_seqs",
-        "n_waiting",
         "name",
         "predecessor",
-        "priority_scheduling",
         "ready_s",
+        "released",
         "role",
-        "running",
         "scheduled_s",
         "state",
         "successor",
         "terminated_s",
         "version",
-        "waiting",
     )
 
     def __init__(
@@ -96,18 +80,23 @@ class Instance(IterationClock):
         created_s: float,
         gpus: int = 1,
         priority_scheduling: bool = False,
+        preempt_for_priority: bool = False,
         exact: bool = False,
         max_num_batched_tokens: int | None = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     ) -> None:
         # vLLM refuses a budget below max_num_seqs, so every running sequence always fits.
         budget = 0 if max_num_batched_tokens is None else max(max_num_batched_tokens, max_num_seqs)
-        super().__init__(latency, budget)
+        super().__init__(
+            latency,
+            max_num_seqs,
+            budget,
+            priority_scheduling=priority_scheduling,
+            preempt_for_priority=preempt_for_priority,
+        )
         self.instance_id = instance_id
         self.name = f"{role.value}-{instance_id}"
         self.role = role
-        self.max_num_seqs = max_num_seqs
         self.gpus = gpus
-        self.priority_scheduling = priority_scheduling
         self.exact = exact
         self.state = InstanceState.STARTING
         self.created_s = created_s
@@ -115,27 +104,19 @@ class Instance(IterationClock):
         self.terminated_s = math.nan
         self.successor: Instance | None = None
         self.predecessor: Instance | None = None
-        # Index = priority slot; FCFS pods put every request in slot 0.
-        self.waiting: tuple[deque[LiveRequest], deque[LiveRequest]] = (deque(), deque())
-        # Dicts keep admission order, so the last key is the most recently admitted.
-        self.running: tuple[dict[LiveRequest, None], dict[LiveRequest, None]] = ({}, {})
-        self.n_waiting = 0
         self.version = 0
         self.scheduled_s = math.inf
-        self._serial = 0
+        # Running sequences aborted mid-segment, dropped at the segment's (cut) end; then they
+        # are `released`, for the cluster to collect (a resend waits for it: see `cluster`).
+        self._aborting: list[LiveRequest] = []
+        self.released: list[LiveRequest] = []
 
-    # -- load, as the router and the scrapes see it ------------------------------------------
+    # -- load, as the routers and the scrapes see it -----------------------------------------
 
     @property
     def load(self) -> int:
         """Requests on the pod (running + waiting), the join-shortest-queue measure."""
         return self.n_running + self.n_waiting
-
-    def interactive_load(self) -> int:
-        """Interactive running + waiting; exact on priority-scheduled pods, else all load."""
-        if not self.priority_scheduling:
-            return self.n_running + self.n_waiting
-        return len(self.running[0]) + len(self.waiting[0])
 
     def interactive_counts(self) -> tuple[int, int]:
         """(running, waiting) interactive requests (scrape time only): slot 0 on a
@@ -172,9 +153,7 @@ class Instance(IterationClock):
         waiting = self.waiting
         head = waiting[0][0] if waiting[0] else waiting[1][0]
         seqs = self.n_running
-        evicts = (
-            self.priority_scheduling and head.priority == INTERACTIVE_PRIORITY and self.running[1]
-        )
+        evicts = self._evicts and head.priority == INTERACTIVE_PRIORITY and self.running[1]
         if not evicts and seqs >= self.max_num_seqs:
             return None  # full until a completion, which ends the segment anyway
         if self._seg_chunk:
@@ -193,6 +172,29 @@ class Instance(IterationClock):
         self.scheduled_s = end
         return end
 
+    def abort(self, request: LiveRequest, now: float) -> float | None:
+        """Abort `request` here (its stream was closed: the gateway cut it off). vLLM frees it
+        between steps: a waiting or between-segments one at once, a running one when the
+        iteration in progress ends, which becomes a boundary. Its emitted tokens are lost.
+        Returns the boundary time to schedule, or None; `pending_abort` says which it was."""
+        if request.running_on is not self or self._idle:
+            self.unschedule_aborted(request)
+            if self._idle or self.exact or not self.n_waiting:
+                return None
+            return self._cut_for_admission(now)  # the new queue head may fit where it did not
+        self._aborting.append(request)
+        upto = self._iterations_done(now) + 1
+        if self.exact or upto >= self._seg_len:
+            return None  # the segment ends there anyway
+        self._seg_len = upto
+        self.version += 1
+        self.scheduled_s = end = self._time_at(upto)
+        return end
+
+    def pending_abort(self, request: LiveRequest) -> bool:
+        """Whether `request` was aborted here and is still running until the next boundary."""
+        return request in self._aborting
+
     # -- boundaries ---------------------------------------------------------------------------
 
     def advance_to(self, now: float) -> None:
@@ -206,6 +208,12 @@ class Instance(IterationClock):
             self._account(self._seg_len)
             self._idle = True
         self.scheduled_s = now
+        if self._aborting:
+            # Before completions: an aborted sequence's last token is lost with the others.
+            for request in self._aborting:
+                self.unschedule_aborted(request)
+            self.released.extend(self._aborting)
+            self._aborting.clear()
         finish = self._finish
         iteration = self.iteration
         if not finish or finish[0][0] > iteration:
@@ -260,107 +268,19 @@ class Instance(IterationClock):
         self.scheduled_s = end
         return end
 
-    # -- scheduling at a boundary -------------------------------------------------------------
-
-    def _schedule_chunked(self, now: float, preempted: bool) -> bool:
-        """The step's token budget: one token per decoding sequence, then the rest of the cut
-        prompt, then admissions (none after a preemption), as vLLM V1's scheduler does.
-        True when the budget ran out with requests waiting that the next step has room for."""
-        partial = self._partial
-        room = self._budget - self.n_running
-        if partial is not None:
-            room = self._next_chunk(partial, room + 1)  # the cut prompt does not decode
-        if room > 0 and self.n_waiting and not preempted:
-            room = self._admit(now, room)
-        return (
-            not room
-            and self.n_waiting > 0
-            and self._partial is None
-            and self.n_running < self.max_num_seqs
-        )
-
-    def _make_room_for_decode(self, now: float) -> None:
-        """Preempt until every running sequence's next token fits."""
-        while self.n_running and self.context_tokens + self.n_running > self.kv_capacity_tokens:
-            running = self.running[1] if self.running[1] else self.running[0]
-            self._preempt(next(reversed(running)), now)
-
-    def _preempt(self, request: LiveRequest, now: float) -> None:
-        slot = request.priority if self.priority_scheduling else 0
-        del self.running[slot][request]
-        self.n_running -= 1
-        if request is self._partial:
-            emitted = request.generated  # its prompt was never finished
-        else:
-            emitted = request.output_tokens - (request.finish_iter - self.iteration)
-        if self._chunks or request is self._partial:
-            self._drop_from_head(request)
-        self.context_tokens -= request.prompt_tokens + emitted
-        request.generated = emitted
-        request.last_token_s = now
-        request.running_on = None
-        request.preemptions += 1
-        self.counters.preemptions += 1
-        self.waiting[slot].appendleft(request)
-        self.n_waiting += 1
-
-    def _admit(self, now: float, room: int) -> int:
-        """Admit from the queue head while it fits; on a priority-scheduled pod an interactive
-        head that does not fit evicts batch sequences (most recent first) until it does, so
-        that no later boundary of the segment could admit more. `room` is the token budget
-        left for prompts (chunked prefill), or -1 for whole prompts without a budget; returns
-        what is left of it."""
-        waiting, running, finish = self.waiting, self.running, self._finish
-        capacity, cap = self.kv_capacity_tokens, self.max_num_seqs
-        priority_scheduling = self.priority_scheduling
-        iteration = self.iteration
-        while True:
-            queue = waiting[0] or waiting[1]
-            if not queue:
-                return room
-            request = queue[0]
-            tokens = request.prompt_tokens + request.generated
-            seqs = self.n_running
-            if seqs >= cap or self.context_tokens + seqs + tokens + 1 > capacity:
-                if not (priority_scheduling and request.is_interactive and running[1]):
-                    return room  # head-of-line blocking
-                self._preempt(next(reversed(running[1])), now)
-                continue
-            queue.popleft()
-            self.n_waiting -= 1
-            self.n_running = seqs + 1
-            self.context_tokens += tokens
-            self._serial = serial = self._serial + 1
-            finish_iter = iteration + request.output_tokens - request.generated
-            request.admit_serial = serial
-            request.running_on = self
-            running[request.priority if priority_scheduling else 0][request] = None
-            if tokens > room >= 0:
-                self._cut_prompt(request, tokens, room)  # it finishes once its prompt does
-                return 0
-            request.finish_iter = finish_iter
-            heappush(finish, (finish_iter, serial, request))
-            if room < 0:
-                self._queue_prefill(request, tokens)
-                continue
-            room = self._whole_prompt(request, tokens, room)
-            if not room:
-                return 0
-
     # -- shutdown -----------------------------------------------------------------------------
-
-    def take_waiting(self) -> list[LiveRequest]:
-        """Remove and return the waiting requests (they never started here or were preempted)."""
-        taken = [*self.waiting[0], *self.waiting[1]]
-        self.waiting[0].clear()
-        self.waiting[1].clear()
-        self.n_waiting = 0
-        return taken
 
     def abort_all(self, now: float) -> list[LiveRequest]:
         """Abort everything (SIGTERM after the grace period); returns the requests to re-queue,
-        each keeping the tokens it already emitted."""
+        each keeping the tokens it already emitted. Sequences aborted meanwhile are not among
+        them: the gateway already queued them again."""
         self.advance_to(now)
+        for request in self._aborting:
+            del self.running[request.priority if self.priority_scheduling else 0][request]
+            request.generated = 0
+            request.running_on = None
+        self.released.extend(self._aborting)
+        self._aborting.clear()
         in_prefill = set(self._prefilling)
         if self._partial is not None:
             in_prefill.add(self._partial)

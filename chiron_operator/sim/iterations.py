@@ -252,7 +252,8 @@ class IterationClock:
         return room - tokens
 
     def _drop_from_head(self, request: LiveRequest) -> None:
-        """Unschedule a sequence preempted at this boundary (its chunk does not run)."""
+        """Unschedule a sequence preempted or aborted at this boundary (its prompt, or its
+        chunk, does not run)."""
         if request is self._partial:
             self._partial = None
         if self._chunks:
@@ -262,6 +263,12 @@ class IterationClock:
             for chunk in kept:
                 self._queue_chunk(*chunk)
             self._partial = partial  # queueing a finishing chunk of it again must not clear it
+        elif request in self._prefilling:
+            # Unchunked: the others' whole prompts, charged again in admission order.
+            others = [r for r in self._prefilling if r is not request]
+            self._clear_prefill()
+            for other in others:
+                self._queue_prefill(other, other.prompt_tokens + other.generated)
 
     def _time_at(self, upto: int) -> float:
         """When iteration `upto` of the segment (counting the head) ends."""

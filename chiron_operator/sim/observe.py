@@ -6,20 +6,24 @@ sample becomes visible `scrape_delay_s` later. At a control tick the snapshot ta
 pod, the newest visible sample for gauges and, against the newest visible sample at least
 `window_s` older (else the oldest kept), windowed rates and histogram quantiles (PromQL's
 `rate` and `histogram_quantile` over `increase`) and the running gauge's mean over the same
-samples (`avg_over_time`). Starting pods have no signals. Pod and
-replica counts come from the cluster as the Kubernetes API would give them: current, not
-delayed. The batch queue (the router's pool-level EDF queue; batch work already on pods is in
-their gauges) is sampled with the pods and grouped by deadline buckets; its output length mean
-and spread are learned online from completed batch requests only, as the pool's gateway
-exports them, together with how many requests they were learned from (the waiting-time bound
-widens by the mean's standard error).
+samples (`avg_over_time`). Starting pods have no signals. With the pool's gateway, each pod's
+sample also carries what the operator reads from the gateway (`chiron_gateway_*`): its
+interactive requests in flight, which stand in for the class split vLLM does not export, and
+its cap, the batch size the controllers judge the pod's fullness against (the fast path:
+min(--max-num-seqs, the role's target)). Pod and replica counts come from the cluster as the
+Kubernetes API would give them: current, not delayed. The batch queue (the gateway's
+pool-level queue, empty without a gateway; batch work already on pods is in their gauges) is
+sampled with the pods and grouped by deadline buckets; its output length mean and spread are
+learned online from completed batch requests only, as the pool's gateway exports them,
+together with how many requests they were learned from (the waiting-time bound widens by the
+mean's standard error).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from chiron_operator.core.enums import Role
@@ -55,6 +59,8 @@ class PodSample:
     interactive_running: int
     interactive_waiting: int
     kv_usage_ratio: float
+    gateway_interactive: float
+    gateway_cap: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,14 @@ class QueueSample:
     output_tokens_mean: float
     output_tokens_std: float
     output_tokens_samples: float
+
+
+GatewaySignals = Callable[[Instance], tuple[float, float]]
+"""A pod's (interactive requests in flight, cap) at the gateway; NaN without one."""
+
+
+def _no_gateway(_pod: Instance) -> tuple[float, float]:
+    return NAN, NAN
 
 
 def _delta(new: tuple[int, ...], old: tuple[int, ...]) -> list[int]:
@@ -99,6 +113,7 @@ class Observer:
         pods: Iterable[Instance],
         batch_groups: Mapping[float, int],
         lengths: OutputLengthStats,
+        gateway: GatewaySignals = _no_gateway,
     ) -> None:
         """Sample every serving pod (ready or draining) and the batch queue at `now`."""
         kept: dict[str, deque[PodSample]] = {}
@@ -106,7 +121,7 @@ class Observer:
             if pod.state is not InstanceState.READY and pod.state is not InstanceState.DRAINING:
                 continue
             history = self._pods.get(pod.name) or deque()
-            history.append(self._sample(pod, now))
+            history.append(self._sample(pod, now, gateway(pod)))
             self._trim(history, now)
             kept[pod.name] = history
         self._pods = kept
@@ -125,7 +140,7 @@ class Observer:
             history.popleft()
 
     @staticmethod
-    def _sample(pod: Instance, now: float) -> PodSample:
+    def _sample(pod: Instance, now: float, gateway: tuple[float, float]) -> PodSample:
         counters = pod.counters
         interactive_running, interactive_waiting = pod.interactive_counts()
         return PodSample(
@@ -138,6 +153,7 @@ class Observer:
             interactive_running,
             interactive_waiting,
             pod.kv_usage_ratio(),
+            *gateway,
         )
 
     def snapshot(self, now: float, cluster: Cluster) -> PoolSnapshot:
@@ -187,14 +203,20 @@ class Observer:
             )
             itl = histogram_quantile(q, ITL_BUCKETS_S, _delta(latest.itl_buckets, base.itl_buckets))
         split = self._split
+        interactive_running = float(latest.interactive_running) if split else NAN
+        if latest.gateway_interactive == latest.gateway_interactive:  # not NaN: a gateway's
+            interactive_running = latest.gateway_interactive
+        cap = pod.max_num_seqs
+        if latest.gateway_cap >= 1:  # as the operator's adapter reads the gateway's cap
+            cap = min(cap, int(latest.gateway_cap))
         return PodSignals(
             pod.name,
             pod.role,
             ready,
-            pod.max_num_seqs,
+            cap,
             running_requests=float(latest.running),
             waiting_requests=float(latest.waiting),
-            interactive_running_requests=float(latest.interactive_running) if split else NAN,
+            interactive_running_requests=interactive_running,
             interactive_waiting_requests=float(latest.interactive_waiting) if split else NAN,
             kv_cache_usage_ratio=latest.kv_usage_ratio,
             generation_tokens_per_s=rate,

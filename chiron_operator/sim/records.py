@@ -10,7 +10,8 @@ Definitions:
   their share of its gaps rather than showing as one outlier.
 - An interactive request meets its SLO when it completed with TTFT <= the TTFT target and mean
   ITL <= the ITL target; a batch request when it completed by its deadline. Dropped requests
-  (including those unfinished at the horizon) miss.
+  (including those unfinished at the horizon, and those the router refused: `refused:<reason>`
+  from the gateway, `no_ready_endpoint` from a Service without a ready pod) miss.
 - Recovery: interactive requests are grouped by arrival into windows of the control interval;
   a window is in violation when its SLO attainment is below the SLO percentile (e.g. 95 %).
   A violation episode runs from the start of its first violating window to the start of the
@@ -155,11 +156,17 @@ class RunCounters:
     pod_restarts: int
     requeues: int
     window_s: float
+    cut_offs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """The headline numbers of a run (attainments are ratios in [0, 1], NaN with no requests)."""
+    """The headline numbers of a run (attainments are ratios in [0, 1], NaN with no requests).
+
+    `preemptions` are vLLM's own (KV pressure, or at the cap with `preempt_for_priority`),
+    `requeues` the requests handed back by draining pods, `cut_offs` the batch requests the
+    gateway cut off on a full mixed pod for an interactive one.
+    """
 
     requests: int
     completed: int
@@ -182,6 +189,7 @@ class Summary:
     requeues: int
     violation_s: float
     longest_recovery_s: float
+    cut_offs: int = 0
 
 
 def _share(flags: np.ndarray) -> float:
@@ -262,6 +270,7 @@ def summarise(records: Sequence[RequestRecord], counters: RunCounters, slo: SloT
         requeues=counters.requeues,
         violation_s=sum(episodes),
         longest_recovery_s=max(episodes, default=0.0),
+        cut_offs=counters.cut_offs,
     )
 
 

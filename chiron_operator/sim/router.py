@@ -1,42 +1,107 @@
-"""Where each request goes: Chiron's class-aware routing or a uniform join-shortest-queue.
+"""Where each request goes: the pool's gateway, plain Services, or a uniform join-shortest-queue.
 
-CHIRON: interactive requests go to the least-loaded ready interactive pod, overflowing to the
-mixed pod with the least interactive load once every interactive pod is full (running + waiting
->= its cap); when mixed pods are full too they queue on the least-loaded interactive pod. Batch
-requests wait in a pool-level queue ordered by deadline (EDF) and are pulled only by pods with a
-free slot (batch pods first, then mixed), so no pod's waiting queue grows with batch work.
+Three routing modes, each a router the cluster feeds the same events (arrivals, completions,
+pods turning ready, draining and gone, the policy's target batch sizes) and that acts through
+the cluster's `PodActions` (send to a pod, cut a request off, refuse it, wake me later):
 
-UNIFORM (the baselines' single pool): every request goes to the least-loaded ready pod of any
-role, and pods schedule first-come first-served.
-
-Either way, a request no ready pod may take waits in a pool-level FIFO and is dispatched as soon
-as one becomes ready; its TTFT still counts from arrival.
+- CHIRON (`dispatcher.GatewayRouter`): the product's gateway. Every decision is made by
+  `chiron_operator.routing.PoolRouter`, the very module `chiron-gateway` runs: class order,
+  overflow to mixed, cutting off batch work, the bounded interactive queue, refusals, the
+  deadline-ordered batch queue, caps of min(--max-num-seqs, the role's target).
+- SERVICES (`services.ServicesRouter`): the same pool without the gateway, as plain Kubernetes
+  Services spread requests: a random ready pod of the class's Service, queueing inside vLLM.
+- UNIFORM (`UniformRouter`, below: the baselines' single pool): every request goes to the
+  least-loaded ready pod of any role, pods schedule first-come first-served, and a request no
+  ready pod may take waits in a pool-level FIFO until one becomes ready (its TTFT still counts
+  from arrival).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from heapq import heappop, heappush
+from typing import Protocol
 
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.instance import Instance
 from chiron_operator.sim.live import LiveRequest
 
-_INTERACTIVE, _MIXED = Role.INTERACTIVE, Role.MIXED  # bound once: used on every arrival
-_floor = math.floor
+_NO_SIGNALS = (math.nan, math.nan)
 
 Dispatch = Callable[[LiveRequest, Instance, float], None]
 """Hand a request to a pod at a time (the cluster enqueues it and schedules the pod)."""
 
 
 class RoutingMode(StrEnum):
-    """How the router spreads requests over pods."""
+    """How requests reach pods."""
 
     CHIRON = "chiron"
+    SERVICES = "services"
     UNIFORM = "uniform"
+
+
+class PodActions(Protocol):
+    """What a router may do to requests and pods (the cluster carries it out)."""
+
+    def dispatch(self, request: LiveRequest, pod: Instance, now: float) -> None:
+        """Send `request` to `pod` now."""
+
+    def cut_off(self, request: LiveRequest, pod: Instance, now: float) -> None:
+        """Close `request`'s stream on `pod` (vLLM aborts it); the router queued it again."""
+
+    def refuse(self, request: LiveRequest, reason: str) -> None:
+        """`request` fails for `reason` (a miss)."""
+
+    def wake_at(self, time_s: float) -> None:
+        """Call the router's `on_timer` at `time_s`."""
+
+
+class Router(Protocol):
+    """What the cluster tells a router, and what the observer and the records read back."""
+
+    def submit(self, request: LiveRequest, now: float) -> None:
+        """A new request arrived."""
+
+    def on_ready(self, pod: Instance, now: float) -> None:
+        """`pod` became ready (it is in the cluster's ready lists)."""
+
+    def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
+        """Requests completed on `pod` (called only when `tracks_completions`)."""
+
+    def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
+        """`pod` left the Services; `waiting` were queued inside it and must go elsewhere."""
+
+    def on_gone(self, pod: Instance, aborted: list[LiveRequest], now: float) -> None:
+        """`pod` terminated; `aborted` still ran on it and must go elsewhere."""
+
+    def set_targets(self, targets: Mapping[Role, int], now: float) -> None:
+        """The policy's target batch size per role (the gateway's fast path)."""
+
+    def on_timer(self, now: float) -> None:
+        """A time asked for with `PodActions.wake_at` has come."""
+
+    def queued_by_deadline(self) -> Mapping[float, int]:
+        """The pool-level batch queue per deadline group (what the gateway exports)."""
+
+    def pod_signals(self, pod: Instance) -> tuple[float, float]:
+        """What the gateway exports of `pod`: (interactive requests in flight, its cap); NaN
+        for a router that exports nothing."""
+
+    @property
+    def tracks_completions(self) -> bool: ...
+
+    @property
+    def pool_queued(self) -> int:
+        """Interactive requests (any, for UNIFORM) waiting at the pool level."""
+
+    @property
+    def batch_queued(self) -> int:
+        """Batch requests in the pool-level batch queue."""
+
+    def queued(self) -> list[LiveRequest]:
+        """Every request the router holds (for the end-of-run accounting)."""
 
 
 def _least_loaded(pods: list[Instance]) -> Instance | None:
@@ -49,182 +114,70 @@ def _least_loaded(pods: list[Instance]) -> Instance | None:
     return best
 
 
-def _least_loaded_with_slot(pods: list[Instance]) -> Instance | None:
-    best: Instance | None = None
-    best_load = 0
-    for pod in pods:
-        load = pod.n_running + pod.n_waiting
-        if load < pod.max_num_seqs and (best is None or load < best_load):
-            best, best_load = pod, load
-    return best
+class UniformRouter:
+    """The baselines' join-shortest-queue over every ready pod, with a pool-level FIFO for the
+    time no pod is ready."""
 
+    __slots__ = ("_dispatch", "_ready", "pool_queue")
 
-class Router:
-    """Routes requests over the ready pods the cluster maintains in `ready` (per role).
+    tracks_completions = False
+    batch_queued = 0
 
-    `pool_queue` holds requests waiting for any eligible pod to become ready (FIFO);
-    `batch_groups` counts the EDF queue's requests per deadline group (see `deadline_bucket_s`).
-
-    The EDF queue is ordered by (deadline, submission sequence), kept in two parts:
-    `batch_fifo`, sorted, takes every request whose deadline is no earlier than its last one's
-    (nearly all: deadlines follow arrivals, and a backlog often shares one), so most pops are
-    O(1) instead of a sift through thousands of tied tuples; `batch_late` is a heap for the
-    others (re-queues). The earlier of the two heads is popped, which is exactly one heap's
-    order. Both are public, never rebound, so that a caller can test for batch work without a
-    call; only the router changes them.
-    """
-
-    __slots__ = (
-        "_class_aware",
-        "_dispatch",
-        "_interactive",
-        "_mixed",
-        "_ready",
-        "_sequence",
-        "batch_fifo",
-        "batch_groups",
-        "batch_late",
-        "bucket_s",
-        "mode",
-        "pool_queue",
-    )
-
-    def __init__(
-        self,
-        mode: RoutingMode,
-        ready: Mapping[Role, list[Instance]],
-        dispatch: Dispatch,
-        deadline_bucket_s: float,
-    ) -> None:
-        self.mode = mode
-        self._class_aware = mode is RoutingMode.CHIRON
+    def __init__(self, ready: Mapping[Role, list[Instance]], actions: PodActions) -> None:
+        # The cluster updates these lists in place.
         self._ready = ready
-        # The cluster updates these lists in place; bound once for the per-arrival choice.
-        self._interactive = ready[_INTERACTIVE]
-        self._mixed = ready[_MIXED]
-        self._dispatch = dispatch
-        self.bucket_s = deadline_bucket_s
+        self._dispatch = actions.dispatch
         self.pool_queue: deque[LiveRequest] = deque()
-        self.batch_fifo: deque[tuple[float, int, LiveRequest]] = deque()
-        self.batch_late: list[tuple[float, int, LiveRequest]] = []
-        self._sequence = 0
-        self.batch_groups: Counter[float] = Counter()
 
     @property
-    def batch_queued(self) -> int:
-        """Batch requests in the pool-level EDF queue."""
-        return len(self.batch_fifo) + len(self.batch_late)
+    def pool_queued(self) -> int:
+        return len(self.pool_queue)
 
     def submit(self, request: LiveRequest, now: float) -> None:
-        """Route an arriving (or re-queued) request."""
-        if self._class_aware and not request.is_interactive:
-            was_empty = not self.batch_fifo and not self.batch_late
-            self._push_batch(request)
-            if was_empty:
-                # Pods pull whenever they free a slot, so a non-empty queue means no pod has
-                # one: only the first request into an empty queue can find a taker.
-                self._pull_for_new_batch(now)
-            return
-        target = self._choose(request)
+        target = self._choose()
         if target is None:
             self.pool_queue.append(request)
         else:
             self._dispatch(request, target, now)
 
-    def _choose(self, request: LiveRequest) -> Instance | None:
-        if not self._class_aware:
-            best_any: Instance | None = None
-            for pods in self._ready.values():
-                pod = _least_loaded(pods)
-                if pod is not None and (best_any is None or pod.load < best_any.load):
-                    best_any = pod
-            return best_any
-        # _least_loaded(self._interactive), inlined: this runs on every interactive arrival.
+    def _choose(self) -> Instance | None:
         best: Instance | None = None
-        best_load = 0
-        for pod in self._interactive:
-            load = pod.n_running + pod.n_waiting
-            if best is None or load < best_load:
-                best, best_load = pod, load
-        if best is not None and best_load < best.max_num_seqs:
-            return best
-        return self._overflow(best)
-
-    def _overflow(self, best: Instance | None) -> Instance | None:
-        """Every interactive pod is full (or there is none): the mixed pod with the least
-        interactive load if it has room, else the least-loaded interactive pod."""
-        mixed: Instance | None = None
-        mixed_load = 0
-        for pod in self._mixed:
-            # `Instance.interactive_load`, inlined: this runs on every overflowing arrival.
-            if pod.priority_scheduling:
-                load = len(pod.running[0]) + len(pod.waiting[0])
-            else:
-                load = pod.n_running + pod.n_waiting
-            if mixed is None or load < mixed_load:
-                mixed, mixed_load = pod, load
-        if mixed is not None and (best is None or mixed_load < mixed.max_num_seqs):
-            return mixed
+        for pods in self._ready.values():
+            pod = _least_loaded(pods)
+            if pod is not None and (best is None or pod.load < best.load):
+                best = pod
         return best
 
     def on_ready(self, pod: Instance, now: float) -> None:
-        """A pod became ready: place the pool-level FIFO, then let it pull batch work."""
         queue = self.pool_queue
         while queue:
-            target = self._choose(queue[0])
+            target = self._choose()
             if target is None:
                 break
             self._dispatch(queue.popleft(), target, now)
-        self.refill(pod, now)
 
-    def refill(self, pod: Instance, now: float) -> None:
-        """Let a batch or mixed pod pull batch requests (EDF) into its free slots."""
-        if not self._class_aware or pod.role is _INTERACTIVE:
-            return
-        # Bound locally: this runs after every boundary of a pod with a free slot.
-        fifo, late, dispatch = self.batch_fifo, self.batch_late, self._dispatch
-        while (fifo or late) and pod.n_running + pod.n_waiting < pod.max_num_seqs:
-            dispatch(self._pop_batch(), pod, now)
+    def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
+        """Nothing waits for a slot: pods queue their own requests."""
 
-    def _pull_for_new_batch(self, now: float) -> None:
-        pod = _least_loaded_with_slot(self._ready[Role.BATCH])
-        if pod is None:
-            pod = _least_loaded_with_slot(self._ready[Role.MIXED])
-        if pod is not None:
-            self._dispatch(self._pop_batch(), pod, now)
+    def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
+        for request in waiting:
+            self.submit(request, now)
 
-    def _push_batch(self, request: LiveRequest) -> None:
-        self._sequence = sequence = self._sequence + 1
-        deadline = request.deadline_s
-        fifo = self.batch_fifo
-        # Sequences only grow, so a deadline no earlier than the last one keeps `batch_fifo`
-        # sorted.
-        if not fifo or fifo[-1][0] <= deadline:
-            fifo.append((deadline, sequence, request))
-        else:
-            heappush(self.batch_late, (deadline, sequence, request))
-        # Its deadline group, rounded down: a group is judged by its earliest possible deadline
-        # (conservative).
-        bucket = self.bucket_s
-        self.batch_groups[_floor(deadline / bucket) * bucket] += 1
+    def on_gone(self, pod: Instance, aborted: list[LiveRequest], now: float) -> None:
+        for request in aborted:
+            self.submit(request, now)
 
-    def _pop_batch(self) -> LiveRequest:
-        fifo, late = self.batch_fifo, self.batch_late
-        # Keys are unique (the sequence), so the comparison never reaches the requests.
-        if late and (not fifo or late[0] < fifo[0]):
-            request = heappop(late)[2]
-        else:
-            request = fifo.popleft()[2]
-        bucket = self.bucket_s
-        group = _floor(request.deadline_s / bucket) * bucket
-        groups = self.batch_groups
-        remaining = groups[group] - 1
-        if remaining:
-            groups[group] = remaining
-        else:
-            del groups[group]
-        return request
+    def set_targets(self, targets: Mapping[Role, int], now: float) -> None:
+        """No fast path: batch sizes change only with --max-num-seqs."""
+
+    def on_timer(self, now: float) -> None:
+        """Never asks for one."""
+
+    def queued_by_deadline(self) -> Mapping[float, int]:
+        return {}
+
+    def pod_signals(self, pod: Instance) -> tuple[float, float]:
+        return _NO_SIGNALS
 
     def queued(self) -> list[LiveRequest]:
-        """Every request still held by the router (for the end-of-run accounting)."""
-        return [*self.pool_queue, *(entry[2] for entry in (*self.batch_fifo, *self.batch_late))]
+        return list(self.pool_queue)

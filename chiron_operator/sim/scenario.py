@@ -15,7 +15,8 @@ tensorParallelSize: 1             # GPUs per instance (must match the profile)
 horizonS: 3600
 initialReplicas: {interactive: 2} # where the pool starts (ready at t=0); default: role minimums
 simulation: {scrapeIntervalS: 15, scrapeDelayS: 5, windowS: 60}
-engine: {chunkedPrefill: true}    # vLLM's scheduler; maxNumBatchedTokens defaults per GPU
+engine: {chunkedPrefill: true}    # vLLM's scheduler; maxNumBatchedTokens defaults per GPU;
+                                  # preemptForPriority: true models vLLM with issue 40004 fixed
 workload:
   - {kind: azure, trace: conv, rateScale: 4}
   - {kind: batch, count: 2000, source: arxiv, submitS: 300, deadlineS: 3600}
@@ -29,9 +30,12 @@ pool:
   control: {intervalS: 15}
 ```
 
-The workload parts (`kind`) are modelled in `chiron_operator.sim.workload_parts`. Each part
-draws from its own Generator spawned from the run's seed, so a workload is a pure function of
-(scenario, seed). This module holds the scenario's other sections, loading, and what a run is
+The workload parts (`kind`) are modelled in `chiron_operator.sim.workload_parts`; a user's
+own traffic is `{kind: trace, path: FILE}` (formats in `chiron_operator.sim.traces`; a relative
+path is read from the scenario file's directory). Each part draws from its own Generator
+spawned from the run's seed, so a workload is a pure function of (scenario, seed). A file that
+cannot be used (YAML, schema or trace) raises a `sourcefile.SourceError` naming its line and
+column. This module holds the scenario's other sections, loading, and what a run is
 built from: its workload (`build_workload`) and its `SimConfig` (`build_config`).
 
 Baselines run the same scenario with uniform routing over one mixed role; their bounds are
@@ -46,8 +50,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Self
 
 import numpy as np
-import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from chiron_operator.api.base import SpecModel
 from chiron_operator.api.spec import ControlSpec, RolesSpec, TuningSpec, pool_tuning
@@ -61,7 +64,15 @@ from chiron_operator.sim import workloads
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.requests import RequestSpec
 from chiron_operator.sim.router import RoutingMode
-from chiron_operator.sim.workload_parts import NonNegativeFloat, PositiveFloat, WorkloadPart
+from chiron_operator.sim.sourcefile import located, read_yaml_mapping
+from chiron_operator.sim.traces import read_trace
+from chiron_operator.sim.workload_parts import (
+    BASE_DIR,
+    NonNegativeFloat,
+    PositiveFloat,
+    TracePart,
+    WorkloadPart,
+)
 
 SCENARIO_DIR: Final = Path(__file__).parent / "scenarios"
 
@@ -216,14 +227,23 @@ def _wire(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Parse a scenario file; a bare name (no suffix, no directory) means a packaged one."""
+    """Parse a scenario file; a bare name (no suffix, no directory) means a packaged one.
+
+    Trace files are read now, so that a bad one fails here with its own line, not mid-run.
+    """
     candidate = Path(path)
     if not candidate.exists() and candidate.suffix == "" and candidate.parent == Path():
         candidate = SCENARIO_DIR / f"{candidate.name}.yaml"
-    data = yaml.safe_load(candidate.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{candidate}: a scenario is a mapping, got {type(data).__name__}")
-    return Scenario.model_validate(data)
+    data, root = read_yaml_mapping(candidate, "a scenario")
+    try:
+        scenario = Scenario.model_validate(data, context={BASE_DIR: candidate.parent})
+    except ValidationError as error:
+        raise located(candidate, root, error) from None
+    quick_parts = (scenario.quick.workload or []) if scenario.quick else []
+    for part in (*scenario.workload, *quick_parts):
+        if isinstance(part, TracePart):
+            read_trace(part.path)
+    return scenario
 
 
 def packaged_scenarios() -> list[Path]:
@@ -239,10 +259,19 @@ def build_workload(scenario: Scenario, seed: int = 0) -> list[RequestSpec]:
     """
     streams = np.random.SeedSequence(seed).spawn(len(scenario.workload))
     parts = [
-        part.generate(np.random.default_rng(stream))
+        _generate(part, np.random.default_rng(stream), scenario)
         for part, stream in zip(scenario.workload, streams, strict=True)
     ]
     return workloads.merge(*parts, renumber=True)
+
+
+def _generate(
+    part: WorkloadPart, rng: np.random.Generator, scenario: Scenario
+) -> list[RequestSpec]:
+    if isinstance(part, TracePart):
+        # A batch row without a deadline gets the pool's default, as the gateway gives it.
+        return part.generate(rng, default_deadline_s=scenario.pool.slo.batch_deadline_s)
+    return part.generate(rng)
 
 
 def build_config(
@@ -286,6 +315,7 @@ def build_config(
         expose_class_split=sim.expose_class_split,
         chunked_prefill=scenario.engine.chunked_prefill,
         max_num_batched_tokens=scenario.max_num_batched_tokens,
+        preempt_for_priority=scenario.engine.preempt_for_priority,
     )
 
 

@@ -1,4 +1,5 @@
-"""Workloads for the simulator: the Azure 2023 traces, batch backlogs and synthetic arrivals.
+"""Workloads for the simulator: the Azure 2023 traces, a user's own trace (`traces`), batch
+backlogs and synthetic arrivals.
 
 Every stochastic generator takes an explicit `numpy.random.Generator`, so a workload is a pure
 function of its arguments and seed. Lengths come in (prompt, output) pairs from the vendored
@@ -9,9 +10,8 @@ load.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from chiron_operator.core.enums import RequestClass
 from chiron_operator.sim.requests import RequestSpec
+from chiron_operator.sim.traces import Trace, read_azure_csv
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -30,6 +31,7 @@ Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
 _T = TypeVar("_T", bound=np.generic)
 
+_INTERACTIVE, _BATCH = RequestClass.INTERACTIVE, RequestClass.BATCH
 _LENGTH_FILES: dict[str, str] = {
     "sharegpt": "sharegpt_lengths_llama2/sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
     "arxiv": (
@@ -58,17 +60,9 @@ def azure_arrays(kind: TraceKind) -> tuple[Floats, Ints, Ints]:
 # Cached loaders sit behind typed wrappers: functools.cache would erase the Literal signatures.
 @cache
 def _load_azure(kind: str) -> tuple[Floats, Ints, Ints]:
-    path = DATA_DIR / "azure_llm_inference_2023" / f"AzureLLMInferenceTrace_{kind}.csv"
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        next(reader)
-        stamps, prompts, outputs = zip(*reader, strict=True)
-    when = np.array([s.replace(" ", "T") for s in stamps], dtype="datetime64[ns]")
-    rel = (when - when[0]).astype(np.int64) / 1e9
-    return (
-        _frozen(rel.astype(np.float64)),
-        _frozen(np.array(prompts, dtype=np.int64)),
-        _frozen(np.maximum(np.array(outputs, dtype=np.int64), 1)),
+    # The parser of users' Azure-format traces: one reader, one set of rules.
+    return read_azure_csv(
+        DATA_DIR / "azure_llm_inference_2023" / f"AzureLLMInferenceTrace_{kind}.csv"
     )
 
 
@@ -126,6 +120,32 @@ def _scale_rate(t: Floats, scale: float, rng: np.random.Generator) -> tuple[Ints
     return index[order], times[order]
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """How a trace is replayed: the knobs of `azure_trace` (see there), for any trace."""
+
+    rate_scale: float = 1.0
+    time_compress: float = 1.0
+    start_s: float = 0.0
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate_scale <= 0.0 or self.time_compress <= 0.0:
+            raise ValueError("rate_scale and time_compress must be positive")
+
+    def sent(self, t: Floats, rng: np.random.Generator | None) -> tuple[Ints, Floats]:
+        """Which rows of a trace with arrivals `t` the replay sends, and when."""
+        index: Ints = np.arange(len(t))
+        if self.rate_scale != 1.0:
+            if rng is None:
+                raise ValueError("rate_scale != 1 needs an rng to choose the requests")
+            index, t = _scale_rate(t, self.rate_scale, rng)
+        t = t / self.time_compress
+        end = np.inf if self.duration_s is None else self.start_s + self.duration_s
+        keep = (t >= self.start_s) & (t < end)
+        return index[keep], t[keep] - self.start_s
+
+
 def azure_trace(
     kind: TraceKind,
     *,
@@ -144,21 +164,53 @@ def azure_trace(
     span. `start_s`/`duration_s` cut a window of the compressed timeline, re-based to start at 0.
     Prompt = context tokens, output = generated tokens (at least 1). Ids start at `first_id`.
     """
-    if rate_scale <= 0.0 or time_compress <= 0.0:
-        raise ValueError("rate_scale and time_compress must be positive")
+    replay = Replay(rate_scale, time_compress, start_s, duration_s)
+    return azure_replay(kind, replay, first_id=first_id, rng=rng)
+
+
+def azure_replay(
+    kind: TraceKind,
+    replay: Replay,
+    *,
+    first_id: int = 0,
+    rng: np.random.Generator | None = None,
+) -> list[RequestSpec]:
+    """`azure_trace` with its knobs as one `Replay`."""
     t, prompts, outputs = azure_arrays(kind)
-    index: Ints = np.arange(len(t))
-    if rate_scale != 1.0:
-        if rng is None:
-            raise ValueError("rate_scale != 1 needs an rng to choose the requests")
-        index, t = _scale_rate(t, rate_scale, rng)
-    t = t / time_compress
-    end = np.inf if duration_s is None else start_s + duration_s
-    keep = (t >= start_s) & (t < end)
-    index = index[keep]
-    return _specs(
-        t[keep] - start_s, prompts[index], outputs[index], RequestClass.INTERACTIVE, first_id
+    index, arrival_s = replay.sent(t, rng)
+    return _specs(arrival_s, prompts[index], outputs[index], RequestClass.INTERACTIVE, first_id)
+
+
+def trace_replay(
+    trace: Trace,
+    replay: Replay,
+    *,
+    default_deadline_s: float,
+    first_id: int = 0,
+    rng: np.random.Generator | None = None,
+) -> list[RequestSpec]:
+    """Replay a user's trace (`traces.read_trace`) as `azure_trace` replays Azure's.
+
+    Each row keeps its class; a batch request is due its row's deadline (seconds after its
+    replayed arrival), or `default_deadline_s` after it when the row gives none. Deadlines are
+    not compressed with time: they are what was promised, in seconds, whatever the rate.
+    """
+    index, arrival_s = replay.sent(trace.arrival_s, rng)
+    after = trace.deadline_after_s[index]
+    due = arrival_s + np.where(np.isnan(after), default_deadline_s, after)
+    batch = trace.batch[index]
+    rows = zip(
+        arrival_s.tolist(),
+        batch.tolist(),
+        trace.prompt_tokens[index].tolist(),
+        trace.output_tokens[index].tolist(),
+        due.tolist(),
+        strict=True,
     )
+    return [
+        RequestSpec(first_id + i, t, _BATCH if b else _INTERACTIVE, p, o, d if b else None)
+        for i, (t, b, p, o, d) in enumerate(rows)
+    ]
 
 
 def _sample_lengths(source: LengthSource, n: int, rng: np.random.Generator) -> tuple[Ints, Ints]:

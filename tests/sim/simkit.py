@@ -24,8 +24,9 @@ SIMPLE = LatencyModel("simple", 10.0, 1.0, 0.0, 20.0, 0.1, 0.0, 1_000_000)
 # Llama-3.1-8B on an H100, roughly: context-dependent decode, quadratic prefill.
 H100_LIKE = LatencyModel("h100-like", 6.0, 0.011, 4.3e-05, 5.5, 0.013, 9.2e-07, 400_000)
 
-Plan = Callable[[float], Mapping[Role, tuple[int, int]]]
-"""Time -> {role: (replicas, max_num_seqs)} for a scripted policy."""
+Plan = Callable[[float], Mapping[Role, tuple[int, int] | tuple[int, int, int]]]
+"""Time -> {role: (replicas, max_num_seqs[, target batch size])} for a scripted policy; the
+target defaults to max_num_seqs."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ def scripted_policy(plan: Plan, name: str = "scripted") -> BoundPolicy[None, See
         roles = {
             role: RoleDecision(
                 role,
-                Verdict(replicas, Reason.STATIC, "scripted"),
-                Verdict(seqs, Reason.STATIC, "scripted"),
-                seqs,
+                Verdict(sizes[0], Reason.STATIC, "scripted"),
+                Verdict(sizes[1], Reason.STATIC, "scripted"),
+                sizes[-1],
             )
-            for role, (replicas, seqs) in plan(snapshot.now_s).items()
+            for role, sizes in plan(snapshot.now_s).items()
         }
         decision = PoolDecision(snapshot.now_s, roles, {"ticks": len(state.snapshots) + 1.0})
         return decision, Seen((*state.snapshots, snapshot))
@@ -112,6 +113,9 @@ def drive_cluster(cluster: Cluster, queue: EventQueue, until: float) -> None:
     heap = queue.heap
     while heap and heap[0][0] <= until:
         now, kind, _, payload, version = heapq.heappop(heap)
+        if kind == EventKind.ROUTER_TIMER:
+            cluster.on_timer(now)
+            continue
         assert isinstance(payload, Instance)
         if kind == EventKind.ITERATION:
             cluster.on_boundary(now, payload, version)

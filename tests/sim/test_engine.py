@@ -9,6 +9,7 @@ import pytest
 
 from chiron_operator.core.enums import RequestClass, Role
 from chiron_operator.core.snapshot import PoolSnapshot
+from chiron_operator.routing import RoutingTuning
 from chiron_operator.sim.cluster import Cluster
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.engine import SimResult, simulate
@@ -123,7 +124,10 @@ def _cluster(routing: RoutingMode = RoutingMode.CHIRON) -> tuple[Cluster, EventQ
 
 
 def test_scale_down_drains_least_loaded_then_requeues_after_grace() -> None:
-    cluster, queue = _cluster()
+    # Uniform routing: requests are placed on chosen pods by hand, which the gateway (CHIRON)
+    # would not allow; the drain itself is the cluster's, whatever the router (the gateway's
+    # hand-backs: tests/sim/test_gateway_routing.py).
+    cluster, queue = _cluster(RoutingMode.UNIFORM)
     cluster.bootstrap({INT: 3}, {INT: 8})
     pods = list(cluster.ready[INT])
     for pod, n in zip(pods, (3, 1, 2), strict=True):
@@ -196,9 +200,10 @@ def test_batch_queue_is_earliest_deadline_first() -> None:
         request.deadline_s = deadline
         cluster.router.submit(request, 0.0)
     # Grouped by deadline rounded down to the 60 s bucket.
-    assert sorted(cluster.router.batch_groups.items()) == [(60.0, 1), (180.0, 1), (300.0, 1)]
+    queued = sorted(cluster.router.queued_by_deadline().items())
+    assert queued == [(60.0, 1), (180.0, 1), (300.0, 1)]
     drive_cluster(cluster, queue, 10.0)
-    assert cluster.completed == 4 and not cluster.router.batch_groups
+    assert cluster.completed == 4 and not cluster.router.queued_by_deadline()
     # The first went straight to the free pod; the rest by deadline.
     done = sorted(requests, key=lambda r: r.completion_s)
     assert [r.request_id for r in done] == [0, 1, 3, 2]
@@ -212,10 +217,21 @@ def test_uniform_routing_joins_shortest_queue_of_any_role() -> None:
     assert [p.load for p in (*cluster.ready[INT], *cluster.ready[BAT])] == [2, 2]
 
 
-def test_interactive_waits_in_pool_queue_until_a_pod_is_ready() -> None:
+@pytest.mark.parametrize(
+    ("routing", "max_wait_s"), [(RoutingMode.UNIFORM, 30.0), (RoutingMode.CHIRON, 60.0)]
+)
+def test_interactive_waits_in_pool_queue_until_a_pod_is_ready(
+    routing: RoutingMode, max_wait_s: float
+) -> None:
     workload = [spec(0, 1.0, 100, 10)]
     config = SimConfig(
-        SIMPLE, 20.0, 120.0, initial_replicas={INT: 0}, initial_max_num_seqs={INT: 8}
+        SIMPLE,
+        20.0,
+        120.0,
+        initial_replicas={INT: 0},
+        initial_max_num_seqs={INT: 8},
+        routing=routing,
+        routing_tuning=RoutingTuning(max_queue_wait_s=max_wait_s),
     )
     result = simulate(config, workload, scripted(lambda now: {INT: (1, 8)}))
     (record,) = result.requests
@@ -223,6 +239,22 @@ def test_interactive_waits_in_pool_queue_until_a_pod_is_ready() -> None:
     assert record.dispatch_s == pytest.approx(50.0)
     assert record.ttft_s == pytest.approx(49.0 + 0.030)
     assert result.ticks[0].pool_queue == 1
+
+
+def test_the_gateway_refuses_what_waited_longer_than_its_limit() -> None:
+    # As above, with the gateway's default 30 s wait: no interactive pod is ready at 31 s,
+    # so the gateway answers 503 (NoReadyPod) and the request is a miss.
+    workload = [spec(0, 1.0, 100, 10)]
+    config = SimConfig(
+        SIMPLE, 20.0, 120.0, initial_replicas={INT: 0}, initial_max_num_seqs={INT: 8}
+    )
+    result = simulate(config, workload, scripted(lambda now: {INT: (1, 8)}))
+    (record,) = result.requests
+    assert record.dropped_reason == "refused:NoReadyPod" and not record.met_slo
+    assert math.isnan(record.dispatch_s)
+    assert result.summary.dropped == {"refused:NoReadyPod": 1}
+    assert (result.ticks[0].pool_queue, result.ticks[0].in_system) == (1, 1)
+    assert (result.ticks[1].pool_queue, result.ticks[1].in_system) == (0, 0)
 
 
 def test_snapshot_follows_delayed_scrapes() -> None:
@@ -252,12 +284,34 @@ def test_snapshot_follows_delayed_scrapes() -> None:
     assert sum(rates) == pytest.approx(1000.0, rel=0.15)
 
 
-def test_class_split_hidden_unless_exposed() -> None:
-    config = SimConfig(SIMPLE, 30.0, 60.0, initial_replicas={INT: 1}, initial_max_num_seqs={INT: 8})
+@pytest.mark.parametrize("routing", [RoutingMode.UNIFORM, RoutingMode.SERVICES])
+def test_class_split_hidden_unless_exposed(routing: RoutingMode) -> None:
+    config = SimConfig(
+        SIMPLE,
+        30.0,
+        60.0,
+        initial_replicas={INT: 1},
+        initial_max_num_seqs={INT: 8},
+        routing=routing,
+    )
     result = simulate(config, [spec(0, 1.0, 10, 10)], fixed_policy({INT: (1, 8)}))
     pod = snapshots(result)[0].role(INT).pods[0]
     assert pod.running_requests == 0.0
     assert math.isnan(pod.interactive_running_requests)
+
+
+def test_the_gateway_tells_the_class_split_and_the_cap() -> None:
+    # What the operator reads from the gateway: interactive requests in flight per pod (vLLM
+    # cannot say) and the pod's cap, min(--max-num-seqs 8, the target 5 decided at 30 s).
+    workload = [spec(i, 14.0, 10, 10_000) for i in range(7)]
+    config = SimConfig(SIMPLE, 30.0, 61.0, initial_replicas={INT: 1}, initial_max_num_seqs={INT: 8})
+    result = simulate(config, workload, scripted(lambda now: {INT: (1, 8, 5)}))
+    first, second = (s.role(INT).pods[0] for s in snapshots(result))
+    # The scrape at 15 s, before the target; then the one at 45 s, after it: the 7 requests in
+    # flight stay (a lower cap takes nothing new, it evicts nothing).
+    assert (first.interactive_running_requests, first.max_num_seqs) == (7.0, 8)
+    assert (second.interactive_running_requests, second.max_num_seqs) == (7.0, 5)
+    assert math.isnan(second.interactive_waiting_requests)
 
 
 def test_tick_records_carry_decisions() -> None:

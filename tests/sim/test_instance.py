@@ -24,6 +24,7 @@ def pod(
     *,
     role: Role = Role.INTERACTIVE,
     priority: bool = False,
+    evicts: bool = False,
     exact: bool = False,
 ) -> Instance:
     made = Instance(
@@ -33,6 +34,7 @@ def pod(
         latency,
         created_s=0.0,
         priority_scheduling=priority,
+        preempt_for_priority=evicts,
         exact=exact,
     )
     made.state = InstanceState.READY
@@ -99,14 +101,34 @@ def test_interactive_admitted_before_earlier_batch_on_mixed() -> None:
     assert order.index(2) < order.index(1)
 
 
-def test_batch_evicted_for_interactive_on_full_mixed_pod() -> None:
+def test_full_mixed_pod_keeps_its_batch_work_for_a_waiting_interactive_request() -> None:
+    # vLLM 0.32 (issue 40004): no preemption at the cap; the interactive request takes the
+    # first slot that frees, ahead of any batch request waiting.
     p = pod(max_num_seqs=2, role=Role.MIXED, priority=True)
+    b1, b2, urgent = live(1, 10, 200, BATCH), live(2, 10, 200, BATCH), live(3, 10, 5)
+    queued = live(4, 10, 5, BATCH)
+    done = drive_pod(p, [(0.0, b1), (0.0, b2), (0.4, queued), (0.5, urgent)])
+    assert b1.preemptions == b2.preemptions == p.counters.preemptions == 0
+    assert urgent.first_token_s > b1.completion_s
+    assert [r.request_id for r in done] == [1, 2, 3, 4]
+
+
+def test_batch_evicted_for_interactive_on_full_mixed_pod_with_the_upstream_fix() -> None:
+    p = pod(max_num_seqs=2, role=Role.MIXED, priority=True, evicts=True)
     b1, b2, urgent = live(1, 10, 200, BATCH), live(2, 10, 200, BATCH), live(3, 10, 5)
     done = drive_pod(p, [(0.0, b1), (0.0, b2), (0.5, urgent)])
     assert b2.preemptions == 1 and b1.preemptions == 0  # the most recent batch sequence
     # The interactive request starts at the first boundary after it arrives.
     assert urgent.first_token_s - 0.5 < 0.05
     assert [r.request_id for r in done] == [3, 1, 2]
+
+
+def test_the_upstream_fix_changes_nothing_on_an_fcfs_pod() -> None:
+    p = pod(max_num_seqs=2, evicts=True)
+    b1, b2, urgent = live(1, 10, 200, BATCH), live(2, 10, 200, BATCH), live(3, 10, 5)
+    done = drive_pod(p, [(0.0, b1), (0.0, b2), (0.5, urgent)])
+    assert p.counters.preemptions == 0
+    assert [r.request_id for r in done] == [1, 2, 3]
 
 
 def test_fcfs_pod_does_not_prioritise() -> None:
@@ -231,12 +253,24 @@ request_shape = st.tuples(
     max_num_seqs=st.integers(1, 6),
     kv=st.integers(520, 1500),
     priority=st.booleans(),
+    evicts=st.booleans(),
 )
 def test_fast_pod_matches_exact_pod(
-    shapes: list[tuple[float, int, int, bool]], max_num_seqs: int, kv: int, priority: bool
+    shapes: list[tuple[float, int, int, bool]],
+    max_num_seqs: int,
+    kv: int,
+    priority: bool,
+    evicts: bool,
 ) -> None:
     def run(exact: bool) -> list[tuple[int, float, float, int]]:
-        p = pod(with_kv(kv), max_num_seqs, role=Role.MIXED, priority=priority, exact=exact)
+        p = pod(
+            with_kv(kv),
+            max_num_seqs,
+            role=Role.MIXED,
+            priority=priority,
+            evicts=evicts,
+            exact=exact,
+        )
         arrivals = [
             (t, live(i, prompt, output, RequestClass.INTERACTIVE if inter else BATCH))
             for i, (t, prompt, output, inter) in enumerate(shapes)

@@ -1,4 +1,5 @@
-"""The benchmark: every scenario of the suite x every policy of the roster.
+"""The benchmark: every scenario of the suite x every policy of the roster (Chiron with its
+gateway, Chiron with plain Services, the baselines).
 
 `bench(...)` returns (and the CLI writes) one JSON document:
 

@@ -1,17 +1,19 @@
 """`chiron-sim`: run one scenario, benchmark the suite, sweep Chiron's tunables, write the report.
 
     chiron-sim run SCENARIO.yaml --out DIR [--policy chiron] [--seed 0] [--quick] [--exact]
-    chiron-sim bench [--quick] --json PATH [--scenarios a,b] [--jobs 2]
+    chiron-sim run --trace TRACE.csv --pool POOL.yaml --out DIR [--profile P] [--cold-start C]
+    chiron-sim bench [--quick] --json PATH [--scenarios a,b] [--scenario-file F.yaml] [--jobs 2]
     chiron-sim sweep --json PATH --param global.ibpHighRatio=0.7,0.8,0.9 [--quick] [--grid]
     chiron-sim report --bench PATH [--sweep PATH] --out docs/BENCHMARKS.md
 
 A SCENARIO is a file or the name of a packaged one (`chiron-sim run conv-interactive`).
+`--trace` replays your own traffic on your own `LLMServingPool` (`user_run`; docs/SIMULATOR.md).
+A file that cannot be used is reported as `file:line:column: problem`, with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -22,12 +24,13 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the pinned deps
 
+from chiron_operator.perfmodel.coldstart import cold_start_names
+from chiron_operator.perfmodel.profiles import profile_names
 from chiron_operator.sim.config import StepMode
-from chiron_operator.sim.engine import SimResult
 from chiron_operator.sim.harness import bench as benchmod
 from chiron_operator.sim.harness import runs as runmod
 from chiron_operator.sim.harness import sweep as sweepmod
-from chiron_operator.sim.harness.plots import plot_run
+from chiron_operator.sim.harness import user_run
 from chiron_operator.sim.harness.policies import (
     CHIRON,
     LLUMNIX_TUNED,
@@ -37,7 +40,7 @@ from chiron_operator.sim.harness.policies import (
     llumnix_grid,
 )
 from chiron_operator.sim.harness.report import write_report
-from chiron_operator.sim.records import write_requests_csv, write_ticks_csv
+from chiron_operator.sim.harness.run_files import summary_line, write_run
 from chiron_operator.sim.scenario import load_scenario
 
 
@@ -49,33 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chiron-sim", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="simulate one scenario with one policy")
-    run.add_argument("scenario", help="scenario file, or the name of a packaged one")
-    run.add_argument("--out", type=Path, required=True, help="directory for CSVs, JSON, PNGs")
-    run.add_argument("--policy", default=CHIRON, choices=ROSTER)
-    run.add_argument("--seed", type=int, default=runmod.EVALUATION_SEED)
-    run.add_argument("--quick", action="store_true", help="the scenario's quick variant")
-    run.add_argument("--exact", action="store_true", help="step every iteration (slow)")
-    run.add_argument("--no-plots", action="store_true")
-    run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--static-replicas", type=int, help="static: instances (default: oracle peak)")
-    run.add_argument("--freeness", help="llumnix-tuned: UP,DOWN thresholds in blocks/request")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="chiron: override a pool tunable, e.g. global.ibpHighRatio=0.7 (repeatable)",
+    _run_arguments(
+        commands.add_parser(
+            "run",
+            help="simulate one scenario, or your own trace on your own pool, with one policy",
+            description="Simulate one scenario, or a trace of your own traffic on your own "
+            "LLMServingPool (--trace with --pool), and write summary.json, decisions.jsonl, "
+            "requests.csv, ticks.csv and plots into --out.",
+        )
     )
-
-    bench = commands.add_parser("bench", help="every scenario x every policy, as JSON")
-    bench.add_argument("--json", type=Path, required=True, dest="json_path")
-    bench.add_argument("--quick", action="store_true", help="quick variants (< 60 s in all)")
-    bench.add_argument("--scenarios", help="comma-separated names (default: the whole suite)")
-    bench.add_argument("--jobs", type=int, default=_default_jobs())
-    bench.add_argument("--seed", type=int, default=runmod.EVALUATION_SEED)
-    bench.add_argument("--training-seed", type=int, default=runmod.TRAINING_SEED)
-    bench.add_argument("--no-progress", action="store_true")
+    _bench_arguments(commands.add_parser("bench", help="every scenario x every policy, as JSON"))
 
     sweep = commands.add_parser("sweep", help="sweep Chiron tunables on training seeds")
     sweep.add_argument("--json", type=Path, required=True, dest="json_path")
@@ -99,6 +85,84 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("scenario", nargs="?", help="scenario file, or the name of a packaged one")
+    run.add_argument("--out", type=Path, required=True, help="directory for CSVs, JSON, PNGs")
+    run.add_argument(
+        "--policy",
+        choices=ROSTER,
+        help="default: chiron (with --trace: Chiron as the pool runs it, per spec.gateway)",
+    )
+    _trace_arguments(run)
+    run.add_argument("--seed", type=int, default=runmod.EVALUATION_SEED)
+    run.add_argument("--quick", action="store_true", help="the scenario's quick variant")
+    run.add_argument("--exact", action="store_true", help="step every iteration (slow)")
+    run.add_argument("--no-plots", action="store_true")
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--static-replicas", type=int, help="static: instances (default: oracle peak)")
+    run.add_argument("--freeness", help="llumnix-tuned: UP,DOWN thresholds in blocks/request")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="chiron: override a pool tunable, e.g. global.ibpHighRatio=0.7 (repeatable)",
+    )
+
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("--json", type=Path, required=True, dest="json_path")
+    bench.add_argument("--quick", action="store_true", help="quick variants (< 60 s in all)")
+    bench.add_argument("--scenarios", help="comma-separated names (default: the whole suite)")
+    bench.add_argument(
+        "--scenario-file",
+        type=Path,
+        action="append",
+        default=[],
+        dest="scenario_files",
+        metavar="FILE",
+        help="a scenario file of your own (repeatable); alone, only these run",
+    )
+    bench.add_argument("--jobs", type=int, default=_default_jobs())
+    bench.add_argument("--seed", type=int, default=runmod.EVALUATION_SEED)
+    bench.add_argument("--training-seed", type=int, default=runmod.TRAINING_SEED)
+    bench.add_argument("--no-progress", action="store_true")
+
+
+def _trace_arguments(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("your own traffic (instead of SCENARIO)")
+    group.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="CSV: arrival_s,prompt_tokens,output_tokens[,class,deadline_s] or an Azure LLM "
+        "inference trace (TIMESTAMP,ContextTokens,GeneratedTokens)",
+    )
+    group.add_argument(
+        "--pool", type=Path, metavar="POOL.yaml", help="your LLMServingPool manifest"
+    )
+    group.add_argument(
+        "--profile",
+        choices=profile_names(),
+        metavar="NAME",
+        help=f"model and GPU the pods run: {', '.join(profile_names())} "
+        f"(default {user_run.DEFAULT_PROFILE})",
+    )
+    group.add_argument(
+        "--cold-start",
+        type=user_run.cold_start_arg,
+        metavar="PRESET|SECONDS",
+        help=f"pod start-up: a preset ({', '.join(cold_start_names())}) or seconds "
+        f"(default {user_run.DEFAULT_COLD_START})",
+    )
+    group.add_argument(
+        "--horizon-s",
+        type=user_run.seconds_arg,
+        help=f"simulated seconds (default: {user_run.TAIL_S:g} s past the last arrival, or "
+        "the latest batch deadline)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `chiron-sim`; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -110,8 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"chiron-sim: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        # A SourceError has one `file:line:column: problem` line per problem.
+        for line in str(error).splitlines():
+            print(f"chiron-sim: error: {line}", file=sys.stderr)
         return 2
 
 
@@ -141,8 +207,35 @@ def _policy_spec(args: argparse.Namespace, path: str) -> PolicySpec:
     return PolicySpec(args.policy, overrides=overrides)
 
 
+def _run_path(args: argparse.Namespace) -> str:
+    """The scenario file to run: the one named, or the one `--trace` writes into --out."""
+    trace_only = ("pool", "profile", "cold_start", "horizon_s")
+    given = [name for name in trace_only if getattr(args, name) is not None]
+    if args.trace is None:
+        if args.scenario is None:
+            raise ValueError("run needs a SCENARIO, or --trace FILE --pool POOL.yaml")
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} goes with --trace")
+        args.policy = args.policy or CHIRON
+        return _scenario_path(args.scenario)
+    if args.scenario is not None:
+        raise ValueError("give a SCENARIO or --trace, not both")
+    if args.pool is None:
+        raise ValueError("--trace needs --pool POOL.yaml (your LLMServingPool manifest)")
+    path, args.policy = user_run.prepare(
+        args.out,
+        args.trace,
+        args.pool,
+        profile=args.profile,
+        cold_start=args.cold_start,
+        fixed_horizon_s=args.horizon_s,
+        policy=args.policy,
+    )
+    return str(path)
+
+
 def _run(args: argparse.Namespace) -> int:
-    path = _scenario_path(args.scenario)
+    path = _run_path(args)
     load_scenario(path)  # fail early, with the file's own errors
     scenario = runmod.scenario_at(path, args.quick)
     spec = _policy_spec(args, path)
@@ -163,62 +256,11 @@ def _run(args: argparse.Namespace) -> int:
         bar.update(bar.total - bar.n)
     workload = runmod.workload_for(path, args.quick, args.seed)
     bound = runmod.oracle_for(scenario, workload)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    write_requests_csv(result.requests, out / "requests.csv")
-    write_ticks_csv(result.ticks, out / "ticks.csv")
-    document = _run_document(result, scenario.name, spec, bound.gpu_hours, bound.peak_instances)
-    (out / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
-    if not args.no_plots:
-        need = [
-            i + b for i, b in zip(bound.interactive_instances, bound.batch_instances, strict=True)
-        ]
-        plot_run(
-            result.ticks,
-            result.requests,
-            scenario.pool.slo,
-            out,
-            title=f"{scenario.name} / {spec.label}",
-            oracle=(bound.bin_s, need),
-        )
-    _print_summary(document)
+    document = write_run(args.out, result, scenario, spec, bound, plots=not args.no_plots)
+    print(summary_line(document))
+    print(f"wrote {args.out}: summary.json, decisions.jsonl, requests.csv, ticks.csv", end="")
+    print("" if args.no_plots else ", load/replicas/batch_sizes/latency.png")
     return 0
-
-
-def _run_document(
-    result: SimResult, name: str, spec: PolicySpec, oracle_gpu_hours: float, peak: int
-) -> dict[str, Any]:
-    summary = runmod.summary_metrics(result.summary)
-    return {
-        "scenario": name,
-        "policy": spec.label,
-        "policy_spec": dataclasses.asdict(spec),
-        "seed": result.config.seed,
-        "step_mode": result.config.step_mode.value,
-        "summary": summary,
-        "oracle_gpu_hours": oracle_gpu_hours,
-        "oracle_peak_instances": peak,
-        "gpu_hours_over_oracle": result.summary.gpu_hours / oracle_gpu_hours,
-        "events": result.events,
-        "wall_s": result.wall_s,
-        "sim_requests_per_wall_s": result.summary.requests / max(result.wall_s, 1e-9),
-    }
-
-
-def _print_summary(document: dict[str, Any]) -> None:
-    s = document["summary"]
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f}%"
-
-    print(
-        f"{document['scenario']} / {document['policy']}: interactive SLO "
-        f"{pct(s['interactive_slo_attainment'])}, batch deadlines "
-        f"{pct(s['batch_deadline_attainment'])}, {s['gpu_hours']:.2f} GPU-h "
-        f"({document['gpu_hours_over_oracle']:.2f}x oracle {document['oracle_gpu_hours']:.2f}), "
-        f"{s['scaling_actions']} scaling actions, {s['restarts']} restarts; "
-        f"{document['sim_requests_per_wall_s']:,.0f} simulated requests per wall s"
-    )
 
 
 def _progress(disabled: bool, total: int, desc: str) -> tuple[tqdm[Any], Callable[[str], None]]:
@@ -235,8 +277,27 @@ def _names(text: str | None) -> list[str] | None:
     return None if not text else [n.strip() for n in text.split(",") if n.strip()]
 
 
+def _bench_paths(args: argparse.Namespace) -> list[str]:
+    """The suite (or the scenarios named), plus the user's own files, each loaded once now so
+    that a bad file stops the bench with its own error before any run."""
+    named = _names(args.scenarios)
+    paths = [] if named is None and args.scenario_files else runmod.suite_paths(named)
+    for file in args.scenario_files:
+        if not file.is_file():
+            raise ValueError(f"--scenario-file {file}: no such file")
+        paths.append(str(file))
+    named_at: dict[str, str] = {}
+    for path in paths:
+        name = load_scenario(path).name
+        if name in named_at:
+            # Results are reported by scenario name: two of one name would be one row.
+            raise ValueError(f"two scenarios named {name!r}: {named_at[name]} and {path}")
+        named_at[name] = path
+    return paths
+
+
 def _bench(args: argparse.Namespace) -> int:
-    paths = runmod.suite_paths(_names(args.scenarios))
+    paths = _bench_paths(args)
     # The static search takes a few rounds of a few probes: ~9 runs per scenario, roughly.
     runs = len(paths) * (len(llumnix_grid(quick=args.quick)) + len(ROSTER) + 9)
     started = time.perf_counter()

@@ -1,7 +1,12 @@
 """The benchmark's policy roster: Chiron and every baseline, configured for one scenario.
 
-- `chiron`: the pool's own tuning (`pool:` of the scenario), Chiron's class-aware routing,
-  starting at the scenario's initial replicas.
+- `chiron`: the pool's own tuning (`pool:` of the scenario) with its gateway: requests routed
+  by the product's routing core (`sim.dispatcher`), pods capped at the local controller's
+  target batch size (the fast path: `PoolTuning.fast_path`, as `spec.gateway.enabled` sets
+  it), starting at the scenario's initial replicas.
+- `chiron-services`: the same controllers and pool without the gateway: plain Services
+  (`sim.services`), so batch sizes change only by restarting pods and the operator sees no
+  batch queue.
 - The baselines route uniformly over one mixed role (every instance serves both classes, FCFS)
   and keep --max-num-seqs fixed. Same bounds for all: the mixed role may run between the
   pool's total minimum (at least 1) and total maximum instances, so a baseline can use exactly
@@ -23,7 +28,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from chiron_operator.control import chiron
@@ -36,9 +41,12 @@ from chiron_operator.sim.router import RoutingMode
 from chiron_operator.sim.scenario import Scenario, ScenarioPool
 
 CHIRON: Final = "chiron"
+CHIRON_SERVICES: Final = "chiron-services"
 STATIC: Final = "static"
 LLUMNIX_TUNED: Final = "llumnix-tuned"
-ROSTER: Final = (CHIRON, *BASELINES)
+ROSTER: Final = (CHIRON, CHIRON_SERVICES, *BASELINES)
+# Chiron's roster entries: whether the pool runs its gateway, and how requests reach pods then.
+_CHIRON_ROUTING: Final = {CHIRON: RoutingMode.CHIRON, CHIRON_SERVICES: RoutingMode.SERVICES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +154,14 @@ def _lookup(data: Mapping[str, Any], parts: Sequence[str]) -> Any:
 
 def setup(scenario: Scenario, spec: PolicySpec) -> PolicySetup:
     """The runnable setup of roster entry `spec` on `scenario`."""
-    if spec.name == CHIRON:
+    routing = _CHIRON_ROUTING.get(spec.name)
+    if routing is not None:
         tuned = with_overrides(scenario, spec.overrides, defaults_only=spec.defaults_only)
+        # The gateway caps pods at the target batch size; without it only restarts apply it.
+        tuning = replace(tuned.tuning(), fast_path=routing is RoutingMode.CHIRON)
+        bound = replace(chiron.bound(tuning), name=spec.name)
         return PolicySetup(
-            CHIRON,
-            tuned,
-            chiron.bound(tuned.tuning()),
-            RoutingMode.CHIRON,
-            tuned.bounds(),
-            tuned.starting_replicas(),
+            spec.name, tuned, bound, routing, tuned.bounds(), tuned.starting_replicas()
         )
     bounds = baseline_bounds(scenario)
     policy = _baseline(scenario, spec, bounds)
@@ -205,10 +212,12 @@ def llumnix_grid(*, quick: bool) -> list[tuple[float, float]]:
 def roster(
     scenario: Scenario, *, static_replicas: int, llumnix_freeness: tuple[float, float]
 ) -> list[PolicySpec]:
-    """Every policy of the benchmark for one scenario, Chiron first."""
+    """Every policy of the benchmark for one scenario, Chiron first (with its gateway, then
+    without)."""
     del scenario  # every entry applies to every scenario; kept for symmetry with setup()
     specs = {
         STATIC: PolicySpec(STATIC, static_replicas=static_replicas),
         LLUMNIX_TUNED: PolicySpec(LLUMNIX_TUNED, freeness=llumnix_freeness),
     }
-    return [PolicySpec(CHIRON), *(specs.get(name, PolicySpec(name)) for name in BASELINES)]
+    chirons = [PolicySpec(CHIRON), PolicySpec(CHIRON_SERVICES)]
+    return [*chirons, *(specs.get(name, PolicySpec(name)) for name in BASELINES)]
