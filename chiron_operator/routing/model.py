@@ -86,10 +86,9 @@ class PodSlots:
     ready: bool = True
     interactive: set[Ticket] = field(default_factory=set)
     batch: list[Ticket] = field(default_factory=list)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.interactive) + len(self.batch)
+    in_flight: int = 0
+    """len(interactive) + len(batch), kept by the router as it sends and releases: the
+    placement loops read it for every pod on every request."""
 
     @property
     def free_slots(self) -> int:

@@ -23,7 +23,7 @@ an argument, and every call returns the `Action`s the driver performs, each with
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from chiron_operator.core.enums import Role
 from chiron_operator.routing.batch_queue import BatchQueue
@@ -46,13 +46,16 @@ class PoolRouter:
     """The admission book of one pool: pods and their slots, the interactive wait queue and the
     global batch queue."""
 
-    __slots__ = ("batch", "pods", "tuning", "waiting")
+    __slots__ = ("_by_role", "batch", "pods", "tuning", "waiting")
 
     def __init__(self, tuning: RoutingTuning, *, deadline_bucket_s: float = 60.0) -> None:
         self.tuning = tuning
         self.pods: dict[str, PodSlots] = {}
         self.waiting: deque[_Waiter] = deque()
         self.batch = BatchQueue(deadline_bucket_s)
+        # Each role's pods in `pods`' order (which breaks ties between equal loads), rebuilt
+        # only when a pod joins, leaves or changes role: placement scans one role, not all.
+        self._by_role: dict[Role, list[PodSlots]] = {role: [] for role in Role}
 
     # Pods -------------------------------------------------------------------------------------
 
@@ -65,14 +68,21 @@ class PoolRouter:
         pod = self.pods.get(name)
         if pod is None or pod.role is not role:
             pod = self.pods[name] = PodSlots(name, role, max(cap_seqs, 0), ready)
+            self._index()
         pod.cap_seqs, pod.ready = max(cap_seqs, 0), ready
         return self._fill()
+
+    def _index(self) -> None:
+        self._by_role = {role: [] for role in Role}
+        for pod in self.pods.values():
+            self._by_role[pod.role].append(pod)
 
     def remove_pod(self, name: str) -> list[Ticket]:
         """Forget a pod that is gone; returns the requests it still had (the driver's to retry)."""
         pod = self.pods.pop(name, None)
         if pod is None:
             return []
+        self._index()
         orphans = [*pod.interactive, *pod.batch]
         for ticket in orphans:
             ticket.pod = None
@@ -93,6 +103,13 @@ class PoolRouter:
     def finish(self, ticket: Ticket) -> list[Action]:
         """A request ended upstream (completed or failed for good): its slot is free."""
         self._release(ticket)
+        return self._fill()
+
+    def finish_many(self, tickets: Iterable[Ticket]) -> list[Action]:
+        """Requests that ended at the same instant: every slot is freed before any is refilled,
+        so that none of them is cut off (or counted in flight) as if it still ran."""
+        for ticket in tickets:
+            self._release(ticket)
         return self._fill()
 
     def retry(self, ticket: Ticket, now_s: float) -> list[Action]:
@@ -159,21 +176,20 @@ class PoolRouter:
     # Placement --------------------------------------------------------------------------------
 
     def _place_interactive(self, ticket: Ticket, avoid: str | None) -> list[Action]:
-        pods = [p for p in self.ready_pods() if p.name != avoid]
-        own = _least((p for p in pods if p.role is Role.INTERACTIVE and p.free_slots), _load)
+        own = _least_loaded(self._by_role[Role.INTERACTIVE], avoid, 0)
         if own is not None:
             return [self._send(ticket, own, RouteReason.TO_INTERACTIVE)]
-        mixed = [p for p in pods if p.role is Role.MIXED]
-        spare = _least((p for p in mixed if p.free_slots), _interactive_load)
+        mixed = self._by_role[Role.MIXED]
+        spare = _least_interactive(mixed, avoid, free=True)
         if spare is not None:
             return [self._send(ticket, spare, RouteReason.OVERFLOW_TO_MIXED)]
         if not self.tuning.preempt_batch:
             return []
-        full = _least((p for p in mixed if _can_cut(p)), _interactive_load)
+        full = _least_interactive(mixed, avoid, free=False)
         if full is None:
             return []
         victim = full.newest_preemptible_batch()
-        assert victim is not None  # _can_cut checked it
+        assert victim is not None  # _least_interactive(free=False) checked it
         self._release(victim)
         victim.cut_offs += 1
         self.batch.put_back(victim)
@@ -206,11 +222,10 @@ class PoolRouter:
         return actions
 
     def _batch_slot(self, *, mixed_allowed: bool) -> PodSlots | None:
-        own = _least((p for p in self.ready_pods(Role.BATCH) if p.free_slots), _load)
+        own = _least_loaded(self._by_role[Role.BATCH], None, 0)
         if own is not None or not mixed_allowed:
             return own
-        reserve = self.tuning.mixed_reserve_slots
-        return _least((p for p in self.ready_pods(Role.MIXED) if p.free_slots > reserve), _load)
+        return _least_loaded(self._by_role[Role.MIXED], None, self.tuning.mixed_reserve_slots)
 
     def _send(self, ticket: Ticket, pod: PodSlots, reason: RouteReason) -> Send:
         ticket.pod = pod.name
@@ -218,6 +233,7 @@ class PoolRouter:
             pod.interactive.add(ticket)
         else:
             pod.batch.append(ticket)
+        pod.in_flight += 1
         return Send(ticket, pod.name, reason)
 
     def _release(self, ticket: Ticket) -> None:
@@ -226,9 +242,12 @@ class PoolRouter:
         if pod is None:
             return
         if ticket.interactive:
-            pod.interactive.discard(ticket)
+            if ticket in pod.interactive:
+                pod.interactive.discard(ticket)
+                pod.in_flight -= 1
         elif ticket in pod.batch:
             pod.batch.remove(ticket)
+            pod.in_flight -= 1
 
     def _wait_or_refuse(self, ticket: Ticket, now_s: float) -> Action:
         if len(self.waiting) >= self.tuning.max_queued_interactive:
@@ -250,12 +269,37 @@ class PoolRouter:
         return Refuse(ticket, 429, reason, message, retry_after_s)
 
 
-def _load(pod: PodSlots) -> tuple[int, int]:
-    return (pod.in_flight, 0)
+def _least_loaded(pods: list[PodSlots], avoid: str | None, reserve: int) -> PodSlots | None:
+    """The ready pod with more than `reserve` free slots and the fewest requests in flight;
+    the first one in order among equals (deterministic)."""
+    best: PodSlots | None = None
+    best_load = 0
+    for pod in pods:
+        load = pod.in_flight
+        fits = pod.ready and load + reserve < pod.cap_seqs and pod.name != avoid
+        if fits and (best is None or load < best_load):
+            best, best_load = pod, load
+    return best
 
 
-def _interactive_load(pod: PodSlots) -> tuple[int, int]:
-    return (len(pod.interactive), pod.in_flight)
+def _least_interactive(pods: list[PodSlots], avoid: str | None, *, free: bool) -> PodSlots | None:
+    """The ready mixed pod with the least interactive load (then the least load): among those
+    with a free slot (`free`), or among the full ones where cutting off a batch request frees
+    a slot under the cap."""
+    best: PodSlots | None = None
+    best_key = (0, 0)
+    for pod in pods:
+        if not pod.ready or pod.name == avoid:
+            continue
+        if free:
+            if pod.in_flight >= pod.cap_seqs:
+                continue
+        elif not _can_cut(pod):
+            continue
+        key = (len(pod.interactive), pod.in_flight)
+        if best is None or key < best_key:
+            best, best_key = pod, key
+    return best
 
 
 def _can_cut(pod: PodSlots) -> bool:
@@ -263,14 +307,3 @@ def _can_cut(pod: PodSlots) -> bool:
     return (
         pod.cap_seqs > 0 and pod.in_flight <= pod.cap_seqs and bool(pod.newest_preemptible_batch())
     )
-
-
-def _least(pods: Iterable[PodSlots], key: Callable[[PodSlots], tuple[int, int]]) -> PodSlots | None:
-    """The pod with the smallest key; the first one seen among equals (deterministic)."""
-    best: PodSlots | None = None
-    best_key = (0, 0)
-    for pod in pods:
-        value = key(pod)
-        if best is None or value < best_key:
-            best, best_key = pod, value
-    return best

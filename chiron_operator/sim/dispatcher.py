@@ -74,10 +74,12 @@ class GatewayRouter:
         self._execute(self.core.submit(ticket, now), now)
 
     def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
-        for request in done:
-            ticket = self._ticket_of.pop(request)
+        # One boundary ends these together: freeing them one at a time would let the first
+        # refill cut off another that has already finished.
+        tickets = [self._ticket_of.pop(request) for request in done]
+        for ticket in tickets:
             del self._request_of[ticket]
-            self._execute(self.core.finish(ticket), now)
+        self._execute(self.core.finish_many(tickets), now)
 
     def on_ready(self, pod: Instance, now: float) -> None:
         self._pods[pod.name] = pod

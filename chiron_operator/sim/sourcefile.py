@@ -34,6 +34,10 @@ class Problem:
     message: str
 
 
+class UsageError(ValueError):
+    """A command line or an argument the simulator cannot act on; the message says which."""
+
+
 class SourceError(ValueError):
     """A file that cannot be used; its message has one `path:line:column: problem` per line."""
 

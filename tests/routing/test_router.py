@@ -87,6 +87,26 @@ def test_a_full_mixed_pod_cuts_off_its_newest_batch_request() -> None:
     assert sends(router.finish(arriving)) == [(new.request_id, "m1", RouteReason.BATCH_TO_MIXED)]
 
 
+def test_requests_ending_together_free_every_slot_before_any_refill() -> None:
+    # A mixed pod runs an interactive request and two batch ones; its cap drops to 2, so an
+    # interactive arrival waits (nothing can be cut off above the cap). The interactive request
+    # and the newest batch one end at one instant (one iteration boundary in the simulator).
+    # Freed one by one, the first refill would cut off the batch request that has in fact
+    # finished too, and queue it to run again; freed together, the waiting request takes a
+    # free slot.
+    router = pool(("m1", Role.MIXED, 3))
+    first, older, newest = interactive(), batch(), batch()
+    for ticket in (first, older, newest):
+        router.submit(ticket, 0.0)
+    router.set_pod("m1", Role.MIXED, 2, ready=True)
+    waiting = interactive()
+    assert [type(a) for a in router.submit(waiting, 0.0)] == [Wait]
+    actions = router.finish_many([first, newest])
+    assert sends(actions) == [(waiting.request_id, "m1", RouteReason.OVERFLOW_TO_MIXED)]
+    assert [type(a) for a in actions] == [Send]
+    assert older.cut_offs == newest.cut_offs == 0 and len(router.batch) == 0
+
+
 def test_batch_that_already_streamed_to_its_client_is_not_cut_off() -> None:
     router = pool(("m1", Role.MIXED, 1))
     pinned = batch()

@@ -42,6 +42,7 @@ from chiron_operator.sim.harness.policies import (
 from chiron_operator.sim.harness.report import write_report
 from chiron_operator.sim.harness.run_files import summary_line, write_run
 from chiron_operator.sim.scenario import load_scenario
+from chiron_operator.sim.sourcefile import SourceError, UsageError
 
 
 def _default_jobs() -> int:
@@ -174,8 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ValueError, OSError) as error:
-        # A SourceError has one `file:line:column: problem` line per problem.
+    except (SourceError, UsageError, OSError) as error:
+        # Input the user can fix: one `file:line:column: problem` line per problem. Anything
+        # else is a defect of the simulator and keeps its traceback.
         for line in str(error).splitlines():
             print(f"chiron-sim: error: {line}", file=sys.stderr)
         return 2
@@ -191,7 +193,7 @@ def _policy_spec(args: argparse.Namespace, path: str) -> PolicySpec:
         for key, _, value in (item.partition("=") for item in args.set)
     )
     if overrides and args.policy != CHIRON:
-        raise ValueError("--set applies to chiron only")
+        raise UsageError("--set applies to chiron only")
     if args.policy == STATIC:
         replicas = args.static_replicas
         if replicas is None:
@@ -201,7 +203,7 @@ def _policy_spec(args: argparse.Namespace, path: str) -> PolicySpec:
         return PolicySpec(STATIC, static_replicas=replicas)
     if args.policy == LLUMNIX_TUNED:
         if not args.freeness:
-            raise ValueError("llumnix-tuned needs --freeness UP,DOWN (see `chiron-sim bench`)")
+            raise UsageError("llumnix-tuned needs --freeness UP,DOWN (see `chiron-sim bench`)")
         up, down = (float(v) for v in args.freeness.split(","))
         return PolicySpec(LLUMNIX_TUNED, freeness=(up, down))
     return PolicySpec(args.policy, overrides=overrides)
@@ -213,15 +215,15 @@ def _run_path(args: argparse.Namespace) -> str:
     given = [name for name in trace_only if getattr(args, name) is not None]
     if args.trace is None:
         if args.scenario is None:
-            raise ValueError("run needs a SCENARIO, or --trace FILE --pool POOL.yaml")
+            raise UsageError("run needs a SCENARIO, or --trace FILE --pool POOL.yaml")
         if given:
-            raise ValueError(f"--{given[0].replace('_', '-')} goes with --trace")
+            raise UsageError(f"--{given[0].replace('_', '-')} goes with --trace")
         args.policy = args.policy or CHIRON
         return _scenario_path(args.scenario)
     if args.scenario is not None:
-        raise ValueError("give a SCENARIO or --trace, not both")
+        raise UsageError("give a SCENARIO or --trace, not both")
     if args.pool is None:
-        raise ValueError("--trace needs --pool POOL.yaml (your LLMServingPool manifest)")
+        raise UsageError("--trace needs --pool POOL.yaml (your LLMServingPool manifest)")
     path, args.policy = user_run.prepare(
         args.out,
         args.trace,
@@ -284,14 +286,14 @@ def _bench_paths(args: argparse.Namespace) -> list[str]:
     paths = [] if named is None and args.scenario_files else runmod.suite_paths(named)
     for file in args.scenario_files:
         if not file.is_file():
-            raise ValueError(f"--scenario-file {file}: no such file")
+            raise UsageError(f"--scenario-file {file}: no such file")
         paths.append(str(file))
     named_at: dict[str, str] = {}
     for path in paths:
         name = load_scenario(path).name
         if name in named_at:
             # Results are reported by scenario name: two of one name would be one row.
-            raise ValueError(f"two scenarios named {name!r}: {named_at[name]} and {path}")
+            raise UsageError(f"two scenarios named {name!r}: {named_at[name]} and {path}")
         named_at[name] = path
     return paths
 

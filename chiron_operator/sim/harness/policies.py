@@ -39,6 +39,7 @@ from chiron_operator.core.tuning import RoleBounds
 from chiron_operator.perfmodel.profiles import KV_BLOCK_TOKENS
 from chiron_operator.sim.router import RoutingMode
 from chiron_operator.sim.scenario import Scenario, ScenarioPool
+from chiron_operator.sim.sourcefile import UsageError
 
 CHIRON: Final = "chiron"
 CHIRON_SERVICES: Final = "chiron-services"
@@ -176,9 +177,9 @@ def _baseline(
     scenario: Scenario, spec: PolicySpec, bounds: dict[Role, RoleBounds]
 ) -> BoundPolicy[Any, Any]:
     if spec.name not in BASELINES:
-        raise ValueError(f"unknown policy {spec.name!r}; known: {', '.join(ROSTER)}")
+        raise UsageError(f"unknown policy {spec.name!r}; known: {', '.join(ROSTER)}")
     if spec.name == STATIC and spec.static_replicas is None:
-        raise ValueError("static needs static_replicas (the oracle's peak)")
+        raise UsageError("static needs static_replicas (the oracle's peak)")
     mixed = bounds[Role.MIXED]
     static_replicas = min(max(spec.static_replicas or 1, 1), mixed.max_replicas)
     params = BaselineParams(

@@ -32,6 +32,7 @@ from chiron_operator.sim.scenario import (
     load_scenario,
     packaged_scenarios,
 )
+from chiron_operator.sim.sourcefile import UsageError
 
 TARGET_ATTAINMENT: Final = 0.99
 EVALUATION_SEED: Final = 0
@@ -221,5 +222,5 @@ def suite_paths(names: Iterable[str] | None = None) -> list[str]:
             found.append(str(packaged[name]))
         else:
             known = ", ".join(sorted(packaged))
-            raise ValueError(f"no scenario file or packaged scenario {name!r}; known: {known}")
+            raise UsageError(f"no scenario file or packaged scenario {name!r}; known: {known}")
     return found

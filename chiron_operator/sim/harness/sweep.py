@@ -26,6 +26,7 @@ from chiron_operator.sim.harness.runs import (
     scenario_at,
     workload_for,
 )
+from chiron_operator.sim.sourcefile import UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ def parse_param(text: str) -> SweepParam:
     """`global.ibpHighRatio=0.7,0.8,0.9` -> SweepParam (numbers parsed as such)."""
     path, _, raw = text.partition("=")
     if not path or not raw:
-        raise ValueError(f"expected PATH=V1,V2,..., got {text!r}")
+        raise UsageError(f"expected PATH=V1,V2,..., got {text!r}")
     return SweepParam(path.strip(), tuple(_number(v.strip()) for v in raw.split(",")))
 
 
