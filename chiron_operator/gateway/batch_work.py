@@ -139,6 +139,12 @@ class BatchWork:
 
     async def _settle(self, pending: Pending, row: Row, pod: str, answer: Answer) -> None:
         verdict = answer.verdict
+        if verdict is Verdict.RETRY and pod not in self.dispatcher.pods:
+            # Its pod is gone (scaled in, evicted; it broke the connection or answered 503 while
+            # shutting down): no fault of the request, so no attempt is spent and it goes back
+            # to its place in its group, to run next on another pod.
+            self.dispatcher.requeue(pending)
+            return
         if verdict is Verdict.RETRY:
             if not answer.answered:
                 self.dispatcher.eject(pod, self.settings.eject_s)

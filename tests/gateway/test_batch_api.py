@@ -22,7 +22,7 @@ from tests.gateway.batchkit import (
     submit,
     wait_status,
 )
-from tests.gateway.gatekit import PodSpec, RunningGateway, gateway, pods
+from tests.gateway.gatekit import PodSpec, RunningGateway, gateway, pods, until
 
 FAST = ("--time-scale", "20")
 
@@ -231,3 +231,28 @@ async def test_batch_class_requests_join_the_same_queue_as_groups_of_one(store_u
         metrics = await gw.metrics()
         assert "chiron_gateway_batch_output_tokens_count 21.0" in metrics
         assert json.loads(json.dumps(answer.model_dump()))["object"] == "text_completion"
+
+
+async def test_requests_on_a_lost_pod_go_back_to_their_place(store_url: str) -> None:
+    slow = ("--time-scale", "0.5")
+    specs = (PodSpec(Role.BATCH, 4, slow), PodSpec(Role.BATCH, 4, FAST))
+    async with pods(*specs) as p, batch_gateway(store_url, p.infos, batch_max_attempts=1) as gw:
+        api = client(gw.url)
+        _, batch = await submit(api, input_file(24, max_tokens=16))
+        router = gw.gateway.dispatcher.router
+
+        async def lost_pod_busy() -> bool:
+            return router.pods["batch-0"].in_flight > 0
+
+        await until(lost_pod_busy, "requests in flight on the pod about to be lost", 20.0)
+        # The pod goes away (scaled in, evicted): discovery drops it, its connections break.
+        gw.gateway.dispatcher.remove_pod("batch-0")
+        await p.running["batch-0"].server.stop()
+        done = await wait_status(api, batch.id, {"completed"})
+        # One attempt allowed: a lost pod must not spend it, or these would be error lines.
+        assert await lines_of(api, done.error_file_id) == []
+        output = await lines_of(api, done.output_file_id)
+        assert sorted(x["custom_id"] for x in output) == sorted(f"req-{i}" for i in range(24))
+        assert 'chiron_gateway_requests_total{class="batch",outcome="requeued"}' in (
+            await gw.metrics()
+        )
