@@ -2,7 +2,8 @@
 
 - `workload`: the demo's pool, timeline and traffic, all derived from the vendored real data.
 - `traffic`: clients of a pool (its gateway, or its Services' pods), measured as a user measures
-  them; `clients`: interactive replay and batch-class submission through the pool's gateway.
+  them; `clients`: the interactive replay through the pool's gateway; `backlog`: the batch
+  backlog as one batch of the gateway's OpenAI Batch API.
 - `run`: the clients on the dev cluster's event loop and the once-a-second sample of the pool
   and its gateway; `report`, `plot`: the live table, `summary.json` and `demo.png`; `cli`: the
   command.

@@ -5,15 +5,19 @@ What runs (all on 127.0.0.1, all stopped at the end or on Ctrl-C):
   as the operator's Deployments ask for them (a 5 s cold start each);
 - a real Prometheus discovering the pods through file_sd and scraping every second;
 - the pool's gateway (`chiron-gateway`, deployed by the operator, run by the kubelet stand-in
-  in Kubernetes mode against the dev cluster): the pool's one entrypoint, whose queue per
-  deadline is what the pool's batchQueue query reads;
+  in Kubernetes mode against the dev cluster, its SQLite batch store in the workdir): the pool's
+  one entrypoint, whose batch queue per deadline and batch output lengths are the batch signals
+  the operator reads by default (the pool has no `spec.batchQueue`);
 - the operator itself, as a separate process: `python -m chiron_operator --kubeconfig ...
   --namespace llm --standalone`;
 - the clients, through the gateway: an interactive surge replayed from the Azure conv trace,
-  then a batch backlog of batch-class requests with a deadline (see `workload` for the timeline).
+  then a batch backlog submitted as one batch of the OpenAI Batch API, its completion window the
+  deadline (see `workload` for the timeline, `backlog` for the batch).
 
 The terminal shows a live table; `demo-out/summary.json` and `demo-out/demo.png` are written at
-the end from what the clients measured and what the pool's status and Events say.
+the end from what the clients measured, what the Batch API reported and what the pool's status
+and Events say (`report` documents every summary field), with the batch's input, output and
+error files (`batch-input.jsonl`, `batch-output.jsonl`, `batch-errors.jsonl`).
 """
 
 from __future__ import annotations
@@ -115,7 +119,7 @@ class Demo:
         kube.request("POST", POOLS, params={"namespace": NAMESPACE}, body=body)
         self._say(f"pool {NAMESPACE}/{POOL} applied; waiting for its first pods and metrics")
         self._wait_ready(kube)
-        self.clients = DemoClients(self.stack, self.plan)
+        self.clients = DemoClients(self.stack, self.plan, self.out)
         start = self.clients.start()
         self._watch(kube, start)
         self.gateway_counts = self.clients.gateway_counters()
@@ -146,18 +150,18 @@ class Demo:
             self.record.merge_decisions(status)
             current = sample(now - start, status, self.clients, self.stack.prometheus)
             self.record.samples.append(current)
-            table = render_table(current, self.plan, self.clients.results, self.clients.batch)
+            table = render_table(current, self.plan, self.clients.results)
             if self.tty:
                 print(CLEAR + table, flush=True)
             elif now - last_line >= 10.0:
-                print(table.splitlines()[0] + " | " + table.splitlines()[-2], flush=True)
+                print(" | ".join(table.splitlines()[i] for i in (0, -2, -1)), flush=True)
                 last_line = now
             time.sleep(max(0.0, 1.0 - (time.time() - now)))
 
     def _report(self, kube: KubeClient) -> dict[str, Any]:
         assert self.clients is not None
         self.record.interactive = list(self.clients.results)
-        self.record.batch = list(self.clients.batch)
+        self.record.batch = self.clients.batch_result()
         self.record.batch_total = self.clients.batch_total
         self.record.gateway = self.gateway_counts
         self.record.merge_decisions(_status(kube))

@@ -1,13 +1,10 @@
-"""The demo's clients: interactive requests replayed on time, and the batch backlog's submission,
-both through the pool's gateway (its one entrypoint), as a user's clients would send them.
+"""The demo's interactive clients: requests replayed on time through the pool's gateway (its one
+entrypoint), as a user's clients would send them. The batch backlog goes through the gateway's
+Batch API instead (`backlog`).
 
 Interactive requests are open-loop: each is sent at its trace time whatever happened to the
-previous ones, streamed, and measured client-side (TTFT, mean ITL). Batch requests are sent at
-their submission time, whole, as batch-class requests (`x-chiron-class: batch`) with their
-deadline (`x-chiron-deadline`): the gateway queues them earliest deadline first, fills batch pods
-and the spare slots of mixed pods, and cuts them off (then resends them) when an interactive
-request needs a mixed pod's slot. A request that finds no gateway fails, as it would at a
-Service without endpoints.
+previous ones, streamed, and measured client-side (TTFT, mean ITL). A request that finds no
+gateway fails, as it would at a Service without endpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from chiron_operator.devcluster.demo.traffic import (
 from chiron_operator.sim.requests import RequestSpec
 
 INTERACTIVE_PRIORITY: Final = 0  # the gateway sets the priority; this is what a client sends
-BATCH_HEADERS: Final = {"x-chiron-class": "batch"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +43,6 @@ class InteractiveResult:
             return False
         itl = done.mean_itl_s if done.mean_itl_s is not None else 0.0
         return done.ttft_s <= ttft_slo_s and itl <= itl_slo_s
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    """A batch request and how it ended (times in unix seconds)."""
-
-    request_id: int
-    deadline_s: float
-    completion: Completion
-
-    @property
-    def met_deadline(self) -> bool:
-        return self.completion.ok and self.completion.done_s <= self.deadline_s
 
 
 @dataclass
@@ -138,56 +121,6 @@ class InteractiveReplay:
             self.results.append(InteractiveResult(spec, _unfinished(endpoint, sent)))
             raise
         self.results.append(InteractiveResult(spec, done))
-
-    async def finish(self, timeout_s: float) -> None:
-        await self._sender.finish(timeout_s)
-
-
-@dataclass
-class BatchBacklog:
-    """Submits the backlog to the gateway at its submission time (deadlines from `start_s`)."""
-
-    gateway: GatewayEndpoint
-    session: aiohttp.ClientSession
-    model: str
-    requests: Sequence[RequestSpec]
-    start_s: float
-    outcomes: list[BatchOutcome] = field(default_factory=list)
-    submitted: int = 0
-    _sender: _Sender = field(default_factory=_Sender)
-
-    @property
-    def outstanding(self) -> int:
-        """Submitted and not answered yet (queued in the gateway or running on a pod)."""
-        return self.submitted - len(self.outcomes)
-
-    async def run(self) -> None:
-        """Return once every request has been submitted (not answered)."""
-        await self._sender.on_time(self.requests, self.start_s, self._one, self._count)
-
-    def _count(self) -> None:
-        self.submitted += 1
-
-    async def _one(self, spec: RequestSpec) -> None:
-        due = spec.deadline_s if spec.deadline_s is not None else spec.arrival_s
-        deadline_s = self.start_s + due
-        endpoint = await self.gateway.current()
-        body = request_body(
-            self.model, spec.prompt_tokens, spec.output_tokens, INTERACTIVE_PRIORITY, stream=False
-        )
-        sent = time.time()
-        if endpoint is None:
-            self.outcomes.append(BatchOutcome(spec.request_id, deadline_s, _unfinished(None, sent)))
-            return
-        headers = {**BATCH_HEADERS, "x-chiron-deadline": f"{max(deadline_s - sent, 1.0):.0f}s"}
-        try:
-            done = await complete(self.session, endpoint, body, headers=headers)
-        except asyncio.CancelledError:
-            self.outcomes.append(
-                BatchOutcome(spec.request_id, deadline_s, _unfinished(endpoint, sent))
-            )
-            raise
-        self.outcomes.append(BatchOutcome(spec.request_id, deadline_s, done))
 
     async def finish(self, timeout_s: float) -> None:
         await self._sender.finish(timeout_s)

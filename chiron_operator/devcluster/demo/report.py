@@ -6,6 +6,27 @@ pool's status sampled every second (the target the gateway applies, and the --ma
 ceiling whose changes restart pods), the gateway's load and counters from its metrics, scaling
 actions from the operator's Events, and decisions from the records the operator keeps in status
 (merged across samples, so none is lost to the history limit).
+
+summary.json holds:
+- `duration_s`, `time_scale`, `slo`: the run's length and the targets it was measured against;
+- `scale_ups`, `scale_downs`: replica changes the operator applied (its Events);
+  `batch_size_changes`: target moves the gateway applied plus `--max-num-seqs` changes;
+  `batch_size_restarts`: the latter alone (each rolls a role's pods);
+- `gateway`: the gateway's request counters by outcome, and its batch cut-offs;
+- `interactive_*`: requests sent, completed, failed (by why), the share that met both latency
+  SLOs (TTFT and mean ITL, a request still running at the end counts as a miss), TTFT p50/p95
+  and mean-ITL p95, all measured by the client;
+- `batch_requests`: the backlog's size; `batch_completed`: its requests answered in the batch's
+  output file; `batch`: the batch as the Batch API reported it at the end (`status`,
+  `request_counts` total/completed/failed, the lines of its output and error files,
+  `met_deadline`);
+- `batch_deadline_attainment`: requests whose line is in the output file and that completed by
+  the deadline, over the backlog's size. The deadline is the batch's `expires_at` (its
+  completion window from its creation). A batch whose last request was answered before it (the
+  batch went `finalizing`) meets it for every output line; an expired batch's output lines are
+  what ran before the gateway expired it; a batch that completed late counts what a read of it
+  before its deadline showed completed. A batch never submitted meets it for none;
+- `decisions`: the operator's decision records by reason; `max_ready_replicas` per role.
 """
 
 from __future__ import annotations
@@ -20,7 +41,13 @@ from typing import Any, Final
 
 import numpy as np
 
-from chiron_operator.devcluster.demo.clients import BatchOutcome, InteractiveResult
+from chiron_operator.devcluster.demo.backlog import (
+    NOT_SUBMITTED,
+    TERMINAL,
+    BatchProgress,
+    BatchResult,
+)
+from chiron_operator.devcluster.demo.clients import InteractiveResult
 from chiron_operator.devcluster.demo.workload import NAMESPACE, POOL, DemoPlan
 
 ROLES: Final = ("interactive", "mixed", "batch")
@@ -54,8 +81,7 @@ class Sample:
     interactive_queued: int
     batch_queued: int
     batch_in_flight: int
-    batch_outstanding: int
-    batch_done: int
+    batch: BatchProgress | None  # the backlog's batch as last read; None before it exists
     last_reason: str
     signals: Mapping[str, Any]
 
@@ -105,12 +131,7 @@ def interactive_stats(results: Sequence[InteractiveResult], plan: DemoPlan) -> d
     }
 
 
-def render_table(
-    sample: Sample,
-    plan: DemoPlan,
-    results: Sequence[InteractiveResult],
-    batch: Sequence[BatchOutcome],
-) -> str:
+def render_table(sample: Sample, plan: DemoPlan, results: Sequence[InteractiveResult]) -> str:
     """The live view: per role replicas, batch size (target/ceiling), the gateway's requests in
     flight and queued, SLO slack; then the totals and the attainment so far."""
     head = f"{BOLD}Chiron demo{RESET}  t={sample.t_s:5.0f} s  phase: {plan.phase(sample.t_s)}"
@@ -128,36 +149,46 @@ def render_table(
         r = sample.roles[role]
         size = f"{_size(r.target_batch_size)}/{_size(r.batch_size)}"
         if role == "batch":
-            note = f"deadline in {deadline_left:.0f} s" if sample.batch_outstanding else "-"
+            note = f"deadline in {deadline_left:.0f} s" if _outstanding(sample.batch) else "-"
         else:
             note = _slack_text(slack.get(role))
         replicas = f"{r.ready}/{r.desired}"
         lines.append(
             f"{role:<12} {replicas:>13} {size:>21} {r.in_flight:>9.0f} {queued[role]:>7d}  {note}"
         )
-    return "\n".join([*lines, "", *_totals(sample, plan, results, batch)])
+    return "\n".join([*lines, "", *_totals(sample, plan, results)])
 
 
 def _size(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def _totals(
-    sample: Sample,
-    plan: DemoPlan,
-    results: Sequence[InteractiveResult],
-    batch: Sequence[BatchOutcome],
-) -> list[str]:
+def _outstanding(batch: BatchProgress | None) -> int:
+    """Requests of the batch not answered yet (queued in the gateway or running on a pod)."""
+    if batch is None or batch.status in TERMINAL:
+        return 0
+    return batch.total - batch.completed - batch.failed
+
+
+def _batch_line(sample: Sample) -> str:
+    batch = sample.batch or BatchProgress(sample.t_s, NOT_SUBMITTED, 0, 0, 0)
+    return (
+        f"batch        {batch.status:<13} queued {sample.batch_queued:5d}  "
+        f"in flight {sample.batch_in_flight:4d}  done {batch.completed:5d}/{batch.total:<5d} "
+        f"failed {batch.failed:4d}  "
+        f"BBP {_ratio(sample.signals.get('batchBackpressureRatio'))}  "
+        f"IBP {_ratio(sample.signals.get('interactiveBackpressureRatio'))}"
+    )
+
+
+def _totals(sample: Sample, plan: DemoPlan, results: Sequence[InteractiveResult]) -> list[str]:
     stats = interactive_stats(results, plan)
     return [
         f"interactive  sent {sample.interactive_sent:5d}  done {stats['completed']:5.0f}  "
         f"SLO met {_fmt(100 * stats['attainment'], '%', 1)}  "
         f"TTFT p95 {_fmt(stats['ttft_p95_s'])} (SLO {plan.ttft_slo_s:g} s)  "
         f"ITL p95 {_fmt(stats['itl_p95_s'], 's', 3)} (SLO {plan.itl_slo_s:g} s)",
-        f"batch        queued {sample.batch_queued:5d}  in flight {sample.batch_in_flight:4d}  "
-        f"done {len(batch):5d}  by deadline {_fmt(100 * _deadline_share(batch), '%', 1)}  "
-        f"BBP {_ratio(sample.signals.get('batchBackpressureRatio'))}  "
-        f"IBP {_ratio(sample.signals.get('interactiveBackpressureRatio'))}",
+        _batch_line(sample),
     ]
 
 
@@ -194,10 +225,6 @@ def _ratio(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
-def _deadline_share(batch: Sequence[BatchOutcome]) -> float:
-    return sum(o.met_deadline for o in batch) / len(batch) if batch else math.nan
-
-
 def scaling_actions(events: Iterable[Mapping[str, Any]]) -> Counter[str]:
     """Applied changes by kind (scale_ups, scale_downs, batch_size_changes), from Events."""
     counts: Counter[str] = Counter()
@@ -222,7 +249,7 @@ class DemoRecord:
     plan: DemoPlan
     samples: list[Sample] = field(default_factory=list)
     interactive: list[InteractiveResult] = field(default_factory=list)
-    batch: list[BatchOutcome] = field(default_factory=list)
+    batch: BatchResult | None = None
     batch_total: int = 0
     decisions: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)
     events: list[Mapping[str, Any]] = field(default_factory=list)
@@ -240,8 +267,8 @@ def summarise(record: DemoRecord) -> dict[str, Any]:
     plan, samples = record.plan, record.samples
     stats = interactive_stats(record.interactive, plan)
     actions = scaling_actions(record.events)
-    met_batch = sum(o.met_deadline for o in record.batch)
     total = record.batch_total
+    batch = record.batch or BatchResult(total, NOT_SUBMITTED)
     return {
         "duration_s": round(samples[-1].t_s, 1) if samples else 0.0,
         "time_scale": plan.time_scale,
@@ -267,8 +294,9 @@ def summarise(record: DemoRecord) -> dict[str, Any]:
         "interactive_ttft_p95_s": _round(stats["ttft_p95_s"]),
         "interactive_itl_p95_s": _round(stats["itl_p95_s"]),
         "batch_requests": total,
-        "batch_completed": len(record.batch),
-        "batch_deadline_attainment": _round(met_batch / total) if total else None,
+        "batch_completed": batch.output_lines,
+        "batch_deadline_attainment": _round(batch.met_deadline / total) if total else None,
+        "batch": batch_section(batch),
         "decisions": dict(
             Counter(str(d["reason"]) for d in record.decisions.values()).most_common()
         ),
@@ -276,6 +304,25 @@ def summarise(record: DemoRecord) -> dict[str, Any]:
             role: max((s.roles[role].ready for s in samples), default=0) for role in ROLES
         },
     }
+
+
+def batch_section(batch: BatchResult) -> dict[str, Any]:
+    """The backlog's batch as the gateway's Batch API reported it, and its files' lines."""
+    section: dict[str, Any] = {
+        "id": batch.batch_id,
+        "status": batch.status,
+        "request_counts": {
+            "total": batch.total,
+            "completed": batch.completed,
+            "failed": batch.failed,
+        },
+        "output_lines": batch.output_lines,
+        "error_lines": batch.error_lines,
+        "met_deadline": batch.met_deadline,
+    }
+    if batch.error:
+        section["error"] = batch.error
+    return section
 
 
 def _failures(results: Sequence[InteractiveResult]) -> dict[str, int]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -14,12 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from chiron_operator.devcluster.cluster.apiclient import AsyncApi
 from chiron_operator.devcluster.cluster.prometheus import PrometheusProcess
 from chiron_operator.devcluster.cluster.stack import DevStack
-from chiron_operator.devcluster.demo.clients import (
+from chiron_operator.devcluster.demo.backlog import (
     BatchBacklog,
-    BatchOutcome,
-    InteractiveReplay,
-    InteractiveResult,
+    BatchProgress,
+    BatchResult,
+    GatewayApi,
 )
+from chiron_operator.devcluster.demo.clients import InteractiveReplay, InteractiveResult
 from chiron_operator.devcluster.demo.report import GATEWAY_OUTCOMES, Sample, role_samples
 from chiron_operator.devcluster.demo.traffic import GatewayEndpoint
 from chiron_operator.devcluster.demo.workload import (
@@ -38,13 +40,16 @@ SELECT: Final = f'namespace="{NAMESPACE}",chiron_io_pool="{POOL}"'
 
 
 class DemoClients:
-    """Interactive replay and batch backlog through the gateway, run on the stack's loop."""
+    """Interactive replay and batch backlog through the gateway, run on the stack's loop; the
+    backlog's input, output and error files go to `out`."""
 
-    def __init__(self, stack: DevStack, plan: DemoPlan) -> None:
+    def __init__(self, stack: DevStack, plan: DemoPlan, out: Path) -> None:
         self._stack = stack
         self._plan = plan
+        self._out = out
         self._session: aiohttp.ClientSession | None = None
         self._gateway: GatewayEndpoint | None = None
+        self._api: GatewayApi | None = None
         self._replay: InteractiveReplay | None = None
         self._backlog: BatchBacklog | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,7 +71,8 @@ class DemoClients:
         )
         backlog = batch_requests(self._plan)
         self.batch_total = len(backlog)
-        self._backlog = BatchBacklog(gateway, session, MODEL, backlog, start)
+        self._api = GatewayApi(gateway)
+        self._backlog = BatchBacklog(self._api, MODEL, backlog, start, self._out)
         self._tasks = [
             asyncio.create_task(self._replay.run()),
             asyncio.create_task(self._backlog.run()),
@@ -78,13 +84,18 @@ class DemoClients:
         return self._replay.results if self._replay is not None else []
 
     @property
-    def batch(self) -> list[BatchOutcome]:
-        return self._backlog.outcomes if self._backlog is not None else []
+    def batch_progress(self) -> BatchProgress | None:
+        """The backlog's batch as last read (None before it is submitted)."""
+        return self._backlog.progress if self._backlog is not None else None
 
-    def counters(self) -> tuple[int, int]:
-        """(interactive sent, batch requests submitted and not answered yet)."""
-        sent = self._replay.sent if self._replay is not None else 0
-        return sent, self._backlog.outstanding if self._backlog is not None else 0
+    @property
+    def interactive_sent(self) -> int:
+        return self._replay.sent if self._replay is not None else 0
+
+    def batch_result(self) -> BatchResult:
+        """How the batch ended, its files downloaded (read again if it was still running)."""
+        assert self._backlog is not None, "the clients were not started"
+        return self._stack.loop.run(self._backlog.conclude(), timeout_s=120)
 
     def gateway_counters(self) -> dict[str, int]:
         """The gateway's own counts (requests by outcome, batch preemptions), read at the end."""
@@ -102,15 +113,16 @@ class DemoClients:
         return found
 
     def finish(self) -> None:
-        """Let the requests in flight complete (briefly), then stop."""
+        """Let the interactive requests in flight complete (briefly), then stop sending and
+        stop following the batch (`batch_result` reads it once more)."""
         self._stack.loop.run(self._finish(), timeout_s=FINISH_TIMEOUT_S + 30)
 
     async def _finish(self) -> None:
         if self._replay is not None:
             await self._replay.finish(FINISH_TIMEOUT_S)
-        if self._backlog is not None:
-            await self._backlog.finish(0.0)
-        await self._stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def stop(self) -> None:
         """Cancel everything still running (idempotent; safe after a failure)."""
@@ -121,9 +133,10 @@ class DemoClients:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for clients in (self._replay, self._backlog):
-            if clients is not None:
-                await clients.finish(0.0)
+        if self._replay is not None:
+            await self._replay.finish(0.0)
+        if self._api is not None:
+            await self._api.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -172,18 +185,16 @@ def sample(
         for role in ("interactive", "mixed", "batch")
     }
     batch_in_flight = _gateway(prometheus, "chiron_gateway_in_flight_requests", "class")
-    sent, outstanding = clients.counters()
     return Sample(
         t_s=t_s,
         roles=role_samples(status, load),
-        interactive_sent=sent,
+        interactive_sent=clients.interactive_sent,
         interactive_queued=int(
             _gateway(prometheus, "chiron_gateway_queued_interactive_requests").get("", 0.0)
         ),
         batch_queued=int(_gateway(prometheus, "chiron_gateway_batch_queued_requests").get("", 0.0)),
         batch_in_flight=int(batch_in_flight.get("batch", 0.0)),
-        batch_outstanding=outstanding,
-        batch_done=len(clients.batch),
+        batch=clients.batch_progress,
         last_reason=str(status.get("lastReason") or ""),
         signals=dict(status.get("signals") or {}),
     )

@@ -2,7 +2,8 @@
 
 The pool is deploy/examples/mixed-interactive-batch.yaml made small: the same model, roles,
 SLOs and gateway, with bounds a laptop can run (at most 9 emulated pods), a 2 s control
-interval and 1 s scrapes, a 5 s cold start, and the batch queue read from the pool's gateway.
+interval and 1 s scrapes, a 5 s cold start, and the batch signals (queue per deadline, output
+lengths of completed batch requests) read from the pool's gateway, the default.
 Every role starts at its largest batch size: the gateway caps pods at the local controller's
 target below it, so batch sizes move all the time and no pod restarts for it.
 
@@ -10,8 +11,9 @@ The timeline, in seconds from the start of traffic:
   0 .. surge_start      a quiet interactive baseline (the Azure conv trace, thinned);
   surge_start .. surge_end   a surge: the same trace at several times its rate, which
                         saturates the baseline pods and should make the pool add mixed pods;
-  batch_at              a batch backlog (arXiv-summarisation lengths) is submitted, due
-                        `batch_deadline_s` later; interactive traffic is back to baseline;
+  batch_at              a batch backlog (arXiv-summarisation lengths) is submitted through the
+                        Batch API, its completion window `batch_deadline_s`; interactive
+                        traffic is back to baseline;
   end                   traffic stops (the pool has had time to drain and scale down).
 
 `time_scale` > 1 runs the emulators that much faster than the latency model: every latency the
@@ -32,7 +34,6 @@ from chiron_operator.sim.workloads import azure_trace, batch_backlog
 POOL: Final = "demo"
 NAMESPACE: Final = "llm"
 MODEL: Final = "meta-llama/Llama-3.1-8B-Instruct"
-GATEWAY_METRIC: Final = "chiron_gateway_batch_queued_requests"
 # The emulators' context limit; prompts and outputs are capped to fit it.
 MAX_MODEL_LEN: Final = 4096
 MAX_PROMPT: Final = 3000
@@ -191,15 +192,8 @@ def pool_spec(plan: DemoPlan, prometheus_url: str) -> dict[str, Any]:
         # urgent dwell: mean ITL now averages the running sequences over the same window as the
         # token rate, so a load step no longer reads as a latency spike.)
         "prometheus": {"url": prometheus_url, "windowS": 10, "scrapeIntervalS": 1},
-        # The gateway's queue per deadline group (the dev cluster labels scraped pods with
-        # their namespace and pool as `namespace` and `chiron_io_pool`).
-        "batchQueue": {
-            "queuedRequestsQuery": (
-                f"sum by (deadline) ({GATEWAY_METRIC}"
-                f'{{namespace="{NAMESPACE}",chiron_io_pool="{POOL}"}})'
-            ),
-            "deadlineLabel": "deadline",
-        },
+        # No batchQueue: the operator reads the batch queue and the batch output lengths from
+        # the pool's gateway pods, as every pool with a gateway does by default.
         "gateway": {"maxQueuedRequests": 512, "maxQueueWaitS": 30},
         "control": {"intervalS": 2, "localIntervalS": 2, "historyLimit": 100},
         # Deleted pods drain: the gateway learns of a deletion from its watch at once, so a 2 s
