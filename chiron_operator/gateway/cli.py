@@ -38,7 +38,7 @@ from chiron_operator.gateway.config import (
 )
 from chiron_operator.gateway.discovery import watch_pool
 from chiron_operator.gateway.server import Watcher, build_app, build_gateway, serve
-from chiron_operator.routing import RoutingTuning
+from chiron_operator.routing import DEADLINE_BUCKET_S, RoutingTuning
 
 ENDPOINT_HELP = """\
 a pod to route to, as ROLE=URL[,max-num-seqs=N][,name=NAME] (repeatable); ROLE is interactive,
@@ -183,6 +183,12 @@ def _batch_flags(g: argparse._ArgumentGroup) -> None:
         "the error file (default %(default)s)",
     )
     g.add_argument(
+        "--deadline-bucket",
+        default=f"{DEADLINE_BUCKET_S:g}s",
+        help="how finely the exported batch queue groups deadlines (rounded down; default "
+        "%(default)s): finer is more exact, coarser makes fewer series",
+    )
+    g.add_argument(
         "--batch-capacity",
         type=float,
         default=0.0,
@@ -233,6 +239,7 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         kubeconfig=args.kubeconfig,
         pod_name=args.pod_name,
         store_url=store,
+        deadline_bucket_s=parse_duration_s(args.deadline_bucket),
         max_file_bytes=args.max_file_bytes,
         max_batch_requests=args.max_batch_requests,
         batch_max_attempts=args.batch_max_attempts,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from chiron_operator.core.enums import Role
-from chiron_operator.routing import RoutingTuning
+from chiron_operator.routing import DEADLINE_BUCKET_S, RoutingTuning
 
 DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_RETRIES: Final = 3
@@ -91,7 +91,7 @@ class GatewayConfig:
     pod_port_annotation: str = ""
     kubeconfig: str = ""
     pod_name: str = ""
-    deadline_bucket_s: float = 60.0
+    deadline_bucket_s: float = DEADLINE_BUCKET_S
     store_url: str = ""  # the Batch API's store; "" serves no Batch API (embedded uses)
     max_file_bytes: int = 200 * 1024 * 1024
     max_batch_requests: int = 100_000

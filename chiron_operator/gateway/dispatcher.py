@@ -22,6 +22,7 @@ from chiron_operator.core.enums import Role
 from chiron_operator.gateway.config import BatchCapacity, PodInfo, Share
 from chiron_operator.gateway.metrics import GatewayMetrics
 from chiron_operator.routing import (
+    DEADLINE_BUCKET_S,
     Action,
     CutOff,
     PoolRouter,
@@ -86,7 +87,7 @@ class Dispatcher:
         metrics: GatewayMetrics,
         *,
         share: Share | None = None,
-        deadline_bucket_s: float = 60.0,
+        deadline_bucket_s: float = DEADLINE_BUCKET_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.router = PoolRouter(tuning, deadline_bucket_s=deadline_bucket_s)

@@ -80,7 +80,8 @@ class RouterGauges(Collector):
         )
         batch = GaugeMetricFamily(
             BATCH_QUEUED,
-            "Batch requests queued, per deadline group (Unix seconds, rounded down).",
+            "Batch requests queued, per deadline group (Unix seconds, rounded down to "
+            "--deadline-bucket, 10 s by default).",
             labels=("deadline",),
         )
         for deadline_s, count in sorted(router.batch.queued_by_deadline().items()):

@@ -14,6 +14,7 @@ and the simulator can drive the very same code over simulated time.
 from chiron_operator.routing.batch_queue import BatchQueue
 from chiron_operator.routing.model import (
     BATCH_PRIORITY,
+    DEADLINE_BUCKET_S,
     INTERACTIVE_PRIORITY,
     Action,
     CutOff,
@@ -30,6 +31,7 @@ from chiron_operator.routing.router import PoolRouter
 
 __all__ = [
     "BATCH_PRIORITY",
+    "DEADLINE_BUCKET_S",
     "INTERACTIVE_PRIORITY",
     "Action",
     "BatchQueue",

@@ -13,7 +13,7 @@ import heapq
 import math
 from collections import Counter
 
-from chiron_operator.routing.model import Ticket
+from chiron_operator.routing.model import DEADLINE_BUCKET_S, Ticket
 
 _Entry = tuple[float, int, int, Ticket]
 
@@ -23,7 +23,7 @@ class BatchQueue:
 
     __slots__ = ("_bucket_s", "_by_deadline", "_entries", "_group_order", "_sequence", "_tokens")
 
-    def __init__(self, deadline_bucket_s: float = 60.0) -> None:
+    def __init__(self, deadline_bucket_s: float = DEADLINE_BUCKET_S) -> None:
         self._entries: list[_Entry] = []
         self._group_order: dict[str, int] = {}
         self._sequence = 0

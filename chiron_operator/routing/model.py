@@ -18,6 +18,12 @@ INTERACTIVE_PRIORITY = 0
 """vLLM's default priority: interactive requests are served first under the priority policy."""
 BATCH_PRIORITY = 10
 """The `priority` batch work carries upstream, so vLLM orders it behind interactive work."""
+DEADLINE_BUCKET_S = 10.0
+"""How finely queued batch work is grouped by deadline for the batch controller (the queue
+itself orders by exact deadlines). Deadlines are rounded down, so a group looks at most this
+much more urgent than it is: small next to a completion window (10 s at least), and few enough
+groups that a stream of batch-class requests with their own deadlines stays a few hundred
+series an hour at most. A minute made a 30 s batch look overdue on arrival."""
 
 
 class RouteReason(StrEnum):

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from chiron_operator.core.enums import Role
 from chiron_operator.routing.batch_queue import BatchQueue
 from chiron_operator.routing.model import (
+    DEADLINE_BUCKET_S,
     Action,
     CutOff,
     PodSlots,
@@ -48,7 +49,9 @@ class PoolRouter:
 
     __slots__ = ("_by_role", "batch", "pods", "tuning", "waiting")
 
-    def __init__(self, tuning: RoutingTuning, *, deadline_bucket_s: float = 60.0) -> None:
+    def __init__(
+        self, tuning: RoutingTuning, *, deadline_bucket_s: float = DEADLINE_BUCKET_S
+    ) -> None:
         self.tuning = tuning
         self.pods: dict[str, PodSlots] = {}
         self.waiting: deque[_Waiter] = deque()

@@ -31,7 +31,7 @@ import numpy as np
 
 from chiron_operator.core.enums import Role
 from chiron_operator.perfmodel.latency import LatencyModel
-from chiron_operator.routing import RoutingTuning
+from chiron_operator.routing import DEADLINE_BUCKET_S, RoutingTuning
 from chiron_operator.sim.dispatcher import GatewayRouter
 from chiron_operator.sim.events import Event, EventKind, EventQueue
 from chiron_operator.sim.instance import Instance, InstanceState
@@ -67,7 +67,7 @@ class Cluster:
         preempt_for_priority: bool = False,
         gpus_per_instance: int = 1,
         drain_grace_s: float = 30.0,
-        deadline_bucket_s: float = 60.0,
+        deadline_bucket_s: float = DEADLINE_BUCKET_S,
         exact: bool = False,
         max_num_batched_tokens: int | None = None,
     ) -> None:

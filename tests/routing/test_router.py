@@ -125,11 +125,12 @@ def test_batch_fills_batch_pods_before_mixed_and_respects_the_reserve() -> None:
 
 def test_batch_queue_is_earliest_deadline_group_first_arrival_within() -> None:
     router = pool()
-    late_a, late_b = batch(500.0, "late"), batch(500.0, "late")
-    soon_a, soon_b = batch(100.0, "soon"), batch(100.0, "soon")
+    late_a, late_b = batch(505.0, "late"), batch(505.0, "late")
+    soon_a, soon_b = batch(107.0, "soon"), batch(107.0, "soon")
     for ticket in (late_a, late_b, soon_a, soon_b):
         router.submit(ticket, 0.0)
-    assert router.batch.queued_by_deadline() == {480.0: 2, 60.0: 2}
+    # Exported groups: deadlines rounded down to DEADLINE_BUCKET_S (10 s), never later.
+    assert router.batch.queued_by_deadline() == {500.0: 2, 100.0: 2}
     actions = router.set_pod("b1", Role.BATCH, 4, ready=True)
     assert [s[0] for s in sends(actions)] == [
         t.request_id for t in (soon_a, soon_b, late_a, late_b)
