@@ -199,9 +199,9 @@ def test_batch_queue_is_earliest_deadline_first() -> None:
     for request, deadline in zip(requests, [500.0, 100.0, 300.0, 200.0], strict=True):
         request.deadline_s = deadline
         cluster.router.submit(request, 0.0)
-    # Grouped by deadline rounded down to the 60 s bucket.
+    # Grouped by deadline rounded down to the 10 s bucket (DEADLINE_BUCKET_S).
     queued = sorted(cluster.router.queued_by_deadline().items())
-    assert queued == [(60.0, 1), (180.0, 1), (300.0, 1)]
+    assert queued == [(100.0, 1), (200.0, 1), (300.0, 1)]
     drive_cluster(cluster, queue, 10.0)
     assert cluster.completed == 4 and not cluster.router.queued_by_deadline()
     # The first went straight to the free pod; the rest by deadline.
