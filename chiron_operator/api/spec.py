@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final, Literal, Self
@@ -258,13 +259,20 @@ class TuningSpec(SpecModel):
 
 
 def pool_tuning(
-    slo: SloTargets, roles: RolesSpec, tuning: TuningSpec, *, fast_path: bool = False
+    slo: SloTargets,
+    roles: RolesSpec,
+    tuning: TuningSpec,
+    *,
+    fast_path: bool = False,
+    windows: tuple[float, float] | None = None,
 ) -> PoolTuning:
     """The controllers' configuration from a spec's policy parts (pools and sim scenarios).
 
     `fast_path`: a gateway caps the pods at the target batch size (`PoolTuning.fast_path`).
+    `windows`: (rate window, scrape interval) in seconds of the signals the policy reads;
+    None keeps `PoolTuning`'s defaults, which are `PrometheusSpec`'s.
     """
-    return PoolTuning(
+    built = PoolTuning(
         slo=slo,
         bounds=roles.bounds(),
         local=tuning.local,
@@ -273,6 +281,10 @@ def pool_tuning(
         guards=tuning.guards,
         fast_path=fast_path,
     )
+    if windows is None:
+        return built
+    rate_window_s, scrape_interval_s = windows
+    return replace(built, rate_window_s=rate_window_s, scrape_interval_s=scrape_interval_s)
 
 
 class LLMServingPoolSpec(SpecModel):
@@ -303,7 +315,10 @@ class LLMServingPoolSpec(SpecModel):
 
     def to_tuning(self) -> PoolTuning:
         """The policy configuration this spec asks for."""
-        return pool_tuning(self.slo, self.roles, self.tuning, fast_path=self.gateway.enabled)
+        windows = (self.prometheus.window_s, self.prometheus.scrape_interval_s)
+        return pool_tuning(
+            self.slo, self.roles, self.tuning, fast_path=self.gateway.enabled, windows=windows
+        )
 
 
 class LLMServingPool(SpecModel):

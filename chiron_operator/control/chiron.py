@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chiron_operator.control.fast_path import decide_ceiling, running_cap
+from chiron_operator.control.fast_path import decide_ceiling, judged_size
 from chiron_operator.control.global_scaling import decide_global
 from chiron_operator.control.guards import apply_guards, metrics_problem
 from chiron_operator.control.local import decide_local, local_signals
@@ -112,10 +112,11 @@ def _decide_batch_size(
     signals = local_signals(role_snapshot, tuning.guards.metrics_staleness_s)
     # Batch instances have no ITL SLO: only throughput backpressure shapes their batch size.
     itl_slo_s = None if role is Role.BATCH else tuning.slo.interactive_itl_s
-    # With the gateway the pods run the last target, not the ceiling: judge that size.
-    running_seqs = running_cap(applied_seqs, local_state) if tuning.fast_path else applied_seqs
+    # With the gateway the pods run the last target, not the ceiling: judge that size, and
+    # let the signals settle after each change (it applied at once; they lag it).
+    running_seqs, clock = judged_size(snapshot.now_s, applied_seqs, tuning, local_state)
     target, new_local = decide_local(
-        signals, running_seqs, itl_slo_s, bounds, tuning.local, local_state
+        signals, running_seqs, itl_slo_s, bounds, tuning.local, local_state, clock
     )
     out_of_bounds = _clamp_to_bounds(applied_seqs, tuning, role)
     if out_of_bounds is not None:

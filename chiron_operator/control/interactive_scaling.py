@@ -79,14 +79,22 @@ def interactive_backpressure_counts(
     """(busy, sampled) over ready interactive and mixed pods with a fresh load sample.
 
     While interactive requests overflow (see `interactive_overflow`), unsplit mixed pods are
-    judged by their totals rather than their latency: the overflow queues where the mixed pods
+    judged by their totals as well as their latency: the overflow queues where the mixed pods
     cannot see it, so their latency stays fine however short interactive capacity is.
     """
     interactive = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
     mixed = fresh_pods(snapshot, Role.MIXED, staleness_s)
-    mixed_slo = None if interactive_overflow(interactive) else slo
+    overflow = interactive_overflow(interactive)
     flags = [is_busy(p, busy_running_ratio, slo, itl_target_ratio) for p in interactive]
-    flags += [is_busy(p, busy_running_ratio, mixed_slo, itl_target_ratio) for p in mixed]
+    for pod in mixed:
+        by_latency = is_busy(pod, busy_running_ratio, slo, itl_target_ratio)
+        if overflow:
+            # The overflow only adds evidence of busyness: a pod whose latency already misses
+            # stays busy, so more load never reads as less backpressure.
+            by_totals = is_busy(pod, busy_running_ratio, None, itl_target_ratio)
+            found = [f for f in (by_latency, by_totals) if f is not None]
+            by_latency = any(found) if found else None
+        flags.append(by_latency)
     known = [f for f in flags if f is not None]
     return sum(known), len(known)
 

@@ -44,6 +44,8 @@ class Reason(StrEnum):
     BATCH_SIZE_INCREASE = "BatchSizeIncrease"
     BATCH_SIZE_UNSATURATED = "BatchSizeUnsaturated"
     BATCH_SIZE_AT_BOUND = "BatchSizeAtBound"
+    # The fast path: the signals still include the size before the last change.
+    BATCH_SIZE_SETTLING = "BatchSizeSettling"
 
     # Restart-aware layer over the slow path (--max-num-seqs restarts pods).
     RESTART_APPLIED = "RestartApplied"

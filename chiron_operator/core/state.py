@@ -20,12 +20,22 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class LocalState:
     """Local controller memory for one role; all learnt from the signals (kept when a change
-    is not applied, see `control.actuation`)."""
+    is not applied, see `control.actuation`).
+
+    The `last_change_*` fields serve the fast path's settle rule (`control.fast_path`): when
+    the size the pods run last changed, from what to what. Signals whose window began before
+    that time still describe the old size, so they may not justify another move that way:
+    `settled_ewma_itl_s` is the ITL EWMA restarted from the first sample measured wholly at
+    the new size (None until there is one), which such a move must agree with.
+    """
 
     ewma_itl_s: float | None = None
     throughput_before_increase_tokens_per_s: float | None = None
     target_max_num_seqs: int | None = None
     last_change_s: float | None = None
+    last_change_from_seqs: int | None = None
+    last_change_to_seqs: int | None = None
+    settled_ewma_itl_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

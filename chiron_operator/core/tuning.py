@@ -208,6 +208,10 @@ class PoolTuning:
     `fast_path` says a gateway caps every pod at its role's target batch size (the local
     controller's fast path, no restart). --max-num-seqs is then only a ceiling: the
     restart-aware layer raises it when the target must go above it, and never lowers it.
+
+    `rate_window_s` and `scrape_interval_s` are how the signals are measured (the pool's
+    `prometheus.windowS` and `scrapeIntervalS`; the simulator's observation): the fast path
+    waits for windows that lie wholly after a change before it moves that way again.
     """
 
     slo: SloTargets = field(default_factory=SloTargets)
@@ -217,6 +221,8 @@ class PoolTuning:
     global_scaling: GlobalTuning = field(default_factory=GlobalTuning)
     guards: GuardTuning = field(default_factory=GuardTuning)
     fast_path: bool = False
+    rate_window_s: float = Field(default=60.0, gt=0.0)
+    scrape_interval_s: float = Field(default=15.0, gt=0.0)
 
     def role_bounds(self, role: Role) -> RoleBounds:
         """Bounds for a role; a role without bounds may not run (max 0)."""

@@ -45,6 +45,7 @@ derived from the pool's in `chiron_operator.sim.harness.policies`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
@@ -188,8 +189,13 @@ class Scenario(SpecModel):
         return float(self.cold_start)
 
     def tuning(self) -> PoolTuning:
-        """Chiron's tuning for this scenario's pool."""
-        return self.pool.to_tuning()
+        """Chiron's tuning for this scenario's pool, reading signals as the scenario observes."""
+        sim = self.simulation
+        return replace(
+            self.pool.to_tuning(),
+            rate_window_s=sim.window_s,
+            scrape_interval_s=sim.scrape_interval_s,
+        )
 
     def bounds(self) -> dict[Role, RoleBounds]:
         """The pool's per-role bounds."""

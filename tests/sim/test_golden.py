@@ -4,7 +4,17 @@ Any change to the simulator, a latency profile, a controller or a default that m
 these numbers fails here on purpose: look at the diff, and if the change is intended regenerate
 with `CHIRON_UPDATE_GOLDEN=1 .venv/bin/pytest tests/sim/test_golden.py` and commit the JSON.
 
-Why the numbers last moved (issue 12: measure what ships). `chiron` now routes through the
+Why the numbers last moved (the fast path settles, `control.fast_path`): only
+tiny-mixed/chiron moved; every `chiron-services` pin (the slow path) is unchanged.
+
+- tiny-mixed/chiron: the mixed pod's target fell 64 -> 32 on the burst, and 15 s later used to
+  halve again to 16 on an ITL EWMA still carrying 64 (93 ms, while 32 alone measured 45 ms);
+  it now holds until a window covers 32 alone, then grows to 44. The throughput halvings on
+  rates straddling a change (mixed 23 -> 11, interactive 32 -> 16) are gone too. More slots
+  through the burst: 30 more requests served (refused after the gateway's 30 s: 93 -> 63),
+  attainment 0.309 -> 0.337, ITL p95 49.4 -> 48.9 ms, TTFT p95 30.05 -> 29.95 s.
+
+Before that (issue 12: measure what ships). `chiron` now routes through the
 gateway's routing core with the fast path (pods capped at the local controller's target at
 once), and no simulated pod preempts at its --max-num-seqs cap any more (vLLM 0.32); the
 baselines' numbers did not move (uniform routing, FCFS pods never evicted anything).
