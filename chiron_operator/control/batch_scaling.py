@@ -65,19 +65,27 @@ def _saturated(pod: PodSignals, threshold_ratio: float) -> bool:
     return full or (is_known(pod.waiting_requests) and pod.waiting_requests > 0)
 
 
-def _batch_throughput(snapshot: PoolSnapshot, staleness_s: float) -> float:
+def _batch_throughput(
+    snapshot: PoolSnapshot, staleness_s: float, measured_instance_tokens_per_s: float | None
+) -> float:
     """Token throughput batch work gets now (tokens/s).
 
-    Batch pods give it all they generate. A mixed pod gives it its generation rate apportioned by
-    the batch share of its running requests: the spare capacity batch actually fills. When the
+    Batch pods give it all they generate, and at least what a saturated batch instance was
+    measured to generate: a batch pod serves nothing else, so with work queued it runs at that
+    rate, while its windowed rate after an idle spell reads its past demand (a backlog arriving
+    at an idle pod looked ten times slower to drain than it was, and added instances it did
+    not need). The prior is not used for this: only a measured estimate.
+
+    A mixed pod gives it its generation rate apportioned by the batch share of its running
+    requests: the spare capacity batch actually fills. When the
     source cannot split a mixed pod's load by class, the pod counts for nothing, since all of its
     output may be interactive; under-counting errs towards deadlines, not cost.
     """
-    total = sum(
-        p.generation_tokens_per_s
-        for p in fresh_pods(snapshot, Role.BATCH, staleness_s)
-        if is_known(p.generation_tokens_per_s)
-    )
+    floor = measured_instance_tokens_per_s or 0.0
+    total = 0.0
+    for pod in fresh_pods(snapshot, Role.BATCH, staleness_s):
+        rate = pod.generation_tokens_per_s if is_known(pod.generation_tokens_per_s) else 0.0
+        total += max(rate, floor)
     for pod in fresh_pods(snapshot, Role.MIXED, staleness_s):
         batch = batch_running(pod)
         if is_known(batch) and is_known(pod.generation_tokens_per_s) and pod.running_requests > 0:
@@ -96,7 +104,7 @@ def instance_tokens_per_s(tuning: PoolTuning, state: GlobalState) -> float:
 
 def batch_context(snapshot: PoolSnapshot, tuning: PoolTuning, state: GlobalState) -> BatchContext:
     staleness_s = tuning.guards.metrics_staleness_s
-    throughput = _batch_throughput(snapshot, staleness_s)
+    throughput = _batch_throughput(snapshot, staleness_s, state.batch_instance_tokens_per_s)
     estimate = instance_tokens_per_s(tuning, state)
     assessment = assess_batch(
         snapshot.batch_queue, snapshot.now_s, throughput, tuning.global_scaling.waiting_time_z

@@ -641,3 +641,19 @@ def test_missing_metrics_never_propose_below_current(
     for role, verdict in proposals.items():
         assert verdict.value >= replicas[role], (role, verdict)
         assert verdict.reason is Reason.METRICS_MISSING
+
+
+def test_an_idle_batch_pod_counts_at_its_measured_capacity_not_its_past_rate() -> None:
+    # A backlog lands on a batch pod that was idle: its windowed rate (20 tokens/s, unsaturated)
+    # reads its past demand. 100 requests x 300 tokens due in 600 s need 50 tokens/s; one
+    # instance was measured at 1,000 tokens/s, so the pod meets it and nothing is added.
+    waking = batch_pod(20.0, running=10.0)
+    queue = backlog((600.0, 100))
+    measured = GlobalState(batch_instance_tokens_per_s=1000.0)
+    proposals, observations, _ = decide(snapshot([waking], queue), state=measured)
+    assert proposals[Role.BATCH].value == 1
+    assert proposals[Role.BATCH].reason is not Reason.BATCH_DEADLINES_AT_RISK
+    assert observations["batch_throughput_tokens_per_s"] == pytest.approx(1000.0)
+    # Nothing measured yet: the prior is not trusted for a pod's capacity, its rate stands.
+    proposals, _, _ = decide(snapshot([waking], queue))
+    assert proposals[Role.BATCH].reason is Reason.BATCH_DEADLINES_AT_RISK
