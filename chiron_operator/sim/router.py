@@ -19,6 +19,7 @@ the cluster's `PodActions` (send to a pod, cut a request off, refuse it, wake me
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
 from enum import StrEnum
@@ -114,14 +115,51 @@ def _least_loaded(pods: list[Instance]) -> Instance | None:
     return best
 
 
-class UniformRouter:
+class PodQueuingRouter(ABC):
+    """What the routers without a gateway share: pods queue their own requests, so nothing
+    waits for a slot, no timer is asked for, no pool-level batch queue exists, no gateway caps
+    pods (no fast path), and a pod's waiting or aborted requests are routed again as arrivals."""
+
+    __slots__ = ()
+
+    tracks_completions = False
+    batch_queued = 0
+
+    @abstractmethod
+    def submit(self, request: LiveRequest, now: float) -> None: ...
+
+    def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
+        """Nothing waits for a slot: pods queue their own requests."""
+        return None
+
+    def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
+        for request in waiting:
+            self.submit(request, now)
+
+    def on_gone(self, pod: Instance, aborted: list[LiveRequest], now: float) -> None:
+        for request in aborted:
+            self.submit(request, now)
+
+    def set_targets(self, targets: Mapping[Role, int], now: float) -> None:
+        """No fast path: batch sizes change only with --max-num-seqs."""
+        return None
+
+    def on_timer(self, now: float) -> None:
+        """Never asks for one."""
+        return None
+
+    def queued_by_deadline(self) -> Mapping[float, int]:
+        return {}
+
+    def pod_signals(self, pod: Instance) -> tuple[float, float]:
+        return _NO_SIGNALS
+
+
+class UniformRouter(PodQueuingRouter):
     """The baselines' join-shortest-queue over every ready pod, with a pool-level FIFO for the
     time no pod is ready."""
 
     __slots__ = ("_dispatch", "_ready", "pool_queue")
-
-    tracks_completions = False
-    batch_queued = 0
 
     def __init__(self, ready: Mapping[Role, list[Instance]], actions: PodActions) -> None:
         # The cluster updates these lists in place.
@@ -155,29 +193,6 @@ class UniformRouter:
             if target is None:
                 break
             self._dispatch(queue.popleft(), target, now)
-
-    def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
-        """Nothing waits for a slot: pods queue their own requests."""
-
-    def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
-        for request in waiting:
-            self.submit(request, now)
-
-    def on_gone(self, pod: Instance, aborted: list[LiveRequest], now: float) -> None:
-        for request in aborted:
-            self.submit(request, now)
-
-    def set_targets(self, targets: Mapping[Role, int], now: float) -> None:
-        """No fast path: batch sizes change only with --max-num-seqs."""
-
-    def on_timer(self, now: float) -> None:
-        """Never asks for one."""
-
-    def queued_by_deadline(self) -> Mapping[float, int]:
-        return {}
-
-    def pod_signals(self, pod: Instance) -> tuple[float, float]:
-        return _NO_SIGNALS
 
     def queued(self) -> list[LiveRequest]:
         return list(self.pool_queue)

@@ -22,7 +22,6 @@ The random choices come from a Generator of their own, spawned from the run's se
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,20 +29,18 @@ import numpy as np
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.instance import Instance
 from chiron_operator.sim.live import LiveRequest
-from chiron_operator.sim.router import PodActions
+from chiron_operator.sim.router import PodActions, PodQueuingRouter
 
 NO_ENDPOINT = "no_ready_endpoint"
 """Drop reason: the request's Service had no ready pod (the connection is refused)."""
 
 
-class ServicesRouter:
+class ServicesRouter(PodQueuingRouter):
     """The SERVICES routing mode: a random ready endpoint of the class's Service."""
 
     __slots__ = ("_actions", "_batch", "_dispatch", "_interactive", "_mixed", "_random")
 
-    tracks_completions = False
     pool_queued = 0
-    batch_queued = 0
 
     def __init__(
         self, ready: Mapping[Role, list[Instance]], actions: PodActions, rng: np.random.Generator
@@ -69,29 +66,6 @@ class ServicesRouter:
 
     def on_ready(self, pod: Instance, now: float) -> None:
         """Nothing waits at the pool level for it."""
-
-    def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
-        """Pods queue their own requests."""
-
-    def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
-        for request in waiting:
-            self.submit(request, now)
-
-    def on_gone(self, pod: Instance, aborted: list[LiveRequest], now: float) -> None:
-        for request in aborted:
-            self.submit(request, now)
-
-    def set_targets(self, targets: Mapping[Role, int], now: float) -> None:
-        """No gateway caps pods: the targets apply only through restarts."""
-
-    def on_timer(self, now: float) -> None:
-        """Never asks for one."""
-
-    def queued_by_deadline(self) -> Mapping[float, int]:
-        return {}
-
-    def pod_signals(self, pod: Instance) -> tuple[float, float]:
-        return math.nan, math.nan  # no gateway: vLLM's own gauges only
 
     def queued(self) -> list[LiveRequest]:
         return []
