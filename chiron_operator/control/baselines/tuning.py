@@ -43,7 +43,8 @@ def baseline_bounds() -> dict[Role, RoleBounds]:
     return {Role.MIXED: RoleBounds(min_replicas=1, max_replicas=8, initial_batch_size_seqs=64)}
 
 
-def _undamped_guards() -> GuardTuning:
+def undamped_guards() -> GuardTuning:
+    """No cooldown, no stabilisation, no step limit: the policy alone sets the pace."""
     return GuardTuning(
         max_scale_up_step_replicas=UNLIMITED_STEP_REPLICAS,
         max_scale_down_step_replicas=UNLIMITED_STEP_REPLICAS,
@@ -85,7 +86,7 @@ class StaticTuning:
     bounds: Mapping[Role, RoleBounds] = Field(
         default_factory=baseline_bounds, description=_BOUNDS_DOC
     )
-    guards: GuardTuning = Field(default_factory=_undamped_guards, description=_GUARDS_DOC)
+    guards: GuardTuning = Field(default_factory=undamped_guards, description=_GUARDS_DOC)
     replicas: Mapping[Role, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict,
         description="Instances per role; a role not listed runs at its maxReplicas (peak).",
@@ -145,7 +146,7 @@ class KpaTuning:
     bounds: Mapping[Role, RoleBounds] = Field(
         default_factory=baseline_bounds, description=_BOUNDS_DOC
     )
-    guards: GuardTuning = Field(default_factory=_undamped_guards, description=_GUARDS_DOC)
+    guards: GuardTuning = Field(default_factory=undamped_guards, description=_GUARDS_DOC)
     target_concurrency_per_replica: float = Field(
         default=32.0,
         gt=0.0,

@@ -7,17 +7,20 @@ gateway, Chiron with plain Services, the baselines).
 {"scenarios": [{"name", "description", "oracle_gpu_hours", "oracle_peak_instances", ...,
                 "policies": {"chiron": {"interactive_slo_attainment", "batch_deadline_attainment",
                                         "gpu_hours", "scaling_actions", "restarts", ...}, ...},
+                "hindsight": {"source", "gpu_hours", "interactive_slo_attainment", ...},
+                "hindsight_search": {"seed", "lead_s", "rows": [...], "chosen_factor", ...},
                 "llumnix_sweep": {"training_seed", "rows": [...], "chosen": {...}},
-                "series": {...}}],
+                "static_sweep": {...}, "series": {...}}],
  "sim_requests_per_wall_s": ..., "seed": ..., "training_seed": ..., "quick": ..., ...}
 ```
 
 Runs are independent, so they go to a process pool (`jobs`); each worker rebuilds its scenario,
 workload and policy from plain values (`runs.RunRequest`), so results do not depend on `jobs`.
 The tuned Llumnix and the static count (`static_search`) are chosen per scenario on
-`training_seed` and evaluated with everything else on `seed`. Simulator speed
-(`sim_requests_per_wall_s`) comes from `speed_probe`, serial runs apart from the pool
-(parallel runs share the cores, with each other and with whatever else the machine runs);
+`training_seed` and evaluated with everything else on `seed`; the hindsight reference
+(`hindsight`) is searched on `seed` itself, since hindsight knows the arrivals it is judged on.
+Simulator speed (`sim_requests_per_wall_s`) comes from `speed_probe`, serial runs apart from
+the pool (parallel runs share the cores, with each other and with whatever else the machine runs);
 `all_runs_requests_per_wall_s` is the same ratio over every run, contention included.
 Sweeps of Chiron's own tunables are in `sweep`.
 
@@ -34,9 +37,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chiron_operator.sim.harness.hindsight import hindsight_search, reference
 from chiron_operator.sim.harness.oracle import OracleResult
 from chiron_operator.sim.harness.policies import (
+    HINDSIGHT,
     LLUMNIX_TUNED,
+    STATIC,
     PolicySpec,
     llumnix_grid,
     roster,
@@ -89,11 +95,21 @@ def bench(
     sweeps = {path: _llumnix_sweep(sweep_outcomes, path, training_seed) for path in paths}
     oracles, requests = _evaluation(paths, quick, seed, statics, sweeps)
     outcomes = run_all(requests, jobs=jobs, progress=progress)
+    hindsights, hindsight_outcomes = hindsight_search(
+        paths, quick=quick, seed=seed, jobs=jobs, progress=progress
+    )
     scenarios = [
-        _scenario_entry(path, quick, seed, oracles[path], sweeps[path], statics[path], outcomes)
+        _scenario_entry(
+            path,
+            quick,
+            seed,
+            oracles[path],
+            {"llumnix": sweeps[path], "static": statics[path], "hindsight": hindsights[path]},
+            outcomes,
+        )
         for path in paths
     ]
-    totals = _totals([*sweep_outcomes, *static_outcomes, *outcomes])
+    totals = _totals([*sweep_outcomes, *static_outcomes, *outcomes, *hindsight_outcomes])
     speed = speed_probe(paths, quick=quick, seed=seed)
     return {
         "scenarios": scenarios,
@@ -171,13 +187,17 @@ def _scenario_entry(  # noqa: PLR0917 -- private, one call site
     quick: bool,
     seed: int,
     bound: OracleResult,
-    sweep: dict[str, Any],
-    static_sweep: dict[str, Any],
+    searches: Mapping[str, dict[str, Any]],
     outcomes: Sequence[RunOutcome],
 ) -> dict[str, Any]:
+    """One scenario's record; `searches` holds its llumnix, static and hindsight searches."""
     scenario = scenario_at(path, quick)
     workload = workload_for(path, quick, seed)
     mine = [o for o in outcomes if o.request.scenario_path == path]
+    policies = {o.request.policy.label: o.metrics for o in mine}
+    hindsight = dict(searches["hindsight"])
+    series = {o.request.policy.label: o.series for o in mine}
+    series[HINDSIGHT] = hindsight.pop("series")
     return {
         "name": scenario.name,
         "description": scenario.description,
@@ -195,8 +215,10 @@ def _scenario_entry(  # noqa: PLR0917 -- private, one call site
                 for i, b in zip(bound.interactive_instances, bound.batch_instances, strict=True)
             ],
         },
-        "policies": {o.request.policy.label: o.metrics for o in mine},
-        "series": {o.request.policy.label: o.series for o in mine},
-        "llumnix_sweep": sweep,
-        "static_sweep": static_sweep,
+        "policies": policies,
+        "series": series,
+        "hindsight": reference(hindsight, policies.get(STATIC)),
+        "hindsight_search": hindsight,
+        "llumnix_sweep": searches["llumnix"],
+        "static_sweep": searches["static"],
     }

@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from chiron_operator.control import chiron
-from chiron_operator.control.baselines import BASELINES, BaselineParams, build_baseline
+from chiron_operator.control.baselines import BASELINES, BaselineParams, build_baseline, scheduled
+from chiron_operator.control.baselines.scheduled import ScheduleTuning, scheduled_count
 from chiron_operator.control.policy import BoundPolicy
 from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import RoleBounds
@@ -44,6 +45,7 @@ from chiron_operator.sim.sourcefile import UsageError
 CHIRON: Final = "chiron"
 CHIRON_SERVICES: Final = "chiron-services"
 STATIC: Final = "static"
+HINDSIGHT: Final = "hindsight"
 LLUMNIX_TUNED: Final = "llumnix-tuned"
 ROSTER: Final = (CHIRON, CHIRON_SERVICES, *BASELINES)
 # Chiron's roster entries: whether the pool runs its gateway, and how requests reach pods then.
@@ -55,7 +57,9 @@ class PolicySpec:
     """A roster entry and its parameters.
 
     `static_replicas` sizes `static`; `freeness` = (scale-up, scale-down) thresholds of
-    `llumnix-tuned`; `overrides` are Chiron pool overrides as (wire path, value) pairs, e.g.
+    `llumnix-tuned`; `schedule` ((start_s, instances) steps), `lead_s` and `factor` (the
+    search's scale of the fluid need it came from) describe a `hindsight` candidate;
+    `overrides` are Chiron pool overrides as (wire path, value) pairs, e.g.
     ("global.ibpHighRatio", 0.7), for sweeps (see `with_overrides`, which `defaults_only`
     is passed to).
     """
@@ -65,6 +69,9 @@ class PolicySpec:
     freeness: tuple[float, float] | None = None
     overrides: tuple[tuple[str, Any], ...] = ()
     defaults_only: bool = False
+    schedule: tuple[tuple[float, int], ...] = ()
+    lead_s: float = 0.0
+    factor: float | None = None
 
     @property
     def label(self) -> str:
@@ -165,12 +172,25 @@ def setup(scenario: Scenario, spec: PolicySpec) -> PolicySetup:
             spec.name, tuned, bound, routing, tuned.bounds(), tuned.starting_replicas()
         )
     bounds = baseline_bounds(scenario)
+    if spec.name == HINDSIGHT:
+        return _hindsight(scenario, spec, bounds)
     policy = _baseline(scenario, spec, bounds)
     initial = baseline_initial_replicas(scenario)
     if spec.name == STATIC:
         # Static provisioning has its capacity from the start: that is what it pays for.
         initial = {Role.MIXED: policy.tuning.replicas_for(Role.MIXED)}
     return PolicySetup(spec.label, scenario, policy, RoutingMode.UNIFORM, bounds, initial)
+
+
+def _hindsight(scenario: Scenario, spec: PolicySpec, bounds: dict[Role, RoleBounds]) -> PolicySetup:
+    """A candidate schedule of the hindsight reference (`hindsight`): one mixed role behind
+    the gateway's routing, its first need ready from the start."""
+    if not spec.schedule:
+        raise UsageError("hindsight needs a schedule (see sim.harness.hindsight)")
+    tuning = ScheduleTuning(bounds=bounds, steps={Role.MIXED: spec.schedule}, lead_s=spec.lead_s)
+    initial = {Role.MIXED: scheduled_count(spec.schedule, 0.0, spec.lead_s)}
+    policy = scheduled.bound(tuning)
+    return PolicySetup(spec.label, scenario, policy, RoutingMode.CHIRON, bounds, initial)
 
 
 def _baseline(
