@@ -305,6 +305,7 @@ class _Engine:
             ),
             observations=dict(decision.observations),
             reasons=reasons,
+            targets={role: found.target_max_num_seqs for role, found in decision.roles.items()},
         )
 
     def _result(self, wall_s: float) -> SimResult:

@@ -25,7 +25,7 @@ import csv
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import is_, not_
 from pathlib import Path
@@ -125,7 +125,8 @@ def request_records(requests: Iterable[LiveRequest], slo: SloTargets) -> list[Re
 class TickRecord:
     """The pool at one control tick and what the policy decided there.
 
-    `desired`/`max_num_seqs` are the decision's values; `ready`/`starting`/`running` the
+    `desired`/`max_num_seqs` are the decision's values, `targets` the local controller's
+    target batch sizes (the gateway's caps under the ceiling); `ready`/`starting`/`running` the
     cluster's state when it was taken; `reasons` maps "<role>.replicas" and
     "<role>.max_num_seqs" to the decision's Reason values.
     """
@@ -143,6 +144,7 @@ class TickRecord:
     waiting_on_pods: int
     observations: Mapping[str, float]
     reasons: Mapping[str, str]
+    targets: Mapping[Role, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,11 +238,12 @@ def test_chiron_sweep_scores_each_override_set() -> None:
 
 
 @pytest.mark.slow
-def test_quick_bench_covers_the_suite_within_a_minute() -> None:
+def test_quick_bench_covers_the_suite() -> None:
+    # How long it takes is measured by `make bench`, not asserted here: a shared CI machine
+    # would make a time limit a test of the machine.
     document = benchkit.quick_bench()
     check_document(document, {Path(p).stem for p in benchmod.suite_paths()})
     assert document["quick"] and document["jobs"] == 2
-    assert document["bench_wall_s"] < 60.0
     for scenario in document["scenarios"]:
         for name in BASELINES:
             assert name in scenario["policies"]

@@ -205,6 +205,11 @@ def hindsight_search(
     return {path: s.summary(seed) for path, s in searches.items()}, everything
 
 
+def hindsight_spec(path: str, quick: bool, seed: int, factor: float) -> PolicySpec:
+    """The schedule of factor `factor` on the scenario at `path` (as the search built it)."""
+    return _start(path, quick, seed).spec(factor)
+
+
 def _start(path: str, quick: bool, seed: int) -> _Search:
     scenario = scenario_at(path, quick)
     mixed = baseline_bounds(scenario)[Role.MIXED]

@@ -141,24 +141,61 @@ def chiron_sweep_section(sweep: Mapping[str, Any]) -> list[str]:
     params = "; ".join(
         f"`{p['path']}` in {{{', '.join(str(v) for v in p['values'])}}}" for p in sweep["params"]
     )
+    worst_case = sweep.get("adoption_rule") == "worst regret"
+    rule = (
+        "Adopted: the smallest worst regret (the largest shortfall, over every run, against the "
+        "best attainment any set reached on that run), the defaults when tied within a quarter "
+        "of a point, else the cheapest of the tied (see `chiron_operator/sim/harness/"
+        "adoption.py`)."
+        if worst_case
+        else "Adopted (rule of that round): no run losing more than a quarter of a point against "
+        "the defaults, at most 2% more mean GPU-hours over the oracle, then the best mean."
+    )
     lines = [
         f"{sweep['mode'].capitalize()} over {params}; scenarios {scenarios}"
-        f"{' (quick variants)' if sweep['quick'] else ''}; training seeds {seeds}. Score: runs "
-        f"reaching {pct(sweep['target_attainment'])} on both classes (more is better), then mean "
-        "GPU-hours over the oracle (less is better).",
+        f"{' (quick variants)' if sweep['quick'] else ''}; training seeds {seeds}. {rule}",
         "",
-        "| overrides | runs at target | mean attainment | mean GPU-h / oracle | best |",
-        "|---|---:|---:|---:|:---:|",
+        "| overrides | runs at target | worst run | worst regret | mean attainment "
+        "| mean GPU-h / oracle | adopted |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
     ]
     for index, row in enumerate(sweep["rows"]):
-        overrides = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items()) or "defaults"
-        if "invalid" in row:
-            lines.append(f"| {overrides} | rejected by the pool's rules | | | |")
-            continue
+        lines.append(_sweep_row_line(row, adopted=index == sweep["best"]))
+    lines += _leave_one_out_lines(sweep)
+    return lines
+
+
+def _sweep_row_line(row: Mapping[str, Any], *, adopted: bool) -> str:
+    overrides = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items()) or "defaults"
+    if "invalid" in row:
+        return f"| {overrides} | rejected by the pool's rules | | | | | |"
+    worst = min(row["runs"], key=lambda r: r["attainment"])
+    regret = row.get("worst_regret")
+    return (
+        f"| {overrides} | {row['runs_meeting_target']}/{len(row['runs'])} "
+        f"| {pct(worst['attainment'])} ({worst['scenario']}) "
+        f"| {'n/a' if regret is None else f'{100 * regret:.2f} pts'} "
+        f"| {pct(row['mean_attainment'])} | {row['mean_oracle_ratio']:.3f} "
+        f"| {'yes' if adopted else ''} |"
+    )
+
+
+def _leave_one_out_lines(sweep: Mapping[str, Any]) -> list[str]:
+    found = sweep.get("leave_one_out")
+    if not found:
+        return []
+    lines = [
+        "",
+        "Leave-one-out: the set the rule adopts without each scenario, and its regret there.",
+        "",
+        "| scenario left out | adopted without it | its regret on the scenario |",
+        "|---|---|---:|",
+    ]
+    for entry in found:
+        overrides = sweep["rows"][entry["chosen"]]["overrides"]
+        name = ", ".join(f"`{k}={v}`" for k, v in overrides.items()) or "defaults"
         lines.append(
-            f"| {overrides} | {row['runs_meeting_target']}/{len(row['runs'])} "
-            f"| {pct(row['mean_attainment'])} | {row['mean_oracle_ratio']:.3f} "
-            f"| {'yes' if index == sweep['best'] else ''} |"
+            f"| {entry['left_out']} | {name} | {100 * entry['regret_on_left_out']:.2f} pts |"
         )
     return lines
 

@@ -1,7 +1,7 @@
 """Sweeps of Chiron's tunables: one at a time or a grid, over the suite and training seeds.
 
 Each configuration runs every scenario on every seed; the rows record attainment and GPU-hours
-over the oracle, and `best` names the row the adoption rule prefers (see `_best_sweep_row`).
+over the oracle, and `best` names the row the adoption rule prefers (see `adoption`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from chiron_operator.sim.harness.adoption import adopt, leave_one_out, scores
 from chiron_operator.sim.harness.oracle import OracleResult
 from chiron_operator.sim.harness.policies import PolicySpec, with_overrides
 from chiron_operator.sim.harness.runs import (
@@ -68,35 +69,6 @@ def sweep_configs(params: Sequence[SweepParam], *, grid: bool) -> list[Config]:
     return configs
 
 
-NOISE_ATTAINMENT: Final = 0.0025
-"""Attainment differences below this (a quarter of a point) are read as seed noise."""
-COST_TOLERANCE: Final = 0.02
-"""A default may cost this much more (relative mean GPU-hours over the oracle) for attainment."""
-
-
-def _best_sweep_row(rows: Sequence[Mapping[str, Any]], reference: int | None) -> int:
-    """The sweep's pick (see `sweep_chiron`)."""
-    valid = [i for i, row in enumerate(rows) if "invalid" not in row]
-    if reference is None or "invalid" in rows[reference]:
-        return max(valid, key=lambda i: (rows[i]["mean_attainment"], -rows[i]["mean_oracle_ratio"]))
-    base = rows[reference]
-    floor = {
-        (r["scenario"], r["seed"]): min(TARGET_ATTAINMENT, r["attainment"] - NOISE_ATTAINMENT)
-        for r in base["runs"]
-    }
-    budget = base["mean_oracle_ratio"] * (1.0 + COST_TOLERANCE)
-    candidates = [
-        i
-        for i in valid
-        if rows[i]["mean_oracle_ratio"] <= budget
-        and all(r["attainment"] >= floor[(r["scenario"], r["seed"])] for r in rows[i]["runs"])
-    ]
-    return max(
-        candidates or [reference],
-        key=lambda i: (rows[i]["mean_attainment"], -rows[i]["mean_oracle_ratio"]),
-    )
-
-
 def sweep_chiron(
     paths: Sequence[str],
     params: Sequence[SweepParam],
@@ -111,12 +83,11 @@ def sweep_chiron(
 
     Overrides change defaults: a scenario that sets a value of its own keeps it.
 
-    The pick, one-at-a-time (the first set is the defaults): among the sets that lose no
-    attainment against the defaults in any run (beyond `NOISE_ATTAINMENT`, and never below the
-    target where the defaults reach it) and cost at most `COST_TOLERANCE` more GPU-hours over
-    the oracle on average, the one with the highest mean attainment (then the cheapest). So a
-    default changes only for attainment that costs (almost) nothing, and the defaults stay when
-    no set qualifies. A grid has no reference: the highest mean attainment, then the cheapest.
+    The pick is `adoption.adopt`: the smallest worst regret over every run (how far a set
+    falls short of the best any set reached on that run), the defaults when they tie (the
+    first set, one-at-a-time; a grid has no reference), else the cheapest among the tied. Each
+    row records its `worst_regret`; `leave_one_out` says what the rule would have adopted
+    without each scenario, and how that set did on it.
     """
     started = time.perf_counter()
     configs = sweep_configs(params, grid=grid)
@@ -128,12 +99,16 @@ def sweep_chiron(
         for path in paths
         for seed in seeds
     }
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"overrides": dict(config), "invalid": invalid[index], "runs": []}
         if index in invalid
         else _sweep_row(config, [o for o in outcomes if o.request.tag == str(index)], bounds, quick)
         for index, config in enumerate(configs)
     ]
+    reference = None if grid else 0
+    for row, regret in zip(rows, scores(rows), strict=True):
+        if regret is not None:
+            row["worst_regret"] = regret
     return {
         "params": [{"path": p.path, "values": list(p.values)} for p in params],
         "mode": "grid" if grid else "one-at-a-time",
@@ -141,7 +116,9 @@ def sweep_chiron(
         "quick": quick,
         "scenarios": [scenario_at(p, quick).name for p in paths],
         "rows": rows,
-        "best": _best_sweep_row(rows, reference=None if grid else 0),
+        "best": adopt(rows, reference),
+        "adoption_rule": "worst regret",
+        "leave_one_out": leave_one_out(rows, reference),
         "target_attainment": TARGET_ATTAINMENT,
         "wall_s": time.perf_counter() - started,
     }
