@@ -46,11 +46,19 @@ crd: $(STAMP)
 	$(BIN)/chiron-crd --out crds/chiron.io_llmservingpools.yaml
 
 ## bench: the benchmark suite (every scenario x every policy, full length; minutes on 2 cores),
-## then docs/BENCHMARKS.md and its plots from it (and from the recorded Chiron sweeps)
+## then the same on 20 generated scenarios nobody tuned on (`chiron-sim robustness`, their files
+## under $(BENCH_DIR)/generated), the side-by-side figures of every packaged scenario Chiron lost
+## ($(BENCH_DIR)/explain), then docs/BENCHMARKS.md and its plots from both (and from the
+## recorded Chiron sweeps)
 BENCH_DIR := docs/benchmarks
+ROBUSTNESS_COUNT ?= 20
 bench: $(STAMP)
 	nice $(BIN)/chiron-sim bench --json $(BENCH_DIR)/bench.json
+	nice $(BIN)/chiron-sim robustness --count $(ROBUSTNESS_COUNT) --seed 0 \
+	  --json $(BENCH_DIR)/robustness.json --out-dir $(BENCH_DIR)/generated
+	nice $(BIN)/chiron-sim explain --bench $(BENCH_DIR)/bench.json --out-dir $(BENCH_DIR)/explain
 	$(BIN)/chiron-sim report --bench $(BENCH_DIR)/bench.json \
+	  --robustness $(BENCH_DIR)/robustness.json \
 	  $(foreach f,$(sort $(wildcard $(BENCH_DIR)/sweep-*.json)),--sweep $(f)) \
 	  --notes $(BENCH_DIR)/NOTES.md --out docs/BENCHMARKS.md --img-dir docs/img
 
@@ -69,7 +77,7 @@ sweep: $(STAMP)
 	  --param guards.scaleDownStabilizationS=120,300,600 \
 	  --param roles.interactive.initialBatchSizeSeqs=32,64 \
 	  --param roles.mixed.initialBatchSizeSeqs=64,128 \
-	  --context "Round 5, after chunked prefill (vLLM V1 budgets) and the two-scrape mean ITL: one at a time around the defaults."
+	  --context "Round 6, on the corrected simulator (the gateway's routing core, vLLM that never preempts at the --max-num-seqs cap, the local controller's fast path with its settle rule): one at a time around the defaults."
 
 ## demo: the real operator autoscaling emulated vLLM pods on a local dev cluster (about 3 min):
 ## a live table in the terminal, then demo-out/summary.json and demo-out/demo.png

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from chiron_operator.sim.harness.cli import main
 from chiron_operator.sim.harness.explain import (
     Loss,
     explain,
@@ -86,3 +90,18 @@ def test_explain_draws_one_figure_per_loss(tmp_path: Path) -> None:
         assert figure.stat().st_size > 10_000
     section = explain_section(made, tmp_path)
     assert any(line.startswith("![tiny-mixed](explain-tiny-mixed.png)") for line in section)
+
+
+def test_the_command_reads_a_bench_file_and_names_each_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = copy.deepcopy(benchkit.tiny_bench())
+    for entry in document["scenarios"]:
+        entry["hindsight"] = {**entry["hindsight"], "gpu_hours": 0.0}
+    bench_path = tmp_path / "bench.json"
+    bench_path.write_text(json.dumps(document))
+    files = [f"--scenario-file={p}" for p in (benchkit.TINY_MIXED, benchkit.TINY_INTERACTIVE)]
+    status = main(["explain", "--bench", str(bench_path), "--out-dir", str(tmp_path), *files])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "tiny-mixed: chiron" in printed and "explain-tiny-interactive.png" in printed

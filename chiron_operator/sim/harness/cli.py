@@ -4,7 +4,8 @@
     chiron-sim run --trace TRACE.csv --pool POOL.yaml --out DIR [--profile P] [--cold-start C]
     chiron-sim bench [--quick] --json PATH [--scenarios a,b] [--scenario-file F.yaml] [--jobs 2]
     chiron-sim sweep --json PATH --param global.ibpHighRatio=0.7,0.8,0.9 [--quick] [--grid]
-    chiron-sim report --bench PATH [--sweep PATH] --out docs/BENCHMARKS.md
+    chiron-sim robustness --count 20 --seed 0 --json PATH [--out-dir DIR] [--jobs 2]
+    chiron-sim report --bench PATH [--sweep PATH] [--robustness PATH] --out docs/BENCHMARKS.md
 
 A SCENARIO is a file or the name of a packaged one (`chiron-sim run conv-interactive`).
 `--trace` replays your own traffic on your own `LLMServingPool` (`user_run`; docs/SIMULATOR.md).
@@ -28,6 +29,8 @@ from chiron_operator.perfmodel.coldstart import cold_start_names
 from chiron_operator.perfmodel.profiles import profile_names
 from chiron_operator.sim.config import StepMode
 from chiron_operator.sim.harness import bench as benchmod
+from chiron_operator.sim.harness import explain as explainmod
+from chiron_operator.sim.harness import robustness as robustnessmod
 from chiron_operator.sim.harness import runs as runmod
 from chiron_operator.sim.harness import sweep as sweepmod
 from chiron_operator.sim.harness import user_run
@@ -64,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _bench_arguments(commands.add_parser("bench", help="every scenario x every policy, as JSON"))
 
+    robustnessmod.add_parser(commands)
+    explainmod.add_parser(commands)
+
     sweep = commands.add_parser("sweep", help="sweep Chiron tunables on training seeds")
     sweep.add_argument("--json", type=Path, required=True, dest="json_path")
     sweep.add_argument(
@@ -80,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write docs/BENCHMARKS.md from a bench JSON")
     report.add_argument("--bench", type=Path, required=True, dest="bench_path")
     report.add_argument("--sweep", type=Path, action="append", default=[], dest="sweep_paths")
+    report.add_argument(
+        "--robustness", type=Path, dest="robustness_path", help="a `robustness` JSON to include"
+    )
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--img-dir", type=Path, help="default: img/ next to --out")
     report.add_argument("--notes", type=Path, help="hand-written analysis to include")
@@ -171,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "bench": _bench,
         "sweep": _sweep,
+        "robustness": robustnessmod.command,
+        "explain": explainmod.command,
         "report": _report,
     }
     try:
@@ -352,16 +363,7 @@ def _sweep(args: argparse.Namespace) -> int:
         document["context"] = args.context
     args.json_path.parent.mkdir(parents=True, exist_ok=True)
     args.json_path.write_text(json.dumps(document, indent=1) + "\n")
-    for index, row in enumerate(document["rows"]):
-        mark = "*" if index == document["best"] else " "
-        if "invalid" in row:
-            print(f"  {row['overrides']}: invalid ({'; '.join(row['invalid'])})")
-            continue
-        print(
-            f"{mark} {row['overrides'] or 'defaults'}: {row['runs_meeting_target']} runs >= "
-            f"target, mean attainment {row['mean_attainment']:.4f}, mean GPU-h/oracle "
-            f"{row['mean_oracle_ratio']:.2f}"
-        )
+    print("\n".join(sweepmod.summary_lines(document)))
     return 0
 
 
@@ -371,13 +373,16 @@ def _report(args: argparse.Namespace) -> int:
     out: Path = args.out
     img_dir: Path = args.img_dir or out.parent / "img"
     notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
+    robust = json.loads(args.robustness_path.read_text()) if args.robustness_path else None
     write_report(
         document,
         out,
         img_dir,
         sweeps=sweeps,
         notes=notes,
-        sources={"bench": str(args.bench_path), "sweeps": [str(p) for p in args.sweep_paths]},
+        sources={"bench": str(args.bench_path), "robustness": str(args.robustness_path or "")}
+        | {"sweeps": [str(p) for p in args.sweep_paths]},
+        robustness=robust,
     )
     print(f"wrote {out} and plots under {img_dir}")
     return 0

@@ -12,6 +12,8 @@ the figures are of the very runs the tables report.
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,12 @@ from chiron_operator.sim.harness.policies import (
     PolicySpec,
 )
 from chiron_operator.sim.harness.report_goals import GOAL_ATTAINMENT, attainment, best_baseline_at
-from chiron_operator.sim.harness.runs import RunRequest, scenario_at, simulate_request
+from chiron_operator.sim.harness.runs import (
+    RunRequest,
+    scenario_at,
+    simulate_request,
+    suite_paths,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +113,33 @@ def explain_section(made: Sequence[tuple[Loss, Path]], base: Path) -> list[str]:
         lines += [f"### {loss.scenario}", "", loss.why + ".", "", f"![{loss.scenario}]({relative})"]
         lines.append("")
     return lines
+
+
+def add_parser(commands: Any) -> None:
+    """`chiron-sim explain`: its arguments."""
+    parser = commands.add_parser(
+        "explain",
+        help="why Chiron lost: its runs and the winner's side by side, from a bench JSON",
+    )
+    parser.add_argument("--bench", type=Path, required=True, dest="bench_path")
+    parser.add_argument("--out-dir", type=Path, required=True, help="where the PNGs go")
+    parser.add_argument(
+        "--scenario-file",
+        action="append",
+        default=[],
+        dest="scenario_files",
+        help="a scenario file the bench ran (repeatable; packaged ones are found by name)",
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    """Draw every lost scenario of the bench JSON; print what each figure compares."""
+    document = json.loads(args.bench_path.read_text())
+    paths = {Path(p).stem: p for p in suite_paths()}
+    paths.update(document.get("generated", {}).get("files", {}))  # a robustness document's
+    for path in args.scenario_files:
+        paths[scenario_at(path, bool(document["quick"])).name] = path
+    made = explain(document, paths, args.out_dir)
+    for loss, figure in made:
+        print(f"{loss.scenario}: {loss.why} -> {figure}")
+    return 0

@@ -25,6 +25,7 @@ from chiron_operator.sim.harness.report_goals import (
     goals,
     goals_table,
 )
+from chiron_operator.sim.harness.report_robustness import robustness_section
 from chiron_operator.sim.harness.report_tables import (
     chiron_sweep_section,
     llumnix_sweep_table,
@@ -86,8 +87,10 @@ def render(
     sweeps: Sequence[Mapping[str, Any]] = (),
     notes: str = "",
     sources: Mapping[str, Any] | None = None,
+    robustness: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report's Markdown; `image_paths` maps plot keys to paths relative to the report."""
+    """The report's Markdown; `image_paths` maps plot keys to paths relative to the report;
+    `robustness` is a `chiron-sim robustness` document (its section follows the scenarios)."""
     lines = [*_introduction(document, image_paths["summary"]), "## Goals", ""]
     lines += goals_table(document)
     lines += [
@@ -100,6 +103,8 @@ def render(
     lines += ["## Results per scenario", ""]
     for scenario in document["scenarios"]:
         lines += scenario_section(scenario, image_paths[scenario["name"]])
+    if robustness is not None:
+        lines += robustness_section(robustness)
     lines += sweeps_section(document, sweeps)
     if sources:
         lines += ["## Sources", ""]
@@ -156,8 +161,10 @@ def write_report(
     sweeps: Sequence[Mapping[str, Any]] = (),
     notes: str = "",
     sources: Mapping[str, Any] | None = None,
+    robustness: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Plot into `img_dir` and write the Markdown report to `out`."""
+    """Plot into `img_dir` and write the Markdown report to `out` (with the robustness section
+    when `robustness` is given)."""
     from chiron_operator.sim.harness.plots import (  # noqa: PLC0415 -- matplotlib only when reporting
         plot_bench_instances,
         plot_bench_summary,
@@ -172,7 +179,14 @@ def write_report(
         )
     relative = {key: _relative(path, out.parent) for key, path in images.items()}
     out.write_text(
-        render(document, image_paths=relative, sweeps=sweeps, notes=notes, sources=sources)
+        render(
+            document,
+            image_paths=relative,
+            sweeps=sweeps,
+            notes=notes,
+            sources=sources,
+            robustness=robustness,
+        )
     )
     return out
 

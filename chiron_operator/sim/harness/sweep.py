@@ -200,3 +200,20 @@ def _run_record(outcome: RunOutcome, bound: OracleResult, quick: bool) -> dict[s
         "restarts": metrics["restarts"],
         "scaling_actions": metrics["scaling_actions"],
     }
+
+
+def summary_lines(document: Mapping[str, Any]) -> list[str]:
+    """One line per override set, the adopted one starred (what `chiron-sim sweep` prints)."""
+    lines = []
+    for index, row in enumerate(document["rows"]):
+        mark = "*" if index == document["best"] else " "
+        if "invalid" in row:
+            lines.append(f"  {row['overrides']}: invalid ({'; '.join(row['invalid'])})")
+            continue
+        lines.append(
+            f"{mark} {row['overrides'] or 'defaults'}: {row['runs_meeting_target']} runs >= "
+            f"target, worst regret {100 * row.get('worst_regret', 0.0):.2f} pts, mean "
+            f"attainment {row['mean_attainment']:.4f}, mean GPU-h/oracle "
+            f"{row['mean_oracle_ratio']:.2f}"
+        )
+    return lines
