@@ -8,6 +8,7 @@ The models are the single source: the schema, its defaults and descriptions come
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from chiron_operator.api.base import (
     SINGULAR,
     VERSION,
 )
+from chiron_operator.api.bounds import spec_structural
+from chiron_operator.api.names import POOL_NAME_RULE
 from chiron_operator.api.rules import RULES
 from chiron_operator.api.schema import JsonSchema, structural
 from chiron_operator.api.spec import LLMServingPoolSpec
@@ -85,7 +88,7 @@ PRINTER_COLUMNS: Final[tuple[dict[str, Any], ...]] = (
 
 def spec_schema() -> JsonSchema:
     """The spec's structural schema with the cross-field rules attached at their nodes."""
-    schema = structural(LLMServingPoolSpec.model_json_schema(by_alias=True))
+    schema = copy.deepcopy(spec_structural(LLMServingPoolSpec))
     for rule in RULES:
         node = schema
         for name in rule.node:
@@ -107,6 +110,7 @@ def openapi_schema() -> JsonSchema:
         "(interactive, mixed, batch) against the pool's latency SLOs and batch deadlines.",
         "type": "object",
         "required": ["spec"],
+        "x-kubernetes-validations": [dict(POOL_NAME_RULE)],
         "properties": {
             "apiVersion": {"type": "string", "description": f"Always {API_VERSION}."},
             "kind": {"type": "string", "description": f"Always {KIND}."},

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Final, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from chiron_operator.api.base import SpecModel
+from chiron_operator.api.bounds import MAX_BATCH_SIZE_SEQS
 from chiron_operator.api.rules import enforce
 from chiron_operator.api.store import StoreSpec
 from chiron_operator.api.template import Quantity, ResourceRequirements
@@ -30,6 +31,8 @@ MAX_GATEWAY_REPLICAS: Final = 16
 # Past a few minutes a queued interactive request is no longer interactive, and most HTTP
 # clients and load balancers have given up on it already.
 MAX_QUEUE_WAIT_S: Final = 600.0
+# A million waiting requests is already far past what one pool's gateway should hold in memory.
+MAX_QUEUED_REQUESTS: Final = 1_000_000
 GATEWAY_REQUESTS: Final = {"cpu": "250m", "memory": "256Mi"}
 GATEWAY_LIMITS: Final = {"memory": "512Mi"}
 
@@ -61,7 +64,7 @@ class GatewaySpec(SpecModel):
     `<pool>-interactive` and `<pool>-batch` Services and clients must route themselves.
     """
 
-    enabled: bool = Field(
+    enabled: StrictBool = Field(
         default=True,
         description="Run the gateway and the <pool> Service (false: remove them).",
     )
@@ -85,22 +88,24 @@ class GatewaySpec(SpecModel):
     max_queued_requests: int = Field(
         default=256,
         ge=0,
+        le=MAX_QUEUED_REQUESTS,
         description="Interactive requests that may wait at the pool level for a free slot; one "
         "more is refused with 429 (0: refuse as soon as every pod is full).",
     )
     max_queue_wait_s: float = Field(
         default=30.0,
-        gt=0.0,
+        ge=0.001,
         le=MAX_QUEUE_WAIT_S,
         description="Longest an interactive request waits for a slot before a 429, seconds.",
     )
     mixed_reserve_slots: int = Field(
         default=0,
         ge=0,
+        le=MAX_BATCH_SIZE_SEQS,
         description="Slots of every mixed pod that batch work may not take, kept free for "
         "interactive arrivals (0: batch work fills mixed pods and is cut off when needed).",
     )
-    preempt_batch: bool = Field(
+    preempt_batch: StrictBool = Field(
         default=True,
         description="Let an interactive request cut off batch work on a full mixed pod (the "
         "batch request is queued again and resent).",

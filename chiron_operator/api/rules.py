@@ -23,7 +23,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from chiron_operator.api.base import wire_get, wire_path
 from chiron_operator.api.store import StoreType
-from chiron_operator.api.vllm import GPU_RESOURCE, OPERATOR_OWNED_FLAGS, OwnedFlag
+from chiron_operator.api.vllm import (
+    BREAKING_FLAGS,
+    GPU_RESOURCE,
+    OPERATOR_OWNED_FLAGS,
+    OwnedFlag,
+)
 from chiron_operator.core.enums import Role
 
 Path = tuple[str, ...]
@@ -132,7 +137,8 @@ def servable(
         f"{paths[0]} + {paths[1]} must be >= 1{condition}: {traffic} requests are served by "
         f"{roles[0].value} and {roles[1].value} instances"
     )
-    total = " + ".join(_ref(f) for f in fields) + " >= 1"
+    # Either count >= 1, not their sum: the counts are non-negative, and a sum can overflow.
+    total = " || ".join(f"{_ref(f)} >= 1" for f in fields)
 
     def check(model: object) -> str | None:
         if when and wire_get(model, (when,)) is None:
@@ -151,10 +157,10 @@ def servable(
 
 
 def owned_flag(flag: OwnedFlag) -> Rule:
-    """`spec.template.args` must not set a flag the operator owns."""
+    """`spec.template.args` must not set a flag the operator owns or one that breaks the pool."""
     path = wire_path(("spec", "template", "args"))
     head = f"{path} must not set {flag.flag}"
-    tail = f": the operator owns it ({flag.owner})"
+    tail = f": {flag.why}"
     match = " || ".join(f"a == {_lit(s)} || a.startsWith({_lit(f'{s}=')})" for s in flag.spellings)
 
     def check(model: object) -> str | None:
@@ -323,7 +329,7 @@ RULES: Final[tuple[Rule, ...]] = (
     *_role_rules(),
     servable(("roles",), (), (Role.INTERACTIVE, Role.MIXED), "interactive"),
     servable((), ("roles",), (Role.BATCH, Role.MIXED), "batch", when="batchQueue"),
-    *(owned_flag(flag) for flag in OPERATOR_OWNED_FLAGS),
+    *(owned_flag(flag) for flag in (*OPERATOR_OWNED_FLAGS, *BREAKING_FLAGS)),
     gpus_match_tensor_parallel(),
     sqlite_single_replica(),
     postgresql_url_required(),

@@ -20,11 +20,18 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, StrictBool, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from chiron_operator.api.base import SpecModel
+from chiron_operator.api.batch_queue import (
+    ONE_QUEUE_SOURCE_RULE,
+    BatchQueueMetric,
+    check_one_source,
+)
+from chiron_operator.api.bounds import ONE_DAY_S, wire_errors
 from chiron_operator.api.gateway import GatewaySpec
+from chiron_operator.api.names import check_pool_name
 from chiron_operator.api.rules import enforce
 from chiron_operator.api.status import PoolStatus
 from chiron_operator.api.template import PodTemplate
@@ -45,6 +52,8 @@ ROLE_DEFAULTS: Final[Mapping[Role, RoleBounds]] = MappingProxyType(dict(PoolTuni
 # trace's p99 output is below it). Longer work, batch work mostly, is aborted at the bound and
 # retried by its client; the bound keeps a hung GPU from holding a pod for hours.
 DRAIN_OUTPUT_TOKENS: Final = 1024
+# A day: the longest a draining pod may hold on to requests (the derived default included).
+MAX_REQUEST_TIMEOUT_S: Final = 86400
 
 
 class Mode(StrEnum):
@@ -75,10 +84,13 @@ class SecretKeyRef(SpecModel):
 class PrometheusSpec(SpecModel):
     """Where the pool's vLLM metrics are read from."""
 
+    # No user info, query or fragment: `?` or `#` would move the operator's `/api/v1/query`
+    # out of the path, and credentials belong in authSecretRef, not in a URL copied to logs.
     url: str = Field(
-        pattern=r"^https?://[^\s/]+",
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
         max_length=2048,
-        description="Prometheus base URL, e.g. http://prometheus-operated.monitoring.svc:9090.",
+        description="Prometheus base URL, e.g. http://prometheus-operated.monitoring.svc:9090 "
+        "(a path is allowed; no user info, query or fragment).",
     )
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a bearer token for Prometheus, if it needs one."
@@ -106,21 +118,32 @@ class BatchQueueSpec(SpecModel):
     own batch queue and the output lengths of the batch requests it completed, with no query to
     write. Set this only to read a queue of your own instead; the output lengths then come from
     vLLM's histograms (`vllm:request_generation_tokens`), and a pool with neither sees no batch
-    queue. `queuedRequestsQuery` is a PromQL instant query returning this pool's queued batch
-    requests, one series per deadline: the series' `deadlineLabel` label holds the deadline as
-    unix seconds, its value the number of requests queued with it. Example, summing the
-    gateway's own series (what the default reads): `sum by (deadline)
-    (chiron_gateway_batch_queued_requests{namespace="llm", pod=~"llama-8b-gateway-.+"})`. Chiron
-    groups the backlog by deadline to estimate whether the current capacity finishes each group
-    in time (batch backpressure). Series without the label fall back to
-    `spec.slo.batchDeadlineS`.
+    queue. Name the queue's series with `metric` (a metric name and exact label values; the
+    operator confines it to the pool's namespace), or, where the cluster admin allows raw
+    PromQL (the operator's `--allow-pool-promql`), with `queuedRequestsQuery`: a PromQL instant
+    query returning this pool's queued batch requests, one series per deadline. Either way the
+    series' `deadlineLabel` label holds the deadline as unix seconds, its value the number of
+    requests queued with it. Chiron groups the backlog by deadline to estimate whether the
+    current capacity finishes each group in time (batch backpressure). Series without the label
+    fall back to `spec.slo.batchDeadlineS`. A raw query the operator may not run reads no
+    queue: the batch role holds and MetricsAvailable says why.
     """
 
-    queued_requests_query: str = Field(
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [ONE_QUEUE_SOURCE_RULE]}
+    )
+
+    metric: BatchQueueMetric | None = Field(
+        default=None,
+        description="The series of the pool's namespace holding the queue, per deadline.",
+    )
+    queued_requests_query: str | None = Field(
+        default=None,
         min_length=1,
         max_length=4096,
         description="PromQL returning queued batch requests, one series per deadline; "
-        "replaces the queue of the pool's gateway.",
+        "replaces the queue of the pool's gateway. Runs only when the operator was started "
+        "with --allow-pool-promql.",
     )
     deadline_label: str = Field(
         default="deadline",
@@ -128,15 +151,26 @@ class BatchQueueSpec(SpecModel):
         description="Label of those series holding the deadline as unix seconds.",
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        check_one_source(self, self.metric, self.queued_requests_query)
+        return self
+
 
 class ControlSpec(SpecModel):
     """How often the controllers run and how much history status keeps."""
 
     interval_s: float = Field(
-        default=15.0, ge=1.0, description="Global controller cadence (instance counts), seconds."
+        default=15.0,
+        ge=1.0,
+        le=ONE_DAY_S,
+        description="Global controller cadence (instance counts), seconds.",
     )
     local_interval_s: float = Field(
-        default=15.0, ge=1.0, description="Local controller cadence (batch sizes), seconds."
+        default=15.0,
+        ge=1.0,
+        le=ONE_DAY_S,
+        description="Local controller cadence (batch sizes), seconds.",
     )
     history_limit: int = Field(
         default=20, ge=0, le=100, description="Decisions kept in status.decisions."
@@ -218,12 +252,13 @@ class DrainSpec(SpecModel):
     request_timeout_s: int | None = Field(
         default=None,
         ge=0,
-        le=86400,
+        le=MAX_REQUEST_TIMEOUT_S,
         description="Longest wait for in-flight requests after SIGTERM, seconds. Default: "
         f"what a {DRAIN_OUTPUT_TOKENS}-token answer takes at the SLOs, "
-        f"ceil(slo.interactiveTtftS + {DRAIN_OUTPUT_TOKENS - 1} x slo.interactiveItlS).",
+        f"ceil(slo.interactiveTtftS + {DRAIN_OUTPUT_TOKENS - 1} x slo.interactiveItlS), "
+        f"at most {MAX_REQUEST_TIMEOUT_S} s.",
     )
-    shutdown_timeout_flag: bool = Field(
+    shutdown_timeout_flag: StrictBool = Field(
         default=False,
         description="Pass requestTimeoutS to vLLM as --shutdown-timeout, which makes vLLM "
         "drain on SIGTERM instead of aborting (vLLM v0.18.0 and later, vllm-project/vllm#34730; "
@@ -235,7 +270,7 @@ class DrainSpec(SpecModel):
         if self.request_timeout_s is not None:
             return self.request_timeout_s
         answer_s = slo.interactive_ttft_s + (DRAIN_OUTPUT_TOKENS - 1) * slo.interactive_itl_s
-        return math.ceil(answer_s)
+        return min(math.ceil(answer_s), MAX_REQUEST_TIMEOUT_S)
 
 
 class TuningSpec(SpecModel):
@@ -308,6 +343,13 @@ class LLMServingPoolSpec(SpecModel):
     gateway: GatewaySpec = GatewaySpec()
     tuning: TuningSpec = Field(default=TuningSpec(), description="The algorithms' tunables.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _wire(cls, data: Any) -> Any:
+        # Before pydantic's lax coercions: the API server would refuse "yes" for a boolean.
+        wire_errors(cls, data)
+        return data
+
     @model_validator(mode="after")
     def _rules(self) -> Self:
         enforce(self, ())
@@ -330,3 +372,11 @@ class LLMServingPool(SpecModel):
     metadata: dict[str, Any] = Field(default={})
     spec: LLMServingPoolSpec
     status: PoolStatus | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _name(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        # A name may be absent (generateName); a given one becomes the objects' names.
+        if "name" in metadata and (problem := check_pool_name(metadata["name"])) is not None:
+            raise ValueError(problem)
+        return metadata

@@ -17,13 +17,26 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from chiron_operator.api.base import StatusModel
 from chiron_operator.core.enums import Role
 
 MAX_CONDITION_MESSAGE: Final = 32768
 ROLE_LETTERS: Final = {Role.INTERACTIVE: "I", Role.MIXED: "M", Role.BATCH: "B"}
+
+
+SLACK_FLOOR_RATIO: Final = -1e6
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A signal as status stores it: NaN and infinities (unknown) become None."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+# Status numbers are JSON: NaN and infinities have no JSON form (the status patch would fail
+# and the pool would show nothing at all), so whatever computed them, status holds None instead.
+Finite = Annotated[float | None, AfterValidator(finite_or_none)]
 
 
 class ConditionType(StrEnum):
@@ -34,6 +47,10 @@ class ConditionType(StrEnum):
     SCALING = "Scaling"
     CONFLICT = "Conflict"
     INVALID_SPEC = "InvalidSpec"
+    # Whether the last tick ran to its end (False: why it failed; it is retried every interval).
+    RECONCILED = "Reconciled"
+    # Whether every pod of the pool found a node (False: which role, how many, since when).
+    SCHEDULABLE = "Schedulable"
 
 
 class ConditionStatus(StrEnum):
@@ -136,37 +153,37 @@ class RoleStatuses(StatusModel):
 class SignalsStatus(StatusModel):
     """The pool-wide signals of the last tick; null when unknown."""
 
-    interactive_backpressure_ratio: float | None = Field(
+    interactive_backpressure_ratio: Finite = Field(
         default=None, description="Busy instances / (interactive + mixed instances)."
     )
-    batch_backpressure_ratio: float | None = Field(
+    batch_backpressure_ratio: Finite = Field(
         default=None, description="Share of batch deadline groups estimated to miss."
     )
-    ttft_s: float | None = Field(
+    ttft_s: Finite = Field(
         default=None, description="Interactive time to first token at the SLO percentile, s."
     )
-    itl_s: float | None = Field(
+    itl_s: Finite = Field(
         default=None, description="Interactive inter-token latency at the SLO percentile, s."
     )
-    ttft_slack_ratio: float | None = Field(
+    ttft_slack_ratio: Finite = Field(
         default=None, description="1 - ttftS / target; negative when the SLO is missed."
     )
-    itl_slack_ratio: float | None = Field(
+    itl_slack_ratio: Finite = Field(
         default=None, description="1 - itlS / target; negative when the SLO is missed."
     )
-    kv_cache_usage_ratio: float | None = Field(
+    kv_cache_usage_ratio: Finite = Field(
         default=None, description="Mean KV-cache usage over the pool's pods."
     )
     queued_batch_requests: int | None = Field(
         default=None, description="Batch requests waiting in the batch queue."
     )
-    batch_instance_tokens_per_s: float | None = Field(
+    batch_instance_tokens_per_s: Finite = Field(
         default=None,
         description="Output tokens/s one saturated batch instance generates: measured on the "
         "pool's batch pods (a moving average), or tuning.global.batchInstancePriorTokensPerS "
         "until one has been.",
     )
-    metrics_age_s: float | None = Field(default=None, description="Age of the newest sample, s.")
+    metrics_age_s: Finite = Field(default=None, description="Age of the newest sample, s.")
     metric_names: MetricNames | None = Field(
         default=None, description="Which vLLM metric names the pods export."
     )
@@ -226,7 +243,7 @@ class PoolStatus(StatusModel):
     batch_size_summary: str = Field(
         default="", description="Applied --max-num-seqs per role, interactive/mixed/batch."
     )
-    slo_slack_ratio: float | None = Field(
+    slo_slack_ratio: Finite = Field(
         default=None, description="The tighter of the TTFT and ITL slack ratios."
     )
     last_reason: str = Field(default="", description="Reason of the latest decision.")
@@ -253,15 +270,17 @@ class PoolStatus(StatusModel):
     )
 
 
-def finite_or_none(value: float | None) -> float | None:
-    """A signal as status stores it: NaN and infinities (unknown) become None."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 def slack_ratio(observed_s: float | None, target_s: float) -> float | None:
-    """1 - observed/target: 0.25 is 25% headroom, negative is an SLO miss; None if unknown."""
+    """1 - observed/target: 0.25 is 25% headroom, negative is an SLO miss; None if unknown.
+
+    A miss beyond `SLACK_FLOOR_RATIO` reads as that floor: an observation a million times the
+    target says all there is to say, and the ratio must stay a finite JSON number.
+    """
     known = finite_or_none(observed_s)
-    return None if known is None else 1.0 - known / target_s
+    if known is None or not target_s > 0.0:
+        return None
+    ratio = 1.0 - known / target_s
+    return max(ratio, SLACK_FLOOR_RATIO) if math.isfinite(ratio) else SLACK_FLOOR_RATIO
 
 
 def slo_slack_ratio(signals: SignalsStatus) -> float | None:

@@ -64,6 +64,8 @@ class SQLiteStore(SpecModel):
         default=None,
         min_length=1,
         max_length=253,
+        # A StorageClass name is a DNS-1123 subdomain.
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="StorageClass of the claim. Default: the cluster's default StorageClass.",
     )
 

@@ -18,6 +18,8 @@ from chiron_operator.core.tuning import LocalTuning
 
 # Throughput at or below this is "nothing"; it keeps TBP finite when throughput collapses.
 _NEGLIGIBLE_TOKENS_PER_S = 1e-3
+# A latency a million times its target: as far over as a ratio needs to say.
+MAX_BACKPRESSURE = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +87,25 @@ def backpressure(  # noqa: PLR0917 -- a pure formula over named inputs
     itl_label: str = "ITL EWMA",
 ) -> Backpressure:
     """LBP of `itl_s` against the target (0 without one), TBP only when `judge_throughput`."""
-    lbp = 0.0 if itl_target_s is None or itl_s is None else itl_s / itl_target_s
+    lbp = _lbp(itl_s, itl_target_s)
     tbp = 0.0
     if judge_throughput:
         tbp = _tbp(throughput_before, throughput_now, tuning.throughput_tolerance_ratio)
     return Backpressure(lbp, tbp, itl_s, itl_target_s, throughput_before, throughput_now, itl_label)
+
+
+def _lbp(itl_s: float | None, itl_target_s: float | None) -> float:
+    """LBP, 0 without a target or a sample, and at most `MAX_BACKPRESSURE`.
+
+    A target that underflowed to 0 (a tiny SLO times a tiny target ratio) or a sample at
+    infinity (Prometheus's histogram_quantile in the +Inf bucket) means as far over target
+    as it gets: the batch shrinks, and the number in status and Reasons stays finite.
+    """
+    if itl_target_s is None or itl_s is None:
+        return 0.0
+    if itl_target_s <= 0.0:
+        return MAX_BACKPRESSURE if itl_s > 0.0 else 0.0
+    return min(itl_s / itl_target_s, MAX_BACKPRESSURE)
 
 
 def _tbp(before: float | None, now: float, tolerance: float) -> float:

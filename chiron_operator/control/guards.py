@@ -8,12 +8,16 @@ is safe to apply. They are small pure stages `(ctx, verdict) -> verdict`, run in
   3. `stabilise_scale_down`: go down only to the highest recommendation of the window (HPA).
   4. `cool_down_scale_up`: no scale-up within the cooldown of the last one.
   5. `limit_step`: at most N replicas up or down per tick.
-  6. `clamp_to_bounds`: [min_replicas, max_replicas], last, so the bounds always hold.
+  6. `cap_unschedulable`: pods no node fits for longer than a grace period -> no more than the
+     scheduled pods, and no scale-up past them for another grace period.
+  7. `clamp_to_bounds`: [min_replicas, max_replicas], last, so the bounds always hold.
 
 Why this order: the holds that protect against bad or incomplete data (1, 2) decide first, so
 the later stages work on a value that is already safe to reason about; the time-based damping
-(3, 4) comes before the per-tick step (5) so a step never lets a damped move through; and the
-bounds come last because they are the user's guarantee and must win over everything. A stage
+(3, 4) comes before the per-tick step (5) so a step never lets a damped move through; the cap
+for pods that cannot be placed (6) comes after them, since removing pods that never ran needs
+no damping; and the bounds come last because they are the user's guarantee and must win over
+everything (a minReplicas the cluster cannot place stays asked for). A stage
 that changes the value says so with `Verdict.but`, which keeps the policy's message as context.
 
 Proposals are absolute replica counts. A Deployment's `replicas` already includes the pods that
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Final
 
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
@@ -43,6 +48,12 @@ Recommendations = tuple[tuple[float, int], ...]
 
 # A role the bounds do not mention may not run, as in PoolTuning.role_bounds.
 _NO_BOUNDS = RoleBounds(min_replicas=0, max_replicas=0)
+# How long a pod may stay unschedulable before the role stops asking for it. A cluster
+# autoscaler adds a node for a pending pod, and a GPU node takes minutes to join (provisioning,
+# drivers, a multi-GB image): removing the pod sooner would cancel the very request that makes
+# it add one. Keeping it for ever would show "starting" capacity that never comes and fight a
+# cluster that has no node to give. After the cap, a scale-up is retried once per this period.
+UNSCHEDULABLE_GRACE_S: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +218,47 @@ def limit_step(ctx: GuardContext, verdict: Verdict) -> Verdict:
     )
 
 
+def _unschedulable_past_grace(ctx: GuardContext) -> tuple[int, float] | None:
+    """(pods, seconds waited) when the role has pods unschedulable for the grace period."""
+    found = ctx.snapshot.unschedulable.get(ctx.role)
+    if found is None or found.pods <= 0:
+        return None
+    waited_s = ctx.now_s - found.since_s
+    return (found.pods, waited_s) if waited_s >= UNSCHEDULABLE_GRACE_S else None
+
+
+def cap_unschedulable(ctx: GuardContext, verdict: Verdict) -> Verdict:
+    """No more replicas than were scheduled, once pods have waited the grace for a node.
+
+    Within the grace nothing changes: a cluster autoscaler may be adding a node. Past it, the
+    role is capped at its scheduled pods (the pending ones go first: Kubernetes removes pods
+    without a node before any other), and scale-ups past the current size wait another grace
+    period (`GuardState.unschedulable_retry_s`), so a cluster that never fits the pod is asked
+    again once per period rather than every tick.
+    """
+    stuck = _unschedulable_past_grace(ctx)
+    if stuck is not None:
+        pods, waited_s = stuck
+        scheduled = max(0, ctx.current - pods)
+        if verdict.value <= scheduled:
+            return verdict
+        return verdict.but(
+            scheduled,
+            Reason.UNSCHEDULABLE,
+            f"{pods} {ctx.role.value} pod(s) unschedulable for {waited_s:.0f} s (grace "
+            f"{UNSCHEDULABLE_GRACE_S:g} s): capped at the {scheduled} scheduled replica(s)",
+        )
+    retry_s = ctx.state.unschedulable_retry_s
+    if retry_s is None or ctx.now_s >= retry_s or verdict.value <= ctx.current:
+        return verdict
+    return verdict.but(
+        ctx.current,
+        Reason.UNSCHEDULABLE,
+        f"scale-up to {verdict.value} held at {ctx.current}: {ctx.role.value} pods found no "
+        f"node recently, next try in {retry_s - ctx.now_s:.0f} s",
+    )
+
+
 def clamp_to_bounds(ctx: GuardContext, verdict: Verdict) -> Verdict:
     """Clamp to [min_replicas, max_replicas]; max wins if a misconfigured min exceeds it.
 
@@ -227,6 +279,7 @@ STAGES: tuple[Stage, ...] = (
     stabilise_scale_down,
     cool_down_scale_up,
     limit_step,
+    cap_unschedulable,
     clamp_to_bounds,
 )
 
@@ -272,10 +325,16 @@ def next_state(ctx: GuardContext, proposal: Verdict, final: Verdict) -> GuardSta
     recent = ctx.state.recommendations
     if ctx.problem is None and ctx.tuning.scale_down_stabilization_s > 0:
         recent = _remember(recent, ctx.now_s, proposal.value)
+    retry_s = ctx.state.unschedulable_retry_s
+    if _unschedulable_past_grace(ctx) is not None:
+        retry_s = ctx.now_s + UNSCHEDULABLE_GRACE_S
+    elif retry_s is not None and retry_s <= ctx.now_s:
+        retry_s = None
     return GuardState(
         last_scale_up_s=ctx.now_s if final.value > ctx.current else ctx.state.last_scale_up_s,
         last_scale_down_s=ctx.now_s if final.value < ctx.current else ctx.state.last_scale_down_s,
         recommendations=recent,
+        unschedulable_retry_s=retry_s,
     )
 
 

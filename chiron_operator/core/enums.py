@@ -65,6 +65,8 @@ class Reason(StrEnum):
     MAX_STEP_LIMITED = "MaxStepLimited"
     SCALE_UP_COOLDOWN = "ScaleUpCooldown"
     SCALE_DOWN_STABILIZATION = "ScaleDownStabilization"
+    # Pods of the role the scheduler cannot place (no node fits) past the grace period.
+    UNSCHEDULABLE = "Unschedulable"
 
     # Baselines.
     STATIC = "Static"

@@ -108,11 +108,24 @@ class BatchQueue:
 
 
 @dataclass(frozen=True, slots=True)
+class Unschedulable:
+    """A role's pods the scheduler could not place (PodScheduled False, reason Unschedulable).
+
+    `since_s` is when the longest-waiting of them was found unschedulable, on the snapshot's
+    clock: how long no node has fitted is what decides when to stop asking for more.
+    """
+
+    pods: int
+    since_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     """Everything a policy may know at time `now_s`.
 
     `metrics_age_s` is the age of the newest pool-wide sample (inf when the source answered
     nothing); `metrics_error` is a human-readable cause when the source failed outright.
+    `unschedulable` lists the roles with pods no node fits (none: every pod was placed).
     """
 
     now_s: float
@@ -120,6 +133,7 @@ class PoolSnapshot:
     batch_queue: BatchQueue = field(default_factory=BatchQueue)
     metrics_age_s: float = math.inf
     metrics_error: str = ""
+    unschedulable: Mapping[Role, Unschedulable] = field(default_factory=dict)
 
     def role(self, role: Role) -> RoleSnapshot:
         """The role's snapshot; a role the pool does not run reads as zero replicas."""

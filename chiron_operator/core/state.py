@@ -56,12 +56,14 @@ class GuardState:
     """Guard-rail memory for one role: last scale events and recent recommendations.
 
     The recommendations are learnt; the last scale times book resizes, so a resize that was
-    not applied leaves them as they were (`control.actuation.settle`).
+    not applied leaves them as they were (`control.actuation.settle`). `unschedulable_retry_s`
+    is when a role capped for pods no node fits may try to grow past its scheduled pods again.
     """
 
     last_scale_up_s: float | None = None
     last_scale_down_s: float | None = None
     recommendations: tuple[tuple[float, int], ...] = ()
+    unschedulable_retry_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,58 @@ class ChironState:
     restart: Mapping[Role, RestartState] = field(default_factory=dict)
     guards: Mapping[Role, GuardState] = field(default_factory=dict)
     global_scaling: GlobalState = field(default_factory=GlobalState)
+
+
+@dataclass(frozen=True, slots=True)
+class Bookings:
+    """What a role's Deployment records of the operator's own actions on it.
+
+    The restart budget and the cooldowns must hold across an operator killed between writing
+    a Deployment and writing the pool's status: the status copy of these stamps is then lost,
+    the Deployment's (written in the same patch as the change) is not.
+    """
+
+    restart_times_s: tuple[float, ...] = ()
+    last_scale_up_s: float | None = None
+    last_scale_down_s: float | None = None
+
+
+def _latest(first: float | None, second: float | None) -> float | None:
+    known = [t for t in (first, second) if t is not None]
+    return max(known) if known else None
+
+
+def with_bookings(state: ChironState, bookings: Mapping[Role, Bookings]) -> ChironState:
+    """`state` knowing every restart and resize the Deployments record (the union of both).
+
+    A stamp only in status (a Deployment replaced by hand) and one only on the Deployment (a
+    status write lost to a crash) both happened; keeping both never allows an action early.
+    """
+    if not bookings:
+        return state
+    restart = dict(state.restart)
+    guards = dict(state.guards)
+    for role, booked in bookings.items():
+        old_restart = restart.get(role, RestartState())
+        times = tuple(sorted({*old_restart.restart_times_s, *booked.restart_times_s}))
+        restart[role] = RestartState(
+            old_restart.pending_target_seqs, old_restart.pending_since_s, times
+        )
+        old_guard = guards.get(role, GuardState())
+        guards[role] = GuardState(
+            last_scale_up_s=_latest(old_guard.last_scale_up_s, booked.last_scale_up_s),
+            last_scale_down_s=_latest(old_guard.last_scale_down_s, booked.last_scale_down_s),
+            recommendations=old_guard.recommendations,
+            unschedulable_retry_s=old_guard.unschedulable_retry_s,
+        )
+    return ChironState(state.local, restart, guards, state.global_scaling)
+
+
+def bookings_of(state: ChironState, role: Role) -> Bookings:
+    """The stamps of `state` a role's Deployment carries (written with every change)."""
+    restart = state.restart.get(role, RestartState())
+    guard = state.guards.get(role, GuardState())
+    return Bookings(restart.restart_times_s, guard.last_scale_up_s, guard.last_scale_down_s)
 
 
 # Building a TypeAdapter compiles a validator: once per type, not once per call.

@@ -135,7 +135,7 @@ class GlobalTuning:
         default=0.8, description="Above this interactive backpressure, add mixed instances."
     )
     busy_running_ratio: Ratio = Field(
-        default=0.7,
+        default=0.6,
         description="An instance is busy when interactive running/max-num-seqs reaches this.",
     )
     bbp_threshold_ratio: Ratio = Field(

@@ -74,6 +74,44 @@ class KubeApiError(Exception):
         """The object exists already, or changed since it was read."""
         return self.status == 409
 
+    @property
+    def invalid_response(self) -> bool:
+        """The server answered success with a body that is not the JSON object asked for."""
+        return self.reason == INVALID_RESPONSE
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """A write answered so that it may have happened all the same (a conflict, a server
+        error after the commit, a timeout): only reading the object back tells."""
+        return self.status in {0, 409} or self.status >= 500 or self.invalid_response
+
+
+INVALID_RESPONSE: Final = "InvalidResponse"
+
+
+def _loaded(method: str, path: str, status: int, data: bytes | None) -> Json:
+    """The JSON object of a successful answer; KubeApiError when it is anything else.
+
+    An API server (or a proxy in front of it) can answer 200 with HTML, or with JSON of another
+    shape: that is an API failure with a reason, never a TypeError deep in the tick.
+    """
+    try:
+        loaded = json.loads(data or b"{}")
+    except ValueError as exc:
+        raise KubeApiError(
+            status,
+            INVALID_RESPONSE,
+            f"{method} {path} answered {status} with a body that is not JSON ({str(exc)[:120]})",
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise KubeApiError(
+            status,
+            INVALID_RESPONSE,
+            f"{method} {path} answered {status} with a JSON {type(loaded).__name__} where an "
+            "object was expected",
+        )
+    return loaded
+
 
 @contextmanager
 def _translated() -> Iterator[None]:
@@ -185,15 +223,22 @@ class KubeClient:
             response.read()  # type: ignore[no-untyped-call]
             if not 200 <= response.status <= 299:
                 raise ApiException.from_response(http_resp=response, body=None, data=None)
-        loaded = json.loads(response.data or b"{}")
-        if not isinstance(loaded, dict):
-            raise KubeApiError(0, "InvalidResponse", f"expected a JSON object, got {loaded!r}")
-        return loaded
+        shown = path
+        for key, value in (params or {}).items():
+            shown = shown.replace(f"{{{key}}}", value)
+        return _loaded(method, shown, int(response.status), response.data)
 
     def _list(self, collection: str, namespace: str, selector: str | None = None) -> list[Json]:
         query = {} if selector is None else {"labelSelector": selector}
         found = self.request("GET", collection, params={"namespace": namespace}, query=query)
-        return list(found.get("items") or [])
+        items = found.get("items") or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise KubeApiError(
+                200,
+                INVALID_RESPONSE,
+                f"GET {collection} answered a list whose items are not objects",
+            )
+        return items
 
     def _patch(self, collection: str, namespace: str, name: str, patch: object, kind: str) -> Json:
         params = {"namespace": namespace, "name": name}

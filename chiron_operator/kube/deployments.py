@@ -25,6 +25,12 @@ from chiron_operator.api.vllm import GPU_RESOURCE, OPERATOR_OWNED_FLAGS
 from chiron_operator.core.enums import Role
 from chiron_operator.kube import drain
 from chiron_operator.kube import labels as lb
+from chiron_operator.kube.pod_security import (
+    DEFAULT_VLLM_SECURITY,
+    VllmSecurity,
+    container_security_context,
+    pod_security_context,
+)
 
 VLLM_COMMAND: Final = ("vllm", "serve")
 MAX_NUM_SEQS_FLAG: Final = "--max-num-seqs"
@@ -102,11 +108,13 @@ def build_deployment(
     *,
     replicas: int,
     max_num_seqs: int,
+    security: VllmSecurity = DEFAULT_VLLM_SECURITY,
 ) -> dict[str, Any]:
     """The `<pool>-<role>` Deployment, owned by the pool, with `replicas` pods.
 
     The two counts are keyword-only: both are small ints, and swapping them would be a valid
-    Deployment that is badly wrong.
+    Deployment that is badly wrong. `security` is the operator's pod security policy
+    (`pod_security`).
     """
     lb.check_pool_name(pool_name)
     if replicas < 0:
@@ -127,13 +135,17 @@ def build_deployment(
             "selector": {"matchLabels": lb.role_selector(pool_name, role)},
             "strategy": ROLLING_UPDATE,
             "revisionHistoryLimit": 5,
-            "template": _pod_template(spec, role, labels, max_num_seqs),
+            "template": _pod_template(spec, role, labels, max_num_seqs, security),
         },
     }
 
 
 def _pod_template(
-    spec: LLMServingPoolSpec, role: Role, labels: Mapping[str, str], max_num_seqs: int
+    spec: LLMServingPoolSpec,
+    role: Role,
+    labels: Mapping[str, str],
+    max_num_seqs: int,
+    security: VllmSecurity,
 ) -> dict[str, Any]:
     template = spec.template
     annotations = {
@@ -142,7 +154,8 @@ def _pod_template(
         lb.ANNOTATION_MAX_NUM_SEQS: str(max_num_seqs),
     }
     pod_spec: dict[str, Any] = {
-        "containers": [_container(spec, role, max_num_seqs)],
+        "securityContext": pod_security_context(security),
+        "containers": [_container(spec, role, max_num_seqs, security)],
         # vLLM's tensor-parallel workers exchange tensors through /dev/shm, and the container
         # runtime's default 64 MiB is too small for it.
         "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
@@ -163,7 +176,9 @@ def _pod_template(
     }
 
 
-def _container(spec: LLMServingPoolSpec, role: Role, max_num_seqs: int) -> dict[str, Any]:
+def _container(
+    spec: LLMServingPoolSpec, role: Role, max_num_seqs: int, security: VllmSecurity
+) -> dict[str, Any]:
     template = spec.template
     container: dict[str, Any] = {
         "name": lb.CONTAINER_NAME,
@@ -178,6 +193,7 @@ def _container(spec: LLMServingPoolSpec, role: Role, max_num_seqs: int) -> dict[
             "failureThreshold": 3,
         },
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "securityContext": container_security_context(security, template.port),
     }
     hooks = drain.lifecycle(spec)
     if hooks is not None:

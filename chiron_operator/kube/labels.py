@@ -33,6 +33,12 @@ LABEL_SERVES_BATCH: Final = "chiron.io/serves-batch"
 
 ANNOTATION_APPLIED_REPLICAS: Final = "chiron.io/applied-replicas"
 ANNOTATION_MAX_NUM_SEQS: Final = "chiron.io/max-num-seqs"
+# The operator's own restarts and resizes of a role Deployment, in unix seconds (`bookings`):
+# written with each change, read back every tick, so the restart budget and the cooldowns
+# survive a status write lost to a crash.
+ANNOTATION_RESTARTS: Final = "chiron.io/restarts-unix-s"
+ANNOTATION_LAST_SCALE_UP: Final = "chiron.io/last-scale-up-unix-s"
+ANNOTATION_LAST_SCALE_DOWN: Final = "chiron.io/last-scale-down-unix-s"
 ANNOTATION_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 ANNOTATION_DEFAULT_CONTAINER: Final = "kubectl.kubernetes.io/default-container"
 

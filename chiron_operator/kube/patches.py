@@ -13,29 +13,35 @@ from chiron_operator.kube import labels as lb
 from chiron_operator.kube.deployments import with_max_num_seqs
 
 
-def replicas_patch(replicas: int) -> dict[str, Any]:
+def replicas_patch(replicas: int, booked: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Set a Deployment's replicas and record them as the operator's last applied count.
 
     Both go in one patch so that the record can never disagree with what the operator wrote;
-    a later difference is then someone else's change (see `find_conflicts`).
+    a later difference is then someone else's change (see `find_conflicts`). `booked` are the
+    role's restart and resize stamps (`bookings.booking_annotations`), written with the change
+    for the same reason.
     """
     if replicas < 0:
         raise ValueError(f"replicas must not be negative, got {replicas}")
-    return {
-        "metadata": {"annotations": {lb.ANNOTATION_APPLIED_REPLICAS: str(replicas)}},
-        "spec": {"replicas": replicas},
-    }
+    annotations = {**(booked or {}), lb.ANNOTATION_APPLIED_REPLICAS: str(replicas)}
+    return {"metadata": {"annotations": annotations}, "spec": {"replicas": replicas}}
 
 
-def max_num_seqs_patch(args: Sequence[str], max_num_seqs: int) -> dict[str, Any]:
+def max_num_seqs_patch(
+    args: Sequence[str], max_num_seqs: int, booked: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Set --max-num-seqs in the `vllm` container's `args` (the current or freshly built ones).
 
     Changing the pod template rolls the role's pods (surge, never below the ready count); the
-    annotation records the value for readers that should not parse argv.
+    annotation records the value for readers that should not parse argv. `booked` (the role's
+    restart log and resize stamps) goes on the Deployment itself, not the template, in the
+    same patch: the restart and its record are one write.
     """
     if max_num_seqs < 1:
         raise ValueError(f"max_num_seqs must be at least 1, got {max_num_seqs}")
+    patch: dict[str, Any] = {"metadata": {"annotations": dict(booked)}} if booked else {}
     return {
+        **patch,
         "spec": {
             "template": {
                 "metadata": {"annotations": {lb.ANNOTATION_MAX_NUM_SEQS: str(max_num_seqs)}},
@@ -45,7 +51,7 @@ def max_num_seqs_patch(args: Sequence[str], max_num_seqs: int) -> dict[str, Any]
                     ]
                 },
             }
-        }
+        },
     }
 
 

@@ -4,8 +4,11 @@ Per tick the operator builds a `PoolQuery` from the pool's spec, calls
 `PrometheusSource.fetch` (at most eight batched PromQL queries, constant in pod count), and
 passes the result with the Kubernetes facts it read itself to the pure `build_snapshot`.
 
-- `promql`: the query builders (pure).
-- `source`: the HTTP client (`prometheus_api_client.PrometheusConnect`).
+- `promql`: the query builders (pure); `batch_queue`: a pool's own batch queue, confined to
+  its namespace; `literals`: PromQL string, regex and duration text.
+- `source`: the HTTP client (`prometheus_api_client.PrometheusConnect`), over `transport`'s
+  session (no redirects, checked peers, a deadline per fetch); `destination`: which addresses
+  a pool's Prometheus may have and which URLs the operator's own token may go to.
 - `parse`: result vectors -> values, with the rules for absent, NaN, partial and stale data.
 - `snapshot`: Kubernetes facts + a fetch -> `PoolSnapshot`.
 """

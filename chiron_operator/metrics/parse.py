@@ -376,7 +376,7 @@ def _queue(
     if query.gateway_batch:
         return gateway_queue(results.get(Signal.GATEWAY_BATCH, ()))
     if query.queue_query is None:
-        return None
+        return QueueMetrics(error=queue_error) if queue_error else None
     samples = results.get(Signal.BATCH_QUEUE, ())
     groups = () if queue_error else queue_groups(samples, query.deadline_label)
     return QueueMetrics(groups, queue_error)

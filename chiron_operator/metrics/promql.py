@@ -55,6 +55,8 @@ from typing import Final
 from chiron_operator.api.spec import LLMServingPoolSpec
 from chiron_operator.api.status import MetricNames
 from chiron_operator.core.snapshot import itl_window_s as itl_range_s
+from chiron_operator.metrics.batch_queue import queue_query
+from chiron_operator.metrics.literals import duration, regex_literal, string_literal
 
 PART_LABEL: Final = "chiron_part"
 ROLE_LABEL: Final = "chiron_role"
@@ -123,24 +125,6 @@ class Part(StrEnum):
 def part_tag(part: Part, generation: MetricNames | None = None) -> str:
     """The tag of a part, qualified by the name generation it was read from, if any."""
     return part.value if generation is None else f"{part.value}:{generation.value}"
-
-
-def string_literal(value: str) -> str:
-    """A PromQL double-quoted string holding `value` exactly."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def regex_literal(value: str) -> str:
-    """`value` as an RE2 pattern matching only itself (pool names may contain dots)."""
-    return "".join("\\" + ch if ch in r"\.+*?()|[]{}^$" else ch for ch in value)
-
-
-def duration(seconds: float) -> str:
-    """A PromQL range duration; PromQL has no fractional units, so sub-second parts use ms."""
-    millis = round(seconds * 1000)
-    if millis <= 0:
-        raise ValueError(f"a range must be positive, got {seconds} s")
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +222,8 @@ class PoolQuery:
     the local controller acts on it (`core.snapshot.itl_window_s`); 0 means `window_s`.
     `gateway`: the pool runs its gateway; then, unless the user names a `queue_query`, the
     batch queue and the output lengths are the gateway's (`gateway_batch`), the lengths over
-    `gateway_length_window_s`.
+    `gateway_length_window_s`. `queue_refusal` says why the user's queue is not read (raw
+    PromQL the operator may not run, `metrics.batch_queue`): then no queue is read at all.
     """
 
     selector: PoolSelector
@@ -250,6 +235,7 @@ class PoolQuery:
     deadline_label: str = "deadline"
     gateway: bool = False
     gateway_length_window_s: float = GATEWAY_LENGTH_WINDOW_S
+    queue_refusal: str = ""
 
     @classmethod
     def from_spec(
@@ -258,16 +244,26 @@ class PoolQuery:
         pool: str,
         spec: LLMServingPoolSpec,
         length_window_s: float | None = None,
+        *,
+        allow_promql: bool = False,
     ) -> PoolQuery:
-        """The query a pool's spec asks for; the length window defaults to the spec's window."""
+        """The query a pool's spec asks for; the length window defaults to the spec's window.
+
+        `allow_promql`: the admin lets pools' raw `queuedRequestsQuery` run (refused otherwise).
+        """
         prometheus = spec.prometheus
         queue = spec.batch_queue
+        selector = PoolSelector(namespace, pool, pod_label=prometheus.pod_label)
+        promql, refusal = queue_query(
+            queue, namespace, allow_promql=allow_promql, namespace_label=selector.namespace_label
+        )
         return cls(
-            selector=PoolSelector(namespace, pool, pod_label=prometheus.pod_label),
+            selector=selector,
             window_s=prometheus.window_s,
             quantile=spec.slo.percentile_ratio,
             length_window_s=length_window_s or prometheus.window_s,
-            queue_query=queue.queued_requests_query if queue else None,
+            queue_query=promql,
+            queue_refusal=refusal,
             deadline_label=queue.deadline_label if queue else "deadline",
             itl_window_s=itl_range_s(prometheus.scrape_interval_s, prometheus.window_s),
             gateway=spec.gateway.enabled,
@@ -276,7 +272,7 @@ class PoolQuery:
     @property
     def gateway_batch(self) -> bool:
         """The batch signals come from the pool's gateway (it has one, and no user queue)."""
-        return self.gateway and self.queue_query is None
+        return self.gateway and self.queue_query is None and not self.queue_refusal
 
     def queries(self) -> dict[Signal, str]:
         """The tick's queries in issue order (pod signals first, the batch signals last)."""

@@ -11,7 +11,11 @@ from typing import Final
 from chiron_operator import __version__
 from chiron_operator.kube import KubeClient
 from chiron_operator.metrics import PrometheusSource
+from chiron_operator.metrics.destination import DestinationPolicy, token_url_allowed
+from chiron_operator.metrics.source import DEFAULT_DEADLINE_S
+from chiron_operator.operator.fetching import FetchLimiter
 from chiron_operator.operator.metrics_log import FetchErrors
+from chiron_operator.operator.pod_policy import DEFAULT_POD_POLICY, PodPolicy
 from chiron_operator.operator.telemetry import OperatorMetrics
 
 
@@ -47,6 +51,35 @@ class GatewaySettings:
 DEFAULT_GATEWAY: Final = GatewaySettings()
 
 
+# Loopback, link-local and unspecified addresses refused; nothing allowed beyond.
+STRICT_DESTINATIONS: Final = DestinationPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    """What the cluster admin allows the pools' Prometheus fetches (the operator's flags).
+
+    `token` is the operator's own bearer token; it is sent only to `token_urls`
+    (`--prometheus-token-url`), whatever URL a pool names. `destinations` refuses loopback,
+    link-local and API-server addresses unless allowed (`--prometheus-allow-cidr`).
+    `allow_pool_promql` lets pools' raw `spec.batchQueue.queuedRequestsQuery` run.
+    `deadline_s` bounds each pool's whole fetch.
+    """
+
+    token: str | None = None
+    token_urls: tuple[str, ...] = ()
+    destinations: DestinationPolicy = STRICT_DESTINATIONS
+    allow_pool_promql: bool = False
+    deadline_s: float = DEFAULT_DEADLINE_S
+
+    def token_for(self, url: str) -> str | None:
+        """The operator's token when `url` is allowed to receive it, else None."""
+        return self.token if token_url_allowed(url, self.token_urls) else None
+
+
+DEFAULT_PROMETHEUS: Final = PrometheusSettings()
+
+
 @dataclass
 class OperatorContext:
     """One operator process's shared parts; one per process, never a module global.
@@ -58,9 +91,12 @@ class OperatorContext:
     kube: KubeClient
     telemetry: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], float] = time.time
-    prometheus_token: str | None = None
+    prometheus: PrometheusSettings = DEFAULT_PROMETHEUS
+    fetches: FetchLimiter = field(default_factory=FetchLimiter)
     verify_tls: bool = True
     gateway: GatewaySettings = DEFAULT_GATEWAY
+    # What pools may run (images, ServiceAccounts) and the vLLM pods' security context.
+    pod_policy: PodPolicy = DEFAULT_POD_POLICY
     sources: dict[tuple[str, str], tuple[str, PrometheusSource]] = field(default_factory=dict)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Each pool's last fetch errors, so a failing query is logged when it changes, not per tick.
@@ -88,7 +124,13 @@ class OperatorContext:
             return cached[1]
         if cached is not None:
             cached[1].close()
-        source = PrometheusSource(url, bearer_token=token, verify_tls=self.verify_tls)
+        source = PrometheusSource(
+            url,
+            bearer_token=token,
+            verify_tls=self.verify_tls,
+            deadline_s=self.prometheus.deadline_s,
+            destinations=self.prometheus.destinations,
+        )
         self.sources[key] = (fingerprint, source)
         return source
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from chiron_operator.core.enums import Role
+from chiron_operator.core.snapshot import Unschedulable
+from chiron_operator.core.state import Bookings
 from chiron_operator.kube import applied_max_num_seqs
+from chiron_operator.kube.bookings import read_bookings
 from chiron_operator.kube.labels import (
     GATEWAY_COMPONENT,
     LABEL_COMPONENT,
     LABEL_ROLE,
 )
-from chiron_operator.kube.pods import is_serving, pod_max_num_seqs
+from chiron_operator.kube.pods import is_serving, pod_max_num_seqs, unschedulable
 from chiron_operator.metrics import PodFacts, RoleFacts
 
 Json = Mapping[str, Any]
@@ -78,3 +82,38 @@ def gateway_replicas(deployments: Iterable[Json], pods: Iterable[Json]) -> tuple
     replicas = int((found[0].get("spec") or {}).get("replicas") or 0)
     ready = sum(1 for pod in pods if is_gateway(pod) and is_serving(pod))
     return replicas, ready
+
+
+@dataclass(frozen=True, slots=True)
+class UnschedulableFacts:
+    """A role's pods no node fits: how many, since when, and the scheduler's word for why."""
+
+    pods: int
+    since_s: float
+    message: str
+
+    def for_policy(self) -> Unschedulable:
+        return Unschedulable(self.pods, self.since_s)
+
+
+def unschedulable_pods(pods: Iterable[Json], now_s: float) -> dict[Role, UnschedulableFacts]:
+    """The roles with pods the scheduler could not place (PodScheduled False, Unschedulable)."""
+    found: dict[Role, list[tuple[float, str]]] = {}
+    for pod in pods:
+        role = role_of(pod)
+        stuck = unschedulable(pod, now_s) if role is not None else None
+        if role is not None and stuck is not None:
+            found.setdefault(role, []).append(stuck)
+    return {
+        role: UnschedulableFacts(len(stuck), min(t for t, _ in stuck), min(stuck)[1])
+        for role, stuck in found.items()
+    }
+
+
+def role_bookings(deployments: Iterable[Json]) -> dict[Role, Bookings]:
+    """The restart and resize stamps each role Deployment carries (`kube.bookings`)."""
+    return {
+        role: read_bookings(deployment)
+        for deployment in deployments
+        if (role := role_of(deployment)) is not None
+    }

@@ -4,6 +4,9 @@ With spec.gateway.enabled: the ServiceAccount and its RoleBinding first (a pod n
 ServiceAccount is refused), the SQLite store's claim (a pod naming a missing claim stays
 Pending), then the Deployment and the `<pool>` Service, each created when missing and patched
 when the live object lacks what the spec asks. Disabled: all four deleted, but not the claim.
+Only objects the pool owns (an owner reference to it) are patched, re-created or deleted: a
+ServiceAccount or RoleBinding of the same name that someone else made is left alone, with a
+warning, since the pool's name is the tenant's choice and may collide with theirs.
 The gateway's replicas are the spec's (no controller scales it), so its Deployment is patched
 whole, with directives deleting what the other store kind put there (`deployment_patch`).
 
@@ -20,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chiron_operator.api import LLMServingPoolSpec
+from chiron_operator.api.base import API_VERSION, KIND
 from chiron_operator.kube import KubeApiError, KubeClient
 from chiron_operator.kube import labels as lb
 from chiron_operator.kube.client import (
@@ -127,6 +131,9 @@ def _ensure_account(kube: KubeClient, ref: PoolRef) -> list[str]:
     wanted = build_gateway_service_account(ref.name, ref.namespace, ref.uid)
     name = lb.gateway_name(ref.name)
     current = kube.get_named(SERVICE_ACCOUNTS, ref.namespace, name)
+    if current is not None and not owned_by_pool(current, ref):
+        _not_ours(ref, "ServiceAccount", name)
+        return []
     if current is None:
         kube.create_in(SERVICE_ACCOUNTS, wanted)
     elif labels_differ(current, wanted):
@@ -141,6 +148,9 @@ def _ensure_binding(kube: KubeClient, ref: PoolRef, cluster_role: str) -> list[s
     wanted = build_gateway_role_binding(ref.name, ref.namespace, ref.uid, cluster_role=cluster_role)
     name = lb.gateway_name(ref.name)
     current = kube.get_named(ROLE_BINDINGS, ref.namespace, name)
+    if current is not None and not owned_by_pool(current, ref):
+        _not_ours(ref, "RoleBinding", name)
+        return []
     if current is not None and current.get("roleRef") != wanted["roleRef"]:
         kube.delete_named(ROLE_BINDINGS, ref.namespace, name)
         current = None
@@ -159,24 +169,55 @@ def remove_gateway(
     deployments: Mapping[str, Json],
     services: Mapping[str, Json],
 ) -> list[str]:
-    """Delete the gateway's objects; the names deleted.
+    """Delete the gateway's objects the pool owns; the names deleted.
 
     The Deployment and the Service are deleted when the pool's listings show them. The
-    ServiceAccount and the RoleBinding are not listed (the operator only gets them by name),
-    so their deletes are issued anyway and an absent one counts as done.
+    ServiceAccount and the RoleBinding are not listed (the operator only gets them by name):
+    each is read, and deleted only when its owner reference names the pool.
     """
     name = lb.gateway_name(ref.name)
     entrypoint = lb.entrypoint_name(ref.name)
     deleted = []
-    if name in deployments and kube.delete_named(DEPLOYMENTS, ref.namespace, name):
+    deployment = deployments.get(name)
+    if owned_by_pool(deployment, ref) and kube.delete_named(DEPLOYMENTS, ref.namespace, name):
         deleted.append(name)
     ours = _is_gateway_service(services.get(entrypoint))
     if ours and kube.delete_named(SERVICES, ref.namespace, entrypoint):
         deleted.append(entrypoint)
     for collection in (ROLE_BINDINGS, SERVICE_ACCOUNTS):
-        if kube.delete_named(collection, ref.namespace, name):
+        current = kube.get_named(collection, ref.namespace, name)
+        if current is None:
+            continue
+        if not owned_by_pool(current, ref):
+            _not_ours(ref, collection.rsplit("/", 1)[-1], name)
+        elif kube.delete_named(collection, ref.namespace, name):
             deleted.append(name)
     return deleted
+
+
+def owned_by_pool(obj: Json | None, ref: PoolRef) -> bool:
+    """Whether `obj` has an owner reference to the pool (its uid too, when known).
+
+    The uid tells a pool from an earlier one of the same name, whose objects the garbage
+    collector is about to delete.
+    """
+    meta = (obj or {}).get("metadata") or {}
+    for owner in meta.get("ownerReferences") or []:
+        same = (owner.get("apiVersion"), owner.get("kind"), owner.get("name"))
+        if same == (API_VERSION, KIND, ref.name) and (not ref.uid or owner.get("uid") == ref.uid):
+            return True
+    return False
+
+
+def _not_ours(ref: PoolRef, kind: str, name: str) -> None:
+    log.warning(
+        "pool %s/%s: a %s named %s exists and is not the pool's; it is left alone (rename the "
+        "pool or remove it for the pool's gateway to get its own)",
+        ref.namespace,
+        ref.name,
+        kind,
+        name,
+    )
 
 
 def _is_gateway_service(service: Json | None) -> bool:

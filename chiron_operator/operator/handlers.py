@@ -10,13 +10,25 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from chiron_operator.api import GROUP, PLURAL, VERSION, check_spec
+from chiron_operator.api import GROUP, PLURAL, VERSION
+from chiron_operator.api.status import upsert_condition
 from chiron_operator.operator import objects as cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
+from chiron_operator.operator.events import condition_events, post_events
+from chiron_operator.operator.failures import (
+    FailureLog,
+    TickProblem,
+    problem_of,
+    reconciled,
+    same_cause,
+)
+from chiron_operator.operator.outcome import previous_status
+from chiron_operator.operator.pod_policy import admitted_spec
 from chiron_operator.operator.tick import run_tick
 
 log = logging.getLogger(__name__)
@@ -62,18 +74,26 @@ def configure(
 async def reconcile_objects(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
     """Create or update the pool's Deployments, Services and gateway objects from its spec.
 
-    An invalid spec is left alone here: the pool's daemon reports it on its next tick (at
-    once, on creation), and reporting from both places would race into duplicate Events.
+    An invalid spec, or one the operator's pod policy refuses, is left alone here: the pool's
+    daemon reports it on its next tick (at once, on creation), and reporting from both places
+    would race into duplicate Events.
     """
     ref = pool_ref(body)
-    spec, _ = check_spec(body.get("spec") or {})
+    spec, _ = admitted_spec(body.get("spec") or {}, ctx.pod_policy)
     if spec is None:
         return
     tuning = spec.to_tuning()
     async with ctx.lock_for(ref):
         existing = await asyncio.to_thread(ctx.kube.list_deployments, ref.namespace, ref.name)
         touched = await asyncio.to_thread(
-            cluster.ensure_objects, ctx.kube, ref, spec, tuning, existing, gateway=ctx.gateway
+            cluster.ensure_objects,
+            ctx.kube,
+            ref,
+            spec,
+            tuning,
+            existing,
+            gateway=ctx.gateway,
+            security=ctx.pod_policy.vllm,
         )
     if touched:
         log.info("pool %s/%s: applied %s", ref.namespace, ref.name, ", ".join(touched))
@@ -88,23 +108,75 @@ async def control_loop(
     restart of the daemon.
     """
     ref = pool_ref(body)
+    failures = FailureLog(f"{ref.namespace}/{ref.name}")
     loop = asyncio.get_running_loop()
     due = loop.time()
     while not stopped:
-        try:
-            async with ctx.lock_for(ref):
-                await run_tick(ctx, ref, body)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # One bad tick (an API hiccup, a Prometheus timeout) must not stop autoscaling:
-            # the next tick starts from the cluster's state again.
-            log.exception("pool %s/%s: tick failed", ref.namespace, ref.name)
+        await tick_once(ctx, ref, body, failures)
         # Ticks start every interval, not an interval after the last one ended: otherwise
         # the period stretches by the tick's own duration, and so does the reaction time
         # to load. A tick that overran starts the next one at once, without catching up.
         due = max(due + interval_s(body), loop.time())
         await stopped.wait(max(0.0, due - loop.time()))
+
+
+async def tick_once(
+    ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any], failures: FailureLog
+) -> None:
+    """One tick under the pool's lock; a failure is reported, never raised.
+
+    One bad tick (an API hiccup, a bug on one pool's data) must not stop autoscaling: the
+    next tick starts from the cluster's state again. Its cause goes to the `Reconciled`
+    condition every time it changes, to an Event and the log once per cause.
+    """
+    try:
+        async with ctx.lock_for(ref):
+            problem = await run_tick(ctx, ref, body)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        unexpected = problem_of(exc)
+        await report_failure(ctx, ref, body, unexpected, announce=failures.failed(unexpected, exc))
+        return
+    if problem is None:
+        failures.succeeded()
+    else:
+        failures.failed(problem)
+
+
+async def report_failure(
+    ctx: OperatorContext,
+    ref: PoolRef,
+    body: Mapping[str, Any],
+    problem: TickProblem,
+    *,
+    announce: bool,
+) -> None:
+    """Write `Reconciled` False with the problem (when it says something new), and post its
+    Event when the cause is new both to this process (`announce`) and to the pool's status.
+
+    Best effort: when the API server itself is what fails, this fails too, and the log (once
+    per cause) is all that can tell.
+    """
+    previous = previous_status(body)
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    now = datetime.fromtimestamp(ctx.clock(), UTC)
+    done = reconciled(problem, now=now, generation=generation)
+    before = next((c for c in previous.conditions if c.type == done.type), None)
+    # The same cause with other numbers (a count, a resourceVersion) is not worth a status
+    # write on every failing tick: every watcher of the pool would wake for it.
+    if before is not None and same_cause(before, done):
+        return
+    current = previous.model_copy(
+        update={"conditions": upsert_condition(previous.conditions, done)}
+    )
+    wire = [c.model_dump(mode="json", by_alias=True) for c in current.conditions]
+    try:
+        await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, {"conditions": wire})
+        if announce:
+            await post_events(ctx, ref, condition_events(previous, current))
+    except Exception as exc:  # the tick's own failure is what the log tells
+        log.debug("pool %s/%s: reporting the failure failed: %s", ref.namespace, ref.name, exc)
 
 
 def register(

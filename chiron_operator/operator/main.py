@@ -23,6 +23,12 @@ from chiron_operator.operator.context import (
     OperatorContext,
 )
 from chiron_operator.operator.handlers import register
+from chiron_operator.operator.pod_policy import add_pod_policy_flags, pod_policy
+from chiron_operator.operator.prometheus_flags import (
+    add_prometheus_flags,
+    fetch_limiter,
+    prometheus_settings,
+)
 
 DEFAULT_PEERING = "chiron-operator"
 # The chart sets it to the operator's own image, so the gateways run the operator's release.
@@ -53,6 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain")
     parser.add_argument("--verbose", action="store_true")
     _gateway_flags(parser.add_argument_group("the pools' gateways"))
+    add_pod_policy_flags(parser.add_argument_group("what pools may run"))
+    add_prometheus_flags(parser.add_argument_group("the pools' Prometheus"))
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
         args.all_namespaces = True
@@ -122,8 +130,10 @@ async def serve(
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's login reads it too
     ctx = OperatorContext(
         kube=KubeClient.from_environment(args.kubeconfig),
-        prometheus_token=_token(),
+        prometheus=prometheus_settings(args, _token()),
+        fetches=fetch_limiter(args),
         gateway=gateway_settings(args),
+        pod_policy=pod_policy(args),
     )
     ready = ready_flag or threading.Event()
     registry = kopf.OperatorRegistry()
@@ -150,6 +160,7 @@ async def serve(
     finally:
         await runner.cleanup()
         ctx.kube.close()
+        ctx.fetches.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

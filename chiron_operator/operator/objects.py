@@ -5,26 +5,31 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chiron_operator.api import GROUP, PLURAL, VERSION, LLMServingPoolSpec
 from chiron_operator.api.status import DecisionField
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
+from chiron_operator.core.state import Bookings
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.kube import (
     KubeApiError,
     KubeClient,
     applied_max_num_seqs,
+    applied_replicas,
     build_deployment,
     build_services,
     deletion_costs,
     deployment_name,
     max_num_seqs_patch,
+    replicas_patch,
     vllm_args,
 )
+from chiron_operator.kube.bookings import booking_annotations
 from chiron_operator.kube.labels import ANNOTATION_APPLIED_REPLICAS
+from chiron_operator.kube.pod_security import DEFAULT_VLLM_SECURITY, VllmSecurity
 from chiron_operator.operator.context import DEFAULT_GATEWAY, GatewaySettings, PoolRef
 from chiron_operator.operator.drift import contains, service_differs
 from chiron_operator.operator.gateway_objects import ensure_gateway
@@ -62,9 +67,11 @@ def ensure_objects(
     existing: Sequence[Json],
     *,
     gateway: GatewaySettings = DEFAULT_GATEWAY,
+    security: VllmSecurity = DEFAULT_VLLM_SECURITY,
 ) -> list[str]:
     """Create missing role Deployments and the Services; roll template changes into existing
     ones; create, update or remove the gateway's objects as spec.gateway says. The names written.
+    `security` is the vLLM pods' security context the operator requires.
 
     An existing role Deployment keeps its replicas and its applied --max-num-seqs (they are the
     controllers' to change), so a spec edit never resets a running pool.
@@ -86,12 +93,14 @@ def ensure_objects(
                 role,
                 replicas=role_bounds.min_replicas,
                 max_num_seqs=role_bounds.initial_batch_size_seqs,
+                security=security,
             )
             current = _create_deployment(kube, new)
             if current is None:
                 touched.append(name)
                 continue
-        body = _template_body(ref, spec, role, current, role_bounds.initial_batch_size_seqs)
+        seqs = role_bounds.initial_batch_size_seqs
+        body = _template_body(ref, spec, role, current, seqs, security=security)
         if _template_differs(current, body):
             kube.patch_deployment(ref.namespace, name, body)
             touched.append(name)
@@ -148,13 +157,26 @@ def missing_roles(ref: PoolRef, tuning: PoolTuning, existing: Sequence[Json]) ->
 
 
 def _template_body(
-    ref: PoolRef, spec: LLMServingPoolSpec, role: Role, current: Json, initial_seqs: int
+    ref: PoolRef,
+    spec: LLMServingPoolSpec,
+    role: Role,
+    current: Json,
+    initial_seqs: int,
+    *,
+    security: VllmSecurity,
 ) -> Json:
     """The Deployment as the spec wants it, for an existing one: its template, not its size."""
     seqs = applied_max_num_seqs(current) or initial_seqs
     replicas = int((current.get("spec") or {}).get("replicas") or 0)
     body = build_deployment(
-        ref.name, ref.namespace, ref.uid, spec, role, replicas=replicas, max_num_seqs=seqs
+        ref.name,
+        ref.namespace,
+        ref.uid,
+        spec,
+        role,
+        replicas=replicas,
+        max_num_seqs=seqs,
+        security=security,
     )
     # Replicas belong to the controllers and to conflict detection: a template edit must not
     # overwrite them, nor the record of what the operator last applied.
@@ -173,6 +195,20 @@ def _template_differs(current: Json, body: Json) -> bool:
     return not contains(have, body["spec"]["template"])
 
 
+@dataclass
+class Applying:
+    """What applying a plan did: the changes written, and the writes the API server refused.
+
+    `errors` holds every failed write, also one whose change was found on the Deployment all
+    the same (a 409 or a 5xx after the commit): it happened, and the error is still news.
+    `booked` are each role's restart and resize stamps, written with its changes.
+    """
+
+    booked: Mapping[Role, Bookings] = field(default_factory=dict)
+    applied: list[Change] = field(default_factory=list)
+    errors: dict[Change, KubeApiError] = field(default_factory=dict)
+
+
 def apply_plan(
     kube: KubeClient,
     ref: PoolRef,
@@ -181,25 +217,61 @@ def apply_plan(
     *,
     snapshot: PoolSnapshot,
     pods: Sequence[Json],
-    applied: list[Change] | None = None,
+    applying: Applying | None = None,
 ) -> list[Change]:
     """Apply every change of an enforcing plan; the changes applied, in order.
 
-    Each change is appended to `applied` (when given) as soon as it is written, so a caller
-    whose write failed halfway knows which changes did happen.
+    Each change is appended to `applying.applied` as soon as it is written, so a caller whose
+    write failed halfway knows which changes did happen. A write whose outcome the answer does
+    not tell (`KubeApiError.outcome_unknown`) is read back: found, it counts as applied.
     """
-    applied = [] if applied is None else applied
+    applying = Applying() if applying is None else applying
     for change in the_plan.changes:
         name = deployment_name(ref.name, change.role)
-        if change.field is DecisionField.REPLICAS:
-            if change.to_value < change.from_value:
-                _mark_victims(kube, ref, change, snapshot, pods)
-            kube.scale_deployment(ref.namespace, name, change.to_value)
-        else:
-            args = vllm_args(spec, change.role, change.to_value)
-            kube.patch_deployment(ref.namespace, name, max_num_seqs_patch(args, change.to_value))
-        applied.append(change)
-    return applied
+        booked = booking_annotations(applying.booked.get(change.role, Bookings()))
+        try:
+            _write_change(kube, ref, spec, change, booked, snapshot=snapshot, pods=pods)
+        except KubeApiError as exc:
+            applying.errors[change] = exc
+            if not (exc.outcome_unknown and _landed(kube, ref.namespace, name, change)):
+                raise
+        applying.applied.append(change)
+    return applying.applied
+
+
+def _write_change(
+    kube: KubeClient,
+    ref: PoolRef,
+    spec: LLMServingPoolSpec,
+    change: Change,
+    booked: Mapping[str, str],
+    *,
+    snapshot: PoolSnapshot,
+    pods: Sequence[Json],
+) -> None:
+    name = deployment_name(ref.name, change.role)
+    if change.field is DecisionField.REPLICAS:
+        if change.to_value < change.from_value:
+            _mark_victims(kube, ref, change, snapshot, pods)
+        kube.patch_deployment(ref.namespace, name, replicas_patch(change.to_value, booked))
+    else:
+        args = vllm_args(spec, change.role, change.to_value)
+        patch = max_num_seqs_patch(args, change.to_value, booked)
+        kube.patch_deployment(ref.namespace, name, patch)
+
+
+def _landed(kube: KubeClient, namespace: str, name: str, change: Change) -> bool:
+    """Whether the Deployment shows `change` as the operator writes it (value and record)."""
+    try:
+        found = kube.get_deployment(namespace, name)
+    except KubeApiError:
+        return False
+    if found is None:
+        return False
+    if change.field is DecisionField.REPLICAS:
+        replicas = (found.get("spec") or {}).get("replicas")
+        return replicas == change.to_value and applied_replicas(found) == change.to_value
+    return applied_max_num_seqs(found) == change.to_value
 
 
 def adopt_scale_downs(kube: KubeClient, ref: PoolRef, names: Sequence[str]) -> None:

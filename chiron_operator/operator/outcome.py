@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,13 +23,22 @@ from chiron_operator.control.actuation import settle
 from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
-from chiron_operator.core.state import ChironState
+from chiron_operator.core.state import ChironState, with_bookings
 from chiron_operator.core.tuning import PoolTuning
-from chiron_operator.kube import Conflict, ConflictReason, find_conflicts
+from chiron_operator.kube import Conflict, ConflictReason, KubeApiError, find_conflicts
 from chiron_operator.kube.gateway import gateway_endpoint
 from chiron_operator.metrics import PoolMetrics, RoleFacts, build_snapshot
 from chiron_operator.operator.context import PoolRef
-from chiron_operator.operator.facts import gateway_replicas, pod_facts, role_facts, role_of
+from chiron_operator.operator.facts import (
+    UnschedulableFacts,
+    gateway_replicas,
+    pod_facts,
+    role_bookings,
+    role_facts,
+    role_of,
+    unschedulable_pods,
+)
+from chiron_operator.operator.failures import TickProblem, problem_of, reconciled
 from chiron_operator.operator.objects import ClusterState
 from chiron_operator.operator.plan import (
     Change,
@@ -113,16 +122,23 @@ def _target_records(
     return target_records(decision, before, mode, now)
 
 
-def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> TickOutcome:
+def evaluate(
+    inputs: TickInputs,
+    applied: Collection[Change] | None = None,
+    write_errors: Mapping[Change, KubeApiError] | None = None,
+) -> TickOutcome:
     """Snapshot, Chiron's decision, the mode- and conflict-gated plan, and the new status.
 
     `applied` is what the tick managed to write when that is not the whole acting plan (a
     write failed): the controller memory and the records must not claim the rest happened.
+    `write_errors` (writes answered with an error, applied or not) show in the records and
+    `Reconciled`. The controllers' memory is the status's merged with each Deployment's
+    stamps (`kube.bookings`): a restart or resize whose status write was lost still counts.
     """
     spec, state, tuning = inputs.spec, inputs.cluster, inputs.tuning
-    facts, snapshot = _read(inputs, tuning)
+    facts, stuck, snapshot = _read(inputs, tuning)
     previous = inputs.previous
-    before = load_state(previous)
+    before = with_bookings(load_state(previous), role_bookings(state.deployments))
     decision, decided = chiron.decide(snapshot, tuning, before)
     # The vLLM Deployments only: the gateway's replicas are the spec's, not the policy's, and
     # an HPA on the gateway must not stop the pool's autoscaling.
@@ -132,13 +148,14 @@ def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> T
     the_plan = plan(decision, facts, spec.mode, "; ".join(c.message for c in conflicts))
     skipped = unapplied(the_plan, applied)
     now = datetime.fromtimestamp(inputs.now_s, UTC)
+    errors = {c: str(e) for c, e in (write_errors or {}).items()}
     report = TickReport(
         snapshot=snapshot,
         decision=decision,
         facts=facts,
         the_plan=the_plan,
         new_records=[
-            *records(decision, facts, the_plan, previous.decisions, now, skipped),
+            *records(decision, facts, the_plan, previous.decisions, now, skipped, errors),
             *_target_records(decision, previous, tuning, spec.mode, now),
         ],
         state=settle(before, decided, decision, unapplied_roles(skipped)),
@@ -152,15 +169,41 @@ def evaluate(inputs: TickInputs, applied: Collection[Change] | None = None) -> T
         unapplied=skipped,
         queue_error=inputs.metrics.queue.error if inputs.metrics.queue else "",
         gateway=_gateway(inputs),
+        unschedulable=stuck,
     )
-    status = _with_conflict(build_status(report, previous), conflicts, now, inputs.generation)
+    status = _final_status(report, previous, conflicts, write_problem(write_errors))
     return TickOutcome(snapshot, the_plan, report, status, adopted if the_plan.enforce else ())
 
 
-def _read(inputs: TickInputs, tuning: PoolTuning) -> tuple[dict[Role, RoleFacts], PoolSnapshot]:
-    """The role facts from the cluster objects, and the snapshot the policy decides on."""
+def _final_status(
+    report: TickReport,
+    previous: PoolStatus,
+    conflicts: list[Conflict],
+    problem: TickProblem | None,
+) -> PoolStatus:
+    """The status with the `Conflict` and `Reconciled` conditions of this tick."""
+    now, generation = report.now, report.generation
+    status = _with_conflict(build_status(report, previous), conflicts, now, generation)
+    done = reconciled(problem, now=now, generation=generation)
+    return status.model_copy(update={"conditions": upsert_condition(status.conditions, done)})
+
+
+def write_problem(write_errors: Mapping[Change, KubeApiError] | None) -> TickProblem | None:
+    """The first failed Deployment write as a tick problem naming the change, or None."""
+    for change, error in (write_errors or {}).items():
+        what = f"{change.role.value} {change.field.value} {change.from_value} -> {change.to_value}"
+        return problem_of(error, f"writing the {change.role.value} Deployment ({what})")
+    return None
+
+
+def _read(
+    inputs: TickInputs, tuning: PoolTuning
+) -> tuple[dict[Role, RoleFacts], dict[Role, UnschedulableFacts], PoolSnapshot]:
+    """The role facts and the pods no node fits from the cluster objects, and the snapshot
+    the policy decides on."""
     pods = pod_facts(inputs.cluster.pods)
     facts = role_facts(inputs.cluster.deployments, pods)
+    stuck = unschedulable_pods(inputs.cluster.pods, inputs.now_s)
     snapshot = build_snapshot(
         inputs.now_s,
         roles=facts,
@@ -169,7 +212,8 @@ def _read(inputs: TickInputs, tuning: PoolTuning) -> tuple[dict[Role, RoleFacts]
         staleness_s=tuning.guards.metrics_staleness_s,
         batch_deadline_s=tuning.slo.batch_deadline_s,
     )
-    return facts, snapshot
+    policy_view = {role: found.for_policy() for role, found in stuck.items()}
+    return facts, stuck, replace(snapshot, unschedulable=policy_view)
 
 
 def _gateway(inputs: TickInputs) -> GatewayStatus | None:

@@ -113,6 +113,7 @@ def records(  # noqa: PLR0917 -- one record per decided value needs all of it
     history: Sequence[DecisionRecord],
     now: datetime,
     not_applied: Collection[Change] | None = None,
+    write_errors: Mapping[Change, str] | None = None,
 ) -> list[DecisionRecord]:
     """Decision records worth keeping: applied changes, and the rest once per value and reason.
 
@@ -121,12 +122,15 @@ def records(  # noqa: PLR0917 -- one record per decided value needs all of it
     of the same role and field, which answers "why not?" once per cause. A change that was not
     applied (Observe, Recommend, a conflict) repeats every tick in the same way, so it is kept
     when its value or reason differs from that last record. `not_applied` defaults to
-    `unapplied(the_plan)`.
+    `unapplied(the_plan)`. A record of a change whose write the API server answered with an
+    error (`write_errors`, the error's text by change) says so: applied when the change was
+    found on the Deployment all the same, not applied (and retried) otherwise.
     """
     skipped = unapplied(the_plan) if not_applied is None else frozenset(not_applied)
+    errors = write_errors or {}
     last = {(r.role, r.field): r for r in history}
     out = [
-        _record(now, change=c, applied=c not in skipped)
+        _record(now, change=c, applied=c not in skipped, write_error=errors.get(c, ""))
         for c in the_plan.changes
         if c not in skipped or _is_new(last.get((c.role, c.field)), c.verdict, value=True)
     ]
@@ -187,7 +191,13 @@ def _current(fact: RoleFacts, field: DecisionField) -> int:
     return fact.replicas if field is DecisionField.REPLICAS else fact.max_num_seqs
 
 
-def _record(now: datetime, *, change: Change, applied: bool) -> DecisionRecord:
+def _record(
+    now: datetime, *, change: Change, applied: bool, write_error: str = ""
+) -> DecisionRecord:
+    message = change.verdict.message
+    if write_error:
+        outcome = "found applied all the same" if applied else "not applied, retried next tick"
+        message = f"[write failed: {write_error[:600]}; {outcome}] {message}"
     return DecisionRecord.model_validate(
         {
             "time": now,
@@ -197,7 +207,7 @@ def _record(now: datetime, *, change: Change, applied: bool) -> DecisionRecord:
             "from": change.from_value,
             "to": change.verdict.value,
             "reason": change.verdict.reason.value,
-            "message": change.verdict.message[:4096],
+            "message": message[:4096],
             "applied": applied,
         }
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import TypeAdapter
@@ -35,12 +35,14 @@ from chiron_operator.api.status import (
     upsert_condition,
 )
 from chiron_operator.control.batch_scaling import instance_tokens_per_s
+from chiron_operator.control.guards import UNSCHEDULABLE_GRACE_S
 from chiron_operator.core.decision import PoolDecision
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import ChironState
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.metrics import RoleFacts
+from chiron_operator.operator.facts import UnschedulableFacts
 from chiron_operator.operator.plan import Change, Plan
 
 
@@ -68,6 +70,8 @@ class TickReport:
     queue_error: str = ""
     # The pool's gateway (None: spec.gateway disabled, or the pool's name is not known).
     gateway: GatewayStatus | None = None
+    # The roles with pods no node fits (PodScheduled False, reason Unschedulable).
+    unschedulable: Mapping[Role, UnschedulableFacts] = field(default_factory=dict)
 
 
 # Built once: a TypeAdapter compiles its schema when constructed (milliseconds), and the state
@@ -81,6 +85,11 @@ METRICS_STALE = "MetricsStale"
 METRICS_PENDING = "MetricsPending"
 # The pods' signals are fine but the batch-queue query failed: only the batch role holds.
 BATCH_QUEUE_UNAVAILABLE = "BatchQueueUnavailable"
+PODS_SCHEDULED = "PodsScheduled"
+# Pods wait for a node within the grace period (a cluster autoscaler may be adding one).
+PODS_UNSCHEDULABLE = "PodsUnschedulable"
+# The grace period ran out: the role is capped at its scheduled pods.
+UNSCHEDULABLE_CAPPED = "UnschedulableCapped"
 
 
 def build_status(report: TickReport, previous: PoolStatus) -> PoolStatus:
@@ -243,12 +252,15 @@ def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple
     now, gen = report.now, report.generation
     metrics = _metrics_condition(report, previous)
     problem = metrics.status is not ConditionStatus.TRUE
-    starting = sum(f.starting_replicas for f in report.facts.values())
+    stuck = sum(f.pods for f in report.unschedulable.values())
+    starting = max(0, sum(f.starting_replicas for f in report.facts.values()) - stuck)
     acting = report.the_plan.acts
     scaling = condition(
         ConditionType.SCALING,
         acting or starting > 0,
-        "Scaling" if acting else ("PodsStarting" if starting else "Stable"),
+        "Scaling"
+        if acting
+        else ("PodsStarting" if starting else (PODS_UNSCHEDULABLE if stuck else "Stable")),
         _scaling_message(report, starting),
         now=now,
         generation=gen,
@@ -265,9 +277,45 @@ def _tick_conditions(report: TickReport, previous: Sequence[Condition]) -> tuple
         generation=gen,
     )
     conditions = tuple(previous)
-    for new in (metrics, scaling, ready_condition):
+    for new in (metrics, scaling, ready_condition, schedulable_condition(report)):
         conditions = upsert_condition(conditions, new)
     return conditions
+
+
+def schedulable_condition(report: TickReport) -> Condition:
+    """Schedulable: False while a role has pods no node fits, or is capped for having had them.
+
+    The reason tells whether the role still waits for a node (a cluster autoscaler may add
+    one within the grace) or has been capped at its scheduled pods.
+    """
+    parts, capped = [], False
+    for role, stuck in sorted(report.unschedulable.items()):
+        waited_s = report.now.timestamp() - stuck.since_s
+        over = waited_s >= UNSCHEDULABLE_GRACE_S
+        capped = capped or over
+        then = "capped at the scheduled pods" if over else f"grace {UNSCHEDULABLE_GRACE_S:g} s"
+        parts.append(
+            f"{role.value}: {stuck.pods} pod(s) unschedulable for {waited_s:.0f} s ({then}): "
+            f"{stuck.message[:300]}"
+        )
+    for role, guard in sorted(report.state.guards.items()):
+        retry_s = guard.unschedulable_retry_s
+        if role not in report.unschedulable and retry_s is not None:
+            capped = True
+            wait_s = retry_s - report.now.timestamp()
+            parts.append(
+                f"{role.value}: capped after pods found no node, next try in {wait_s:.0f} s"
+            )
+    now, gen = report.now, report.generation
+    if not parts:
+        message = "every pod found a node"
+        return condition(
+            ConditionType.SCHEDULABLE, True, PODS_SCHEDULED, message, now=now, generation=gen
+        )
+    reason = UNSCHEDULABLE_CAPPED if capped else PODS_UNSCHEDULABLE
+    return condition(
+        ConditionType.SCHEDULABLE, False, reason, "; ".join(parts), now=now, generation=gen
+    )
 
 
 def _unavailable(metrics: Condition) -> str:
@@ -297,4 +345,7 @@ def _scaling_message(report: TickReport, starting: int) -> str:
         parts.append(f"not applied: mode {report.mode.value}")
     if starting:
         parts.append(f"{starting} pod(s) starting")
+    stuck = sum(f.pods for f in report.unschedulable.values())
+    if stuck:
+        parts.append(f"{stuck} pod(s) unschedulable (see Schedulable)")
     return "; ".join(parts) or "no change"

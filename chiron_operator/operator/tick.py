@@ -1,7 +1,8 @@
 """One control tick of one pool: gather -> decide -> apply -> report.
 
 The handlers stay thin: they call `run_tick` at the pool's cadence. Every blocking call runs in
-a worker thread so one slow pool (a Prometheus timing out) never stalls the others.
+a worker thread so one slow pool (a Prometheus timing out) never stalls the others; Prometheus
+fetches run on their own bounded executor (`fetching.FetchLimiter`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,27 @@ from chiron_operator.api import (
     ConditionType,
     LLMServingPoolSpec,
     PoolStatus,
-    check_spec,
 )
 from chiron_operator.api.status import upsert_condition
+from chiron_operator.core.enums import Role
+from chiron_operator.core.state import bookings_of
 from chiron_operator.core.tuning import PoolTuning
 from chiron_operator.kube import EventType, KubeApiError
 from chiron_operator.metrics import PoolMetrics, PoolQuery
 from chiron_operator.operator import objects as cluster
 from chiron_operator.operator.context import OperatorContext, PoolRef
 from chiron_operator.operator.events import announce
+from chiron_operator.operator.failures import TickProblem
 from chiron_operator.operator.gateway_objects import missing_gateway
 from chiron_operator.operator.metrics_log import log_fetch_errors
-from chiron_operator.operator.outcome import TickInputs, TickOutcome, evaluate, previous_status
-from chiron_operator.operator.plan import Change
+from chiron_operator.operator.outcome import (
+    TickInputs,
+    TickOutcome,
+    evaluate,
+    previous_status,
+    write_problem,
+)
+from chiron_operator.operator.pod_policy import admitted_spec
 from chiron_operator.operator.status import condition
 from chiron_operator.operator.telemetry_update import publish
 
@@ -48,7 +57,8 @@ async def checked_spec(
     a pool left invalid for a day must not rewrite its status (and wake every watcher) each
     interval, nor post the same Event thousands of times.
     """
-    spec, errors = check_spec(body.get("spec") or {})
+    # The operator's pod policy (allowed images and ServiceAccounts) is part of the verdict.
+    spec, errors = admitted_spec(body.get("spec") or {}, ctx.pod_policy)
     previous = previous_status(body)
     was_invalid = _condition_message(previous, ConditionType.INVALID_SPEC)
     if not errors and was_invalid is None:
@@ -110,10 +120,33 @@ class SecretUnreadableError(Exception):
     """The pool's Prometheus token Secret could not be read."""
 
 
+class TokenNotAllowedError(SecretUnreadableError):
+    """The pool names no token Secret, and its URL may not receive the operator's own token."""
+
+
+def _operator_token(ctx: OperatorContext, url: str) -> str | None:
+    """The operator's token for `url`; refused, not dropped, where the admin did not allow it.
+
+    Sending the query without it would only trade a clear cause for a 401, or read an
+    unauthenticated endpoint the pool's author may not have meant.
+    """
+    settings = ctx.prometheus
+    if settings.token is None:
+        return None
+    token = settings.token_for(url)
+    if token is None:
+        raise TokenNotAllowedError(
+            f"the operator's Prometheus token goes only to the URLs its admin allows "
+            f"(--prometheus-token-url), not to {url}: set spec.prometheus.authSecretRef to a "
+            "Secret holding a token for it"
+        )
+    return token
+
+
 async def _token(ctx: OperatorContext, ref: PoolRef, spec: LLMServingPoolSpec) -> str | None:
     secret = spec.prometheus.auth_secret_ref
     if secret is None:
-        return ctx.prometheus_token
+        return _operator_token(ctx, spec.prometheus.url)
     try:
         token = await asyncio.to_thread(
             cluster.read_secret_key, ctx.kube, ref.namespace, secret.name, secret.key
@@ -144,47 +177,61 @@ async def _fetch_metrics(
     except SecretUnreadableError as exc:
         return PoolMetrics(error=str(exc), fetched_at_s=ctx.clock())
     source = ctx.source_for(ref, spec.prometheus.url, token)
-    query = PoolQuery.from_spec(ref.namespace, ref.name, spec)
-    return await asyncio.to_thread(source.fetch, query)
+    query = PoolQuery.from_spec(
+        ref.namespace, ref.name, spec, allow_promql=ctx.prometheus.allow_pool_promql
+    )
+    return await ctx.fetches.run(
+        ref.namespace,
+        ref.name,
+        functools.partial(source.fetch, query),
+        deadline_s=ctx.prometheus.deadline_s,
+        now_s=ctx.clock(),
+    )
 
 
-async def run_tick(ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]) -> None:
-    """Gather, decide, apply (Enforce only), report. Raises only on API-server errors."""
+async def run_tick(
+    ctx: OperatorContext, ref: PoolRef, body: Mapping[str, Any]
+) -> TickProblem | None:
+    """Gather, decide, apply (Enforce only), report.
+
+    A Deployment write the API server refused is reported (status, decision record, Event)
+    and returned, not raised: the next tick retries it. Anything else that fails raises.
+    """
     started = time.perf_counter()
     generation = int((body.get("metadata") or {}).get("generation") or 0)
     spec = await checked_spec(ctx, ref, body, generation)
     if spec is None:
-        return
+        return None
     tuning = spec.to_tuning()
     state = await _read_complete(ctx, ref, spec, tuning)
     metrics = await _fetch_metrics(ctx, ref, spec)
     log_fetch_errors(ctx.fetch_errors, (ref.namespace, ref.name), metrics)
     previous = previous_status(body)
     inputs = TickInputs(spec, tuning, state, metrics, previous, ctx.clock(), generation, ref)
-    outcome, failure = await _apply(ctx, ref, inputs, evaluate(inputs))
+    outcome, failure = await apply_outcome(ctx, ref, inputs, evaluate(inputs))
     wire = outcome.status.model_dump(mode="json", by_alias=True)
     await asyncio.to_thread(cluster.patch_status, ctx.kube, ref, wire)
     await announce(ctx, ref, outcome.report, previous, outcome.status)
     elapsed_s = time.perf_counter() - started
     publish(ctx.telemetry, ref, outcome.report, metrics.queries, elapsed_s)
-    if failure is not None:
-        raise failure
+    return failure
 
 
-async def _apply(
+async def apply_outcome(
     ctx: OperatorContext, ref: PoolRef, inputs: TickInputs, outcome: TickOutcome
-) -> tuple[TickOutcome, KubeApiError | None]:
-    """Apply an acting plan; on a failed write, the outcome of what was applied, and the error.
+) -> tuple[TickOutcome, TickProblem | None]:
+    """Apply an acting plan; after a refused write, the outcome of what was applied, and why.
 
     The status still has to be written then: otherwise the controller memory of the last
-    good tick is kept, and the changes written before the failure would be unrecorded. The
-    error is raised after that, so kopf retries the tick.
+    good tick is kept, and the changes written before the failure would be unrecorded. Each
+    change carries its role's restart and resize stamps (`kube.bookings`) in the same patch.
     """
     if outcome.adopted:
         await asyncio.to_thread(cluster.adopt_scale_downs, ctx.kube, ref, outcome.adopted)
     if not outcome.the_plan.acts:
         return outcome, None
-    done: list[Change] = []
+    booked = {role: bookings_of(outcome.report.state, role) for role in Role}
+    applying = cluster.Applying(booked)
     try:
         await asyncio.to_thread(
             cluster.apply_plan,
@@ -194,18 +241,14 @@ async def _apply(
             outcome.the_plan,
             snapshot=outcome.snapshot,
             pods=inputs.cluster.pods,
-            applied=done,
+            applying=applying,
         )
-    except KubeApiError as exc:
-        log.warning(
-            "%s/%s: applying the plan failed after %d of %d change(s): %s",
-            ref.namespace,
-            ref.name,
-            len(done),
-            len(outcome.the_plan.changes),
-            exc,
-        )
-        return evaluate(inputs, applied=done), exc
+    except KubeApiError:
+        done = applying.applied
+        return evaluate(inputs, done, applying.errors), write_problem(applying.errors)
+    if applying.errors:
+        # Refused, yet found on the Deployment: applied, and the refusal still reported.
+        return evaluate(inputs, None, applying.errors), write_problem(applying.errors)
     return outcome, None
 
 
@@ -224,7 +267,14 @@ async def _read_complete(
     if not roles_missing and not missing_gateway(ref, spec, state.deployments):
         return state
     ensure = functools.partial(
-        cluster.ensure_objects, ctx.kube, ref, spec, tuning, state.deployments, gateway=ctx.gateway
+        cluster.ensure_objects,
+        ctx.kube,
+        ref,
+        spec,
+        tuning,
+        state.deployments,
+        gateway=ctx.gateway,
+        security=ctx.pod_policy.vllm,
     )
     try:
         await asyncio.to_thread(ensure)

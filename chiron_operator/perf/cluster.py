@@ -61,7 +61,7 @@ def pool_spec(pods: int, prometheus_url: str) -> dict[str, Any]:
         "template": {"image": "vllm/vllm-openai:v0.11.0"},
         "roles": roles,
         "prometheus": {"url": prometheus_url, "windowS": 30, "scrapeIntervalS": 2},
-        "batchQueue": {"queuedRequestsQuery": f'sum by (deadline) (bench_queue{{pool="{POOL}"}})'},
+        "batchQueue": {"metric": {"name": "bench_queue", "matchers": {"pool": POOL}}},
         "control": {"intervalS": 2, "localIntervalS": 2},
     }
 

@@ -13,7 +13,7 @@ from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import SloTargets
 from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.perfmodel.vllm_defaults import DEFAULT_MAX_NUM_BATCHED_TOKENS
-from chiron_operator.routing import RoutingTuning
+from chiron_operator.routing import DEADLINE_BUCKET_S, RoutingTuning
 from chiron_operator.sim.router import RoutingMode
 
 
@@ -88,7 +88,7 @@ class SimConfig:
     window_s: float = 60.0
     actuation_delay_s: float = 0.0
     drain_grace_s: float = 30.0
-    deadline_bucket_s: float = 60.0
+    deadline_bucket_s: float = DEADLINE_BUCKET_S
     expose_class_split: bool = False
     chunked_prefill: bool = True
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS

@@ -61,6 +61,7 @@ from chiron_operator.perfmodel.coldstart import ColdStartModel, cold_start, cold
 from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.perfmodel.profiles import SPECS, profile, profile_names
 from chiron_operator.perfmodel.vllm_defaults import EngineSpec, profile_max_num_batched_tokens
+from chiron_operator.routing import DEADLINE_BUCKET_S
 from chiron_operator.sim import workloads
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.requests import RequestSpec
@@ -86,7 +87,7 @@ class SimulationSpec(SpecModel):
     window_s: PositiveFloat = 60.0
     actuation_delay_s: NonNegativeFloat = 0.0
     drain_grace_s: NonNegativeFloat = 30.0
-    deadline_bucket_s: PositiveFloat = 60.0
+    deadline_bucket_s: PositiveFloat = DEADLINE_BUCKET_S
     expose_class_split: bool = Field(
         default=False,
         description="Give controllers the per-class split of each pod's load, which real vLLM "

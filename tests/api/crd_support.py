@@ -9,6 +9,8 @@ cel-python, `self` bound at each rule's node and typed by the schema as the serv
 from __future__ import annotations
 
 import copy
+import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -70,9 +72,21 @@ def as_jsonschema(schema: Schema) -> Schema:
     return out
 
 
+_VALIDATORS: dict[int, tuple[Schema, jsonschema.Draft4Validator]] = {}
+
+
+def _validator(schema: Schema) -> jsonschema.Draft4Validator:
+    """One validator per schema object (building one is most of a small pool's check)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft4Validator(as_jsonschema(schema)))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
+
+
 def schema_errors(value: Any, schema: Schema, root: str = "spec") -> list[tuple[str, str]]:
     """(field path, message) of every schema violation, the path naming the field at fault."""
-    validator = jsonschema.Draft4Validator(as_jsonschema(schema))
+    validator = _validator(schema)
     found = []
     for error in validator.iter_errors(value):
         parts = list(error.absolute_path)
@@ -143,24 +157,54 @@ def _failure(rule: dict[str, str], self_value: Any, path: str) -> CelFailure:
     return CelFailure(full, rule["rule"], message)
 
 
+_RULE_VERDICTS: dict[tuple[str, str, str], CelFailure | None] = {}
+_SELF_FIELD = re.compile(r"self\.(\w+)")
+_BARE_SELF = re.compile(r"\bself\b(?!\.)")
+
+
+def _reads(rule: dict[str, str], value: Any) -> str:
+    """What a rule reads of `self`: the fields it names (all of `self` if it reads it bare)."""
+    text = rule["rule"] + rule.get("messageExpression", "")
+    if not isinstance(value, dict) or _BARE_SELF.search(text):
+        return json.dumps(value, sort_keys=True, default=repr)
+    read = {name: value.get(name) for name in sorted(set(_SELF_FIELD.findall(text)))}
+    return json.dumps(read, sort_keys=True, default=repr)
+
+
+def _node_failures(value: Any, schema: Schema, path: str) -> list[CelFailure]:
+    """The rules at one node that `value` breaks. Each rule's verdict is memoised on what it
+    reads: the rules are pure, and the fuzz tests check thousands of pools that share most of
+    their fields (cel-python is slow)."""
+    found = []
+    self_value = None
+    for rule in schema.get("x-kubernetes-validations", []):
+        key = (path, rule["rule"], _reads(rule, value))
+        if key not in _RULE_VERDICTS:
+            if self_value is None:
+                self_value = to_cel(value, schema)
+            broken = not evaluate(rule["rule"], self_value)
+            _RULE_VERDICTS[key] = _failure(rule, self_value, path) if broken else None
+        failure = _RULE_VERDICTS[key]
+        if failure is not None:
+            found.append(failure)
+    return found
+
+
+def _child(path: str, key: str) -> str:
+    """`path` extended by one key, the way `wire_path` spells it."""
+    return f"{path}{wire_path(('x', key))[1:]}" if path else key
+
+
 def cel_failures(value: Any, schema: Schema, path: str = "spec") -> list[CelFailure]:
     """Every x-kubernetes-validations rule under `schema` that `value` breaks (no oldSelf)."""
-    failures = []
-    rules = schema.get("x-kubernetes-validations", [])
-    if rules:
-        self_value = to_cel(value, schema)
-        failures += [
-            _failure(rule, self_value, path)
-            for rule in rules
-            if not evaluate(rule["rule"], self_value)
-        ]
+    failures = list(_node_failures(value, schema, path))
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         extra = schema.get("additionalProperties")
         for key, item in value.items():
             sub = properties.get(key, extra)
             if item is not None and isinstance(sub, dict):
-                failures += cel_failures(item, sub, wire_path((path, key)))
+                failures += cel_failures(item, sub, _child(path, str(key)))
     elif isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             failures += cel_failures(item, schema["items"], f"{path}[{index}]")

@@ -10,8 +10,11 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import latest_version
 
+from chiron_operator.api.bounds import spec_structural
 from chiron_operator.api.crd import main, render_crd
+from chiron_operator.api.names import POOL_NAME_RULE
 from chiron_operator.api.rules import RULES
+from chiron_operator.api.spec import LLMServingPoolSpec
 from tests.api.crd_support import as_jsonschema, cel_failures, compile_cel, walk
 from tests.api.pools import CRD_PATH
 
@@ -101,7 +104,12 @@ def _resolve_field_path(node: dict[str, Any], field_path: str) -> dict[str, Any]
 
 def test_cel_rules_compile_and_point_at_fields(openapi: dict[str, Any]) -> None:
     found = []
+    # The root's one rule is the pool's name (CEL sees only metadata.name there).
+    assert openapi["x-kubernetes-validations"] == [POOL_NAME_RULE]
+    compile_cel(POOL_NAME_RULE["rule"])
     for path, node in walk(openapi):
+        if not path:
+            continue
         for rule in node.get("x-kubernetes-validations", []):
             found.append(rule["rule"])
             assert _resolve_field_path(node, rule["fieldPath"]), (path, rule)
@@ -114,7 +122,13 @@ def test_cel_rules_compile_and_point_at_fields(openapi: dict[str, Any]) -> None:
             for expression in (rule["rule"], rule.get("messageExpression")):
                 if expression:
                     compile_cel(expression)
-    assert sorted(found) == sorted(rule.rule for rule in RULES)
+    # The cross-field rules, and those a model declares next to its fields (the batch queue's).
+    declared = [
+        rule["rule"]
+        for _, node in walk(spec_structural(LLMServingPoolSpec))
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+    assert sorted(found) == sorted([rule.rule for rule in RULES] + declared)
 
 
 def test_lists_and_strings_the_rules_read_are_bounded(spec_schema: dict[str, Any]) -> None:

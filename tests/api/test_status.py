@@ -31,6 +31,7 @@ from chiron_operator.api import (
     slo_slack_ratio,
     upsert_condition,
 )
+from chiron_operator.api.status import SLACK_FLOOR_RATIO
 from chiron_operator.core.enums import Reason, Role
 from tests.api.crd_support import schema_errors
 
@@ -175,4 +176,29 @@ def test_condition_shape_follows_kubernetes() -> None:
         "Scaling",
         "Conflict",
         "InvalidSpec",
+        "Reconciled",
+        "Schedulable",
     ]
+
+
+@pytest.mark.parametrize(
+    ("observed_s", "target_s", "slack"),
+    [
+        (0.5, 1.0, 0.5),
+        (1.7976931348623157e308, 0.001, SLACK_FLOOR_RATIO),  # overflows to -inf unclamped
+        (1e9, 0.001, SLACK_FLOOR_RATIO),
+        (math.inf, 1.0, None),
+        (math.nan, 1.0, None),
+        (0.5, 0.0, None),
+    ],
+)
+def test_slack_ratio_is_finite_or_unknown(
+    observed_s: float, target_s: float, slack: float | None
+) -> None:
+    assert slack_ratio(observed_s, target_s) == slack
+
+
+def test_status_numbers_are_never_nan_or_infinite() -> None:
+    signals = SignalsStatus(ttft_s=math.inf, itl_s=math.nan, kv_cache_usage_ratio=0.5)
+    assert (signals.ttft_s, signals.itl_s, signals.kv_cache_usage_ratio) == (None, None, 0.5)
+    assert PoolStatus(slo_slack_ratio=-math.inf).slo_slack_ratio is None

@@ -25,6 +25,7 @@ class Where(Enum):
     CLUSTER = "cluster scope"
     ALL_NAMESPACES_MODE = "cluster scope, only when serving all namespaces"
     RELEASE = "the release namespace"
+    POOL_AUTH = "each namespace of prometheus.poolAuthSecretNamespaces (default: watchNamespaces)"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ DOCUMENTED: tuple[Rule, ...] = (
         "",
         "secrets",
         "get",
-        Where.WATCHED,
+        Where.POOL_AUTH,
         resource_name_value="prometheus.poolAuthSecretNames",
     ),
 )
@@ -137,6 +138,8 @@ def expected_grants(values: Mapping[str, Any], release_namespace: str) -> set[Gr
             namespaces = [CLUSTER]
         elif rule.where is Where.ALL_NAMESPACES_MODE:
             namespaces = [] if watched else [CLUSTER]
+        elif rule.where is Where.POOL_AUTH:
+            namespaces = list(values["prometheus"]["poolAuthSecretNamespaces"] or watched)
         else:
             namespaces = [release_namespace]
         out |= {

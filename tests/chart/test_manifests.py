@@ -135,6 +135,8 @@ def test_custom_validation_rejects_unknown_and_unvendored_fields() -> None:
 def test_objects_live_in_the_release_or_a_watched_namespace(case: str) -> None:
     values = case_values(case)
     allowed = {NAMESPACE, *values.get("watchNamespaces", [])}
+    # The Roles that let the operator read pools' token Secrets, where they are listed.
+    allowed |= set(values.get("prometheus", {}).get("poolAuthSecretNamespaces", []))
     allowed.add(values.get("grafanaDashboards", {}).get("namespace") or NAMESPACE)
     for obj in objects(case):
         if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
@@ -240,7 +242,8 @@ def test_values_are_documented_and_in_the_schema() -> None:
     for path, value in walk(yaml.safe_load(text)):
         if not path or (isinstance(value, dict) and value):
             continue
-        keys = path.strip(".").split(".")
+        # A list's items are documented by the list's own key.
+        keys = re.sub(r"\[\d+\]", "", path).strip(".").split(".")
         assert any(documented[".".join(keys[:n])] for n in range(1, len(keys) + 1)), path
     for path in documented:
         node = schema

@@ -97,10 +97,13 @@ def test_secrets_only_by_name(case: str) -> None:
             "resourceNames": [name],
             "verbs": ["get"],
         }
-    # Pools' tokens: one rule per watched-namespace Role (or in the ClusterRole), names only.
-    expected_roles = len(values["watchNamespaces"]) if values["rbac"]["scope"] != "cluster" else 1
-    assert len(pools) == (expected_roles if pool_names else 0)
-    for _, rule in pools:
+    # Pools' tokens: one Role of one rule per listed namespace (never a ClusterRole), names only.
+    namespaces = values["prometheus"]["poolAuthSecretNamespaces"] or values["watchNamespaces"]
+    assert len(pools) == (len(namespaces) if pool_names else 0)
+    for role, rule in pools:
+        assert role["kind"] == "Role"
+        assert role["metadata"]["name"] == f"{RELEASE}-pool-auth"
+        assert role["rules"] == [rule]
         assert rule == {
             "apiGroups": [""],
             "resources": ["secrets"],
@@ -234,12 +237,51 @@ def test_pool_auth_secrets_are_readable_by_name_in_the_watched_namespaces_only()
     assert not allows(granted, NAMESPACE, "", "secrets", "get", names[0])
 
 
-def test_pool_auth_secrets_in_cluster_scope_are_still_by_name() -> None:
+def test_pool_auth_secrets_in_cluster_scope_are_granted_in_the_listed_namespaces_only() -> None:
+    case = "multi-tenant-values"
+    values = merged_values(case)
+    assert values["rbac"]["scope"] == "cluster" and not values["watchNamespaces"]
+    granted = rendered_grants(objects(case), service_account(case))
+    for namespace in values["prometheus"]["poolAuthSecretNamespaces"]:
+        assert allows(granted, namespace, "", "secrets", "get", "prometheus-token")
+        assert not allows(granted, namespace, "", "secrets", "get", "other")
+        assert not allows(granted, namespace, "", "secrets", "list")
+    for elsewhere in ("kube-system", "default", "team-c", NAMESPACE):
+        assert not allows(granted, elsewhere, "", "secrets", "get", "prometheus-token")
+    assert not {g for g in granted if g.resource == "secrets" and g.namespace == CLUSTER}
+
+
+def test_pool_auth_secrets_of_an_operator_serving_every_namespace_need_their_namespaces() -> None:
     values = {"prometheus": {"poolAuthSecretNames": ["prometheus-token"]}}
+    with pytest.raises(Exception, match=r"needs prometheus\.poolAuthSecretNamespaces"):
+        render(values)
+
+
+def test_pool_auth_secret_namespaces_must_be_watched() -> None:
+    values = {
+        "rbac": {"scope": "namespaces"},
+        "watchNamespaces": ["llm"],
+        "prometheus": {
+            "poolAuthSecretNames": ["prometheus-token"],
+            "poolAuthSecretNamespaces": ["llm", "kube-system"],
+        },
+    }
+    with pytest.raises(Exception, match="kube-system is not in watchNamespaces"):
+        render(values)
+
+
+def test_pool_auth_secret_namespaces_narrow_the_watched_ones() -> None:
+    values = {
+        "rbac": {"scope": "cluster"},
+        "watchNamespaces": ["llm", "batch"],
+        "prometheus": {
+            "poolAuthSecretNames": ["prometheus-token"],
+            "poolAuthSecretNamespaces": ["llm"],
+        },
+    }
     granted = rendered_grants(parse(render(values)), service_account("default"))
-    assert allows(granted, "anywhere", "", "secrets", "get", "prometheus-token")
-    assert not allows(granted, "anywhere", "", "secrets", "get", "other")
-    assert not allows(granted, "anywhere", "", "secrets", "list")
+    assert allows(granted, "llm", "", "secrets", "get", "prometheus-token")
+    assert not allows(granted, "batch", "", "secrets", "get", "prometheus-token")
 
 
 def test_rbac_off_renders_no_rbac() -> None:

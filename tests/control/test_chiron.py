@@ -183,7 +183,7 @@ def test_cold_start_does_not_add_again_every_tick() -> None:
 
 def test_scale_in_accounts_for_the_load_the_survivors_absorb() -> None:
     """Just under the busy threshold, removing one instance would make the rest busy: hold."""
-    pool = fresh_pool(130.0)
+    pool = fresh_pool(110.0)  # 36.7 per pod: a mixed pod at 0.57 of 64, busy from 0.6
     pool.replicas = {Role.INTERACTIVE: 1, Role.MIXED: 2, Role.BATCH: 0}
     pool.max_num_seqs = {Role.INTERACTIVE: 32, Role.MIXED: 64, Role.BATCH: 256}
     decision, _ = chiron.decide(pool.snapshot(0.0), TUNING, chiron.initial_state())

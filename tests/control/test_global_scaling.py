@@ -169,8 +169,8 @@ def test_high_backpressure_message_carries_the_numbers() -> None:
         (pod(Role.MIXED, 10.0, 5.0, cap=64, interactive=10.0, interactive_waiting=0.0), False),
         (pod(Role.MIXED, 10.0, 5.0, cap=64), True),  # waiting requests of unknown class
         (pod(Role.INTERACTIVE, 4.0, interactive=4.0, interactive_waiting=1.0), True),
-        (pod(Role.INTERACTIVE, 22.4, interactive=22.4), True),  # exactly 0.7 of 32
-        (pod(Role.INTERACTIVE, 22.0, interactive=22.0), False),
+        (pod(Role.INTERACTIVE, 19.2, interactive=19.2), True),  # exactly 0.6 of 32
+        (pod(Role.INTERACTIVE, 19.0, interactive=19.0), False),
         (pod(Role.INTERACTIVE, NAN, NAN), None),  # no load signal at all
     ],
 )

@@ -201,7 +201,7 @@ def test_stage(case: Case) -> None:
 
 
 def test_stages_run_in_the_documented_order() -> None:
-    documented = (HOLD, PENDING, STABLE, COOL, STEP, CLAMP)
+    documented = (HOLD, PENDING, STABLE, COOL, STEP, guards.cap_unschedulable, CLAMP)
     assert documented == guards.STAGES
 
 

@@ -121,7 +121,12 @@ def test_minimal_template_has_no_empty_fields() -> None:
         "p", "ns", "u", parse_spec(minimal), Role.BATCH, replicas=0, max_num_seqs=1
     )
     pod = built["spec"]["template"]["spec"]
-    assert set(pod) == {"containers", "volumes", "terminationGracePeriodSeconds"}
+    assert set(pod) == {
+        "containers",
+        "volumes",
+        "terminationGracePeriodSeconds",
+        "securityContext",
+    }
     assert "resources" not in pod["containers"][0]
     assert "env" not in pod["containers"][0]
     kubernetes_validate.validate(built, K8S, strict=True)

@@ -7,14 +7,8 @@ import re
 import pytest
 
 from chiron_operator.api.spec import LLMServingPoolSpec
-from chiron_operator.metrics.promql import (
-    PoolQuery,
-    PoolSelector,
-    Signal,
-    duration,
-    regex_literal,
-    string_literal,
-)
+from chiron_operator.metrics.literals import duration, regex_literal, string_literal
+from chiron_operator.metrics.promql import PoolQuery, PoolSelector, Signal
 
 SEL = 'namespace="prod",pod=~"llama-(interactive|mixed|batch)-[a-z0-9]+(-[a-z0-9]+)?"'
 ROLE = '"chiron_role", "$1", "pod", "llama-(interactive|mixed|batch)-.*"'
@@ -250,7 +244,7 @@ def test_from_spec() -> None:
             "batchQueue": {"queuedRequestsQuery": "sum by (d) (q)", "deadlineLabel": "d"},
         }
     )
-    query = PoolQuery.from_spec("prod", "llama", spec)
+    query = PoolQuery.from_spec("prod", "llama", spec, allow_promql=True)
     assert query == PoolQuery(
         PoolSelector("prod", "llama", pod_label="pod_name"),
         window_s=30.0,
@@ -292,3 +286,23 @@ def test_from_spec_defaults_to_the_gateways_batch_signals() -> None:
     assert not without.gateway_batch
     assert list(without.queries()) == list(GOLDEN)  # as before the gateway: no batch queue
     assert not any("chiron_gateway" in q for q in without.queries().values())
+
+
+def test_a_structured_batch_queue_is_confined_to_the_pools_namespace() -> None:
+    spec = LLMServingPoolSpec.model_validate(
+        {
+            "model": "m",
+            "template": {"image": "vllm/vllm-openai:v0.11.0"},
+            "prometheus": {"url": "http://p:9090"},
+            "batchQueue": {
+                "metric": {"name": "jobs:queued", "matchers": {"tier": 'a"b', "app": "x\\y"}},
+                "deadlineLabel": "due",
+            },
+        }
+    )
+    query = PoolQuery.from_spec("prod", "llama", spec)
+    assert query.queue_refusal == ""
+    assert not query.gateway_batch
+    assert query.queries()[Signal.BATCH_QUEUE] == (
+        'sum by (due) (jobs:queued{namespace="prod",app="x\\\\y",tier="a\\"b"})'
+    )

@@ -21,9 +21,17 @@ from tests.chart.support import NAMESPACE, RELEASE, parse, render
 DISCOVERY = re.compile(r"^/(api|apis)(/[^/]+){0,2}/?$|^/version/?$|^/openapi/.*$")
 
 
-def default_values(pool_secrets: Sequence[str] = ()) -> dict[str, Any]:
-    """The chart's defaults (cluster scope, every namespace, peering), plus pool token names."""
-    return {"prometheus": {"poolAuthSecretNames": list(pool_secrets)}}
+def default_values(
+    pool_secrets: Sequence[str] = (), pool_secret_namespaces: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The chart's defaults (cluster scope, every namespace, peering), plus pool token names
+    and the namespaces they are readable in (which serving every namespace requires)."""
+    return {
+        "prometheus": {
+            "poolAuthSecretNames": list(pool_secrets),
+            "poolAuthSecretNamespaces": list(pool_secret_namespaces),
+        }
+    }
 
 
 def namespaced_values(

@@ -177,7 +177,10 @@ def test_a_cluster_wide_operator_needs_nothing_the_default_values_do_not_grant(
         ("rbac.authorization.k8s.io", "rolebindings", "delete"),
     ):
         assert needed in covered, needed
-    assert denied(calls, chart_grants(default_values([TOKEN_SECRET]))) == []
+    assert denied(calls, chart_grants(default_values([TOKEN_SECRET], [NAMESPACE]))) == []
+    # Granted in another namespace only, the pool's token read is the one call denied.
+    elsewhere = denied(calls, chart_grants(default_values([TOKEN_SECRET], ["team-b"])))
+    assert elsewhere and all(f.startswith("get core/secrets in llm") for f in elsewhere)
 
 
 def test_without_pool_secret_names_the_token_read_is_the_only_call_denied(

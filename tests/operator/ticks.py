@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from chiron_operator.api import PoolStatus, parse_spec
@@ -55,6 +56,30 @@ def _pod(role: Role, index: int) -> Json:
     }
 
 
+def _pending_pod(role: Role, index: int, since_s: float) -> Json:
+    """A pod the scheduler found no node for, as kube-scheduler reports it."""
+    since = datetime.fromtimestamp(since_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "metadata": {
+            "name": f"{POOL}-{role.value}-pending-{index}",
+            "namespace": NAMESPACE,
+            "labels": {LABEL_POOL: POOL, LABEL_ROLE: role.value},
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+                    "lastTransitionTime": since,
+                }
+            ],
+        },
+    }
+
+
 @dataclass
 class PureTicks:
     """One pool ticked through `evaluate`; `replicas` are the Deployments' (and ready pods')."""
@@ -66,6 +91,8 @@ class PureTicks:
     deployments: dict[Role, Json] = field(default_factory=dict)
     # What the batch-queue query answered (None: no batchQueue configured).
     queue: QueueMetrics | None = None
+    # Pods of a role no node fits, and since when (they count in `replicas`, never ready).
+    unschedulable: dict[Role, tuple[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = parse_spec(self.spec)
@@ -85,11 +112,17 @@ class PureTicks:
         self.replicas[role] = count
 
     def cluster(self) -> ClusterState:
-        pods = [_pod(r, i) for r, n in self.replicas.items() for i in range(n)]
+        pods = []
+        for role, count in self.replicas.items():
+            stuck, since_s = self.unschedulable.get(role, (0, self.now_s))
+            stuck = min(stuck, count)
+            pods += [_pod(role, i) for i in range(count - stuck)]
+            pods += [_pending_pod(role, i, since_s) for i in range(stuck)]
         return ClusterState(list(self.deployments.values()), pods, [], [])
 
     def metrics(self, seqs: int) -> PoolMetrics:
-        pods = {str(p["metadata"]["name"]): busy(seqs) for p in self.cluster().pods}
+        ready = [p for p in self.cluster().pods if p["status"].get("phase") != "Pending"]
+        pods = {str(p["metadata"]["name"]): busy(seqs) for p in ready}
         return PoolMetrics(pods=pods, queue=self.queue, fetched_at_s=self.now_s)
 
     def tick(

@@ -256,3 +256,21 @@ def test_bench_refuses_two_scenarios_of_one_name(
     argv = ["bench", "--json", str(tmp_path / "b.json")]
     assert main([*argv, "--scenario-file", str(copies[0]), "--scenario-file", str(copies[1])]) == 2
     assert "two scenarios named 'tiny-mixed'" in capsys.readouterr().err
+
+
+def test_the_pools_prometheus_windows_are_how_the_run_reads_its_signals(tmp_path: Path) -> None:
+    manifest = tmp_path / "slow-scrapes.yaml"
+    text = MIXED_POOL.read_text()
+    assert "  prometheus:\n" in text
+    manifest.write_text(
+        text.replace(
+            "  prometheus:\n", "  prometheus:\n    windowS: 120\n    scrapeIntervalS: 30\n"
+        )
+    )
+    pool, root = user_run.load_pool(manifest)
+    scenario = Scenario.model_validate(
+        user_run.trace_scenario(small_trace(tmp_path), manifest, (pool, root))
+    )
+    assert (scenario.simulation.window_s, scenario.simulation.scrape_interval_s) == (120, 30)
+    chosen = setup(scenario, PolicySpec(user_run.default_policy(pool)))
+    assert chosen.policy.tuning == pool.spec.to_tuning()  # windows included

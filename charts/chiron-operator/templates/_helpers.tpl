@@ -94,6 +94,16 @@ validation, with messages that name the fix. Included by the Deployment.
 {{- if and (eq .Values.rbac.scope "namespaces") (not .Values.watchNamespaces) -}}
 {{- fail "rbac.scope=namespaces needs watchNamespaces: list the namespaces whose pools the operator serves, or use rbac.scope=cluster" -}}
 {{- end -}}
+{{- if and .Values.rbac.create .Values.prometheus.poolAuthSecretNames (not .Values.watchNamespaces) (not .Values.prometheus.poolAuthSecretNamespaces) -}}
+{{- fail "prometheus.poolAuthSecretNames with an operator serving every namespace needs prometheus.poolAuthSecretNamespaces: list the namespaces whose pools may use those Secrets (the chart never grants reading a Secret in every namespace)" -}}
+{{- end -}}
+{{- if .Values.watchNamespaces -}}
+{{- range .Values.prometheus.poolAuthSecretNamespaces -}}
+{{- if not (has . $.Values.watchNamespaces) -}}
+{{- fail (printf "prometheus.poolAuthSecretNamespaces: %s is not in watchNamespaces: the operator serves no pool there" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) -}}
 {{- fail "replicaCount > 1 needs peering.enabled=true: without kopf peering every replica would act on every pool" -}}
 {{- end -}}

@@ -8,8 +8,9 @@ the rendered rules against it.
 "chiron-operator.rbac.secretRules": the Prometheus token Secret, by name, in the release namespace.
 "chiron-operator.rbac.gatewayRules": what each pool's gateway may do, in its pool's namespace (a
 ClusterRole the operator binds there, per pool, with a RoleBinding).
-Pools' own token Secrets (`prometheus.poolAuthSecretNames`) are part of poolRules: they live in
-the pools' namespaces.
+"chiron-operator.rbac.poolSecretRules": pools' own token Secrets (`prometheus.poolAuthSecretNames`),
+by name, in a Role of each namespace `chiron-operator.poolAuthNamespaces` lists: never in a
+ClusterRole, where `get` on a name would reach that Secret in every namespace, kube-system's too.
 */}}
 
 {{- define "chiron-operator.rbac.poolRules" -}}
@@ -67,16 +68,6 @@ the pools' namespaces.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["list"]
-{{- with .Values.prometheus.poolAuthSecretNames }}
-# Pools' Prometheus tokens (spec.prometheus.authSecretRef), by name only, in the pools' namespaces.
-- apiGroups: [""]
-  resources: ["secrets"]
-  resourceNames:
-  {{- range . }}
-    - {{ . | quote }}
-  {{- end }}
-  verbs: ["get"]
-{{- end }}
 {{- if and .Values.peering.enabled .Values.watchNamespaces }}
 # kopf peering of an operator serving listed namespaces: a KopfPeering in each of them.
 - apiGroups: ["kopf.dev"]
@@ -110,6 +101,26 @@ the pools' namespaces.
   resources: ["secrets"]
   resourceNames: [{{ .Values.prometheus.authSecret.name | quote }}]
   verbs: ["get"]
+{{- end }}
+
+{{- define "chiron-operator.rbac.poolSecretRules" -}}
+# Pools' Prometheus tokens (spec.prometheus.authSecretRef), by name only, in this namespace.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames:
+  {{- range .Values.prometheus.poolAuthSecretNames }}
+    - {{ . | quote }}
+  {{- end }}
+  verbs: ["get"]
+{{- end }}
+
+{{/* The namespaces where pools' token Secrets are readable: as listed, else the watched ones. */}}
+{{- define "chiron-operator.poolAuthNamespaces" -}}
+{{- if .Values.prometheus.poolAuthSecretNames -}}
+{{- default .Values.watchNamespaces .Values.prometheus.poolAuthSecretNamespaces | toJson -}}
+{{- else -}}
+[]
+{{- end -}}
 {{- end }}
 
 {{- define "chiron-operator.rbac.gatewayRules" -}}

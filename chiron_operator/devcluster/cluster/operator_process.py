@@ -35,6 +35,8 @@ class OperatorOptions:
     priority: int | None = None
     verbose: bool = False
     extra_args: tuple[str, ...] = ()
+    # The dev cluster's Prometheus listens on loopback, which the operator refuses unless told.
+    prometheus_allow_cidrs: tuple[str, ...] = ("127.0.0.0/8",)
 
     def argv(self, metrics_port: int) -> list[str]:
         argv = [sys.executable, "-m", "chiron_operator", "--kubeconfig", str(self.kubeconfig)]
@@ -48,6 +50,8 @@ class OperatorOptions:
             argv += ["--priority", str(self.priority)]
         if self.verbose:
             argv.append("--verbose")
+        for cidr in self.prometheus_allow_cidrs:
+            argv += ["--prometheus-allow-cidr", cidr]
         return [*argv, *self.extra_args]
 
 

@@ -8,7 +8,9 @@ the operator's `LLMServingPoolSpec.to_tuning()` calls. Its `fast_path` (the gate
 at the target batch size) follows the roster entry that runs (`policies.setup`), and the entry
 follows `spec.gateway.enabled`: `chiron` with the gateway, `chiron-services` without.
 
-The trace becomes one `{kind: trace}` part; the run lasts until `TAIL_S` after the last
+The manifest's `prometheus.scrapeIntervalS` and `windowS` become the scenario's `simulation`
+section: the signals are read as that Prometheus would scrape them. The trace becomes one
+`{kind: trace}` part; the run lasts until `TAIL_S` after the last
 arrival (time for the last answers) or the latest batch deadline, whichever is later. The
 scenario is written to `scenario.yaml` in the output directory before the run: it is what ran,
 and a starting point to edit (knobs, starting replicas, engine) and run again.
@@ -174,6 +176,11 @@ def trace_scenario(
         "tensorParallelSize": tp,
         "horizonS": horizon,
         "workload": [{"kind": "trace", "path": str(trace_path.resolve())}],
+        # The controllers read signals as the pool's Prometheus section says they are scraped.
+        "simulation": {
+            "scrapeIntervalS": spec.prometheus.scrape_interval_s,
+            "windowS": spec.prometheus.window_s,
+        },
         "pool": sections,
     }
 
