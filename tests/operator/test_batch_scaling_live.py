@@ -11,10 +11,8 @@ estimate) and the output lengths are known (a warm-up batch completes first). Th
 - a backlog sized at about twice what the batch pod can deliver before its one-minute window
   ends: the operator adds batch instances, saying so in `status.decisions` and in an Event.
 
-The gateway exports each group's deadline rounded down to its bucket (`routing.BatchQueue`,
-60 s), so a window submitted mid-minute looks up to 59 s shorter to the operator, and a window
-under a minute can look overdue on arrival (the operator then sizes for nothing and adds one
-instance at a time). The second backlog is about sizing, so it is submitted when its deadline
+The gateway exports each group's deadline rounded down to its bucket
+(`routing.DEADLINE_BUCKET_S`, 10 s), so a window looks up to 9 s shorter to the operator. The second backlog is about sizing, so it is submitted when its deadline
 and the exported one agree within a few seconds.
 
 The module fixture runs the timeline once and records it; the tests read the record.
@@ -156,6 +154,12 @@ def _follow(env: Env, phase: Phase, until: Callable[[], object], timeout_s: floa
     phase.end_s = time.time()
 
 
+def _batch_at_one(env: Env) -> bool:
+    status = env.pools.status(POOL)
+    desired = ((status.get("roles") or {}).get("batch") or {}).get("desiredReplicas")
+    return desired == 1 and env.pools.replicas(POOL, "batch") == 1
+
+
 def _queued(status: Json) -> int:
     return int((status.get("signals") or {}).get("queuedBatchRequests") or 0)
 
@@ -214,6 +218,9 @@ def run(live: Env) -> Iterator[Run]:
         warmup = _submit(api, list(WARMUP_TOKENS), "5m", "warm")
         wait_for(lambda: _finished(api, warmup.id), timeout_s=90, what="the warm-up batch done")
         lengths = wait_for(lambda: _lengths(live, spec), timeout_s=30, what="known lengths")
+        # On a starved machine the warm-up's first throughput samples can be low enough for its
+        # 5-minute window to look short, and the role grows; the meetable phase starts from 1.
+        wait_for(lambda: _batch_at_one(live), timeout_s=180, what="the batch role back at 1")
         meetable = _meetable(live, api)
         signals = live.pools.status(POOL).get("signals") or {}
         per_instance = float(signals.get("batchInstanceTokensPerS") or 0.0)
@@ -245,8 +252,8 @@ def test_a_backlog_the_batch_pod_can_meet_adds_no_instance(live: Env, run: Run) 
     phase = run.meetable
     queued = [s for s in phase.statuses if _queued(s) > 0]
     desired = {int(s["roles"]["batch"]["desiredReplicas"]) for s in phase.statuses}
-    assert desired == {1}, desired
     records = _batch_records(live, phase.submitted_s, phase.end_s)
+    assert desired == {1}, (desired, [(r["to"], r.get("message")) for r in records])
     assert [r for r in records if r["to"] != 1] == []
     holds = [r for r in records if r["reason"] == "NoChange"]
     assert holds, records
