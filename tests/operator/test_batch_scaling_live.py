@@ -12,8 +12,9 @@ estimate) and the output lengths are known (a warm-up batch completes first). Th
   ends: the operator adds batch instances, saying so in `status.decisions` and in an Event.
 
 The gateway exports each group's deadline rounded down to its bucket
-(`routing.DEADLINE_BUCKET_S`, 10 s), so a window looks up to 9 s shorter to the operator. The second backlog is about sizing, so it is submitted when its deadline
-and the exported one agree within a few seconds.
+(`routing.DEADLINE_BUCKET_S`, 10 s), so a window looks up to 9 s shorter to the operator. The
+second backlog is about sizing, so it is submitted when its deadline and the exported one agree
+within a few seconds.
 
 The module fixture runs the timeline once and records it; the tests read the record.
 """
