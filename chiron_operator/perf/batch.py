@@ -16,7 +16,6 @@ Writes docs/BATCH_PERFORMANCE.md and a JSON of the same results (docs/benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -118,11 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="chiron-batch-bench-") as scratch:
         results = measure(settings_from(args), Path(scratch), progress=not args.no_progress)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(to_json(results), indent=2) + "\n")
-    print(f"wrote {args.out} and {args.json}")
+    gateway_bench.write_outputs(args.out, render(results), args.json, to_json(results))
     return 0
 
 

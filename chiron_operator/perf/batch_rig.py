@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -24,10 +24,10 @@ from chiron_operator.gateway.metrics import BATCH_QUEUED, REQUESTS
 from chiron_operator.perf.gateway_rig import (
     CLOCK_TICKS,
     HOST,
-    READY_TIMEOUT_S,
     Service,
     cpu_seconds,
     machine_busy_seconds,
+    started,
 )
 
 MODEL: Final = "bench"
@@ -128,21 +128,6 @@ def gateway_service(
 
 
 @contextlib.contextmanager
-def _started(services: Sequence[Service]) -> Iterator[tuple[Service, ...]]:
-    """Start `services` in order, wait until each answers /health, stop them in reverse after."""
-    try:
-        for service in services:
-            service.start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        for service in services:
-            service.wait_ready(deadline)
-        yield tuple(services)
-    finally:
-        for service in reversed(services):
-            service.stop()
-
-
-@contextlib.contextmanager
 def running(
     store_url: str, max_num_seqs: int | None, workdir: Path
 ) -> Iterator[tuple[Service, Service]]:
@@ -150,5 +135,5 @@ def running(
     workdir.mkdir(parents=True, exist_ok=True)
     upstream = upstream_service(workdir)
     gateway = gateway_service(upstream, store_url, max_num_seqs, workdir)
-    with _started((upstream, gateway)):
+    with started((upstream, gateway)):
         yield upstream, gateway

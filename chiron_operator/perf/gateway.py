@@ -220,12 +220,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="chiron-gateway-bench-") as scratch:
         results = measure(settings_from(args), Path(scratch), progress=not args.no_progress)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(to_json(results), indent=2) + "\n")
-    print(f"wrote {args.out} and {args.json}")
+    write_outputs(args.out, render(results), args.json, to_json(results))
     return 0
+
+
+def write_outputs(markdown_path: Path, markdown: str, json_path: Path, document: Any) -> None:
+    """A benchmark's page and its JSON, each with its folder made first."""
+    for path, text in (
+        (markdown_path, markdown),
+        (json_path, json.dumps(document, indent=2) + "\n"),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {markdown_path} and {json_path}")
 
 
 if __name__ == "__main__":

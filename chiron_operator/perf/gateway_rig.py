@@ -204,18 +204,24 @@ def _gateway(pods: Sequence[Service], options: RigOptions, workdir: Path) -> Ser
 
 
 @contextlib.contextmanager
-def running(options: RigOptions, workdir: Path) -> Iterator[Rig]:
-    """Start the pods and the gateway, wait until each answers /health, stop them all after."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    pods = tuple(_pod(i, options, workdir) for i in range(options.pods))
-    services = (*pods, _gateway(pods, options, workdir))
+def started(services: Sequence[Service]) -> Iterator[tuple[Service, ...]]:
+    """Start `services` in order, wait until each answers /health, stop them in reverse after."""
     try:
         for service in services:
             service.start()
         deadline = time.monotonic() + READY_TIMEOUT_S
         for service in services:
             service.wait_ready(deadline)
-        yield Rig(options, pods, services[-1])
+        yield tuple(services)
     finally:
         for service in reversed(services):
             service.stop()
+
+
+@contextlib.contextmanager
+def running(options: RigOptions, workdir: Path) -> Iterator[Rig]:
+    """Start the pods and the gateway, wait until each answers /health, stop them all after."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    pods = tuple(_pod(i, options, workdir) for i in range(options.pods))
+    with started((*pods, _gateway(pods, options, workdir))) as services:
+        yield Rig(options, pods, services[-1])

@@ -12,7 +12,7 @@ import pytest
 from chiron_operator.sim.config import StepMode
 from chiron_operator.sim.harness import runs as benchmod
 from chiron_operator.sim.harness.policies import BASELINES, ROSTER, PolicySpec
-from chiron_operator.sim.harness.report import best_baseline_at, goals, render
+from chiron_operator.sim.harness.report import attainment, best_baseline_at, goals, render
 from chiron_operator.sim.harness.runs import RunRequest, choose, run_all, simulate_request
 from chiron_operator.sim.harness.static_search import static_search
 from chiron_operator.sim.harness.sweep import SweepParam, parse_param, sweep_chiron, sweep_configs
@@ -58,7 +58,7 @@ def check_document(document: dict[str, Any], names: set[str]) -> None:
         reference = scenario["hindsight"]
         assert reference["source"] in {"schedule", "static"}
         if reference["reached_target"]:
-            assert benchmod.attainment(reference) >= benchmod.TARGET_ATTAINMENT
+            assert attainment(reference) >= benchmod.TARGET_ATTAINMENT
         assert "hindsight" in scenario["series"]
 
 
@@ -211,9 +211,9 @@ def test_static_search_finds_the_fewest_instances_reaching_the_target() -> None:
     chosen = record["chosen_replicas"]
     assert len(outcomes) == len(record["rows"])
     if record["reached_target"]:
-        assert benchmod.attainment(by_count[chosen]) >= benchmod.TARGET_ATTAINMENT
+        assert attainment(by_count[chosen]) >= benchmod.TARGET_ATTAINMENT
         below = by_count.get(chosen - 1)
-        assert below is None or benchmod.attainment(below) < benchmod.TARGET_ATTAINMENT
+        assert below is None or attainment(below) < benchmod.TARGET_ATTAINMENT
     else:
         assert chosen == max(by_count)
 

@@ -12,8 +12,15 @@ import numpy as np
 
 from chiron_operator.core.enums import RequestClass, Role
 from chiron_operator.core.tuning import SloTargets
+from chiron_operator.routing import pod_cap_seqs
 from chiron_operator.sim.engine import SimResult
-from chiron_operator.sim.harness.plots import ROLE_COLORS, _figure, _minutes, _save, _windowed
+from chiron_operator.sim.harness.plots import (
+    ROLE_COLORS,
+    minutes,
+    new_figure,
+    save_figure,
+    windowed,
+)
 from chiron_operator.sim.records import TickRecord
 from chiron_operator.sim.router import RoutingMode
 
@@ -28,7 +35,7 @@ def plot_side_by_side(
     runs: Sequence[tuple[str, SimResult]], slo: SloTargets, path: Path, *, title: str
 ) -> Path:
     """The figure: columns are `runs` (name, result), rows are `ROWS`, shared time axes."""
-    figure = _figure(len(ROWS), len(runs), size=(6.0 * len(runs), 2.4 * len(ROWS)))
+    figure = new_figure(len(ROWS), len(runs), size=(6.0 * len(runs), 2.4 * len(ROWS)))
     axes = np.asarray(figure.axes).reshape(len(ROWS), len(runs))
     for column, (name, result) in enumerate(runs):
         _load(axes[0, column], result)
@@ -48,12 +55,12 @@ def plot_side_by_side(
     for ax in axes.flat[1:]:
         ax.sharex(axes.flat[0])
     figure.suptitle(title, fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _load(ax: Axes, result: SimResult) -> None:
     ticks = result.ticks
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     ax.plot(t, [k.arrivals_per_s for k in ticks], color="black", lw=0.8, label="arrivals/s")
     other = ax.twinx()
     other.plot(t, [k.pool_queue for k in ticks], color="tab:red", lw=0.8, label="gateway queue")
@@ -65,7 +72,7 @@ def _load(ax: Axes, result: SimResult) -> None:
 
 def _instances(ax: Axes, result: SimResult) -> None:
     ticks = result.ticks
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     stacks = [[k.ready.get(r, 0) for k in ticks] for r in Role]
     colors = [ROLE_COLORS[r] for r in Role]
     ax.stackplot(t, *stacks, labels=[r.value for r in Role], colors=colors, alpha=0.6, step="post")
@@ -77,7 +84,7 @@ def _instances(ax: Axes, result: SimResult) -> None:
 def _batch_sizes(ax: Axes, result: SimResult) -> None:
     """The batch size each role runs: with the gateway, its cap, min(ceiling, target)."""
     ticks = result.ticks
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     gateway = result.config.routing is RoutingMode.CHIRON
     for role in Role:
         if not any(k.ready.get(role, 0) for k in ticks):
@@ -96,8 +103,7 @@ def _batch_sizes(ax: Axes, result: SimResult) -> None:
 
 def _cap(tick: TickRecord, role: Role, *, gateway: bool) -> int:
     ceiling = tick.max_num_seqs.get(role, 0)
-    target = tick.targets.get(role)
-    return min(ceiling, target) if gateway and target is not None else ceiling
+    return pod_cap_seqs(ceiling, tick.targets.get(role), 1, 0) if gateway else ceiling
 
 
 def _latency(ax: Axes, result: SimResult, slo: SloTargets) -> None:
@@ -115,8 +121,8 @@ def _latency(ax: Axes, result: SimResult, slo: SloTargets) -> None:
         data = np.asarray(done, dtype=np.float64) / target
         # A request never served counts as far over its SLO, not as missing data.
         data = np.where(np.isfinite(data), data, 100.0)
-        starts, p = _windowed(arrival, data, LATENCY_WINDOW_S, q)
-        ax.plot(_minutes(starts), p, color=color, lw=0.9, label=f"{name} p{q:g}")
+        starts, p = windowed(arrival, data, LATENCY_WINDOW_S, q)
+        ax.plot(minutes(starts), p, color=color, lw=0.9, label=f"{name} p{q:g}")
     ax.axhline(1.0, color="black", ls="--", lw=0.8)
     ax.set_yscale("log")
     ax.legend(fontsize=6, loc="upper left")
@@ -124,7 +130,7 @@ def _latency(ax: Axes, result: SimResult, slo: SloTargets) -> None:
 
 def _batch_on_mixed(ax: Axes, result: SimResult) -> None:
     ticks = result.ticks
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     ax.plot(t, [k.batch_queue for k in ticks], color="tab:orange", lw=0.8, label="batch queue")
     mixed = [k.observations.get("mixed_utilization_ratio", math.nan) for k in ticks]
     other = ax.twinx()

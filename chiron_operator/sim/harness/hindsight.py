@@ -40,12 +40,12 @@ import numpy.typing as npt
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.harness.oracle import oracle
 from chiron_operator.sim.harness.policies import HINDSIGHT, PolicySpec, baseline_bounds
+from chiron_operator.sim.harness.report_goals import attainment
 from chiron_operator.sim.harness.runs import (
     TARGET_ATTAINMENT,
     Progress,
     RunOutcome,
     RunRequest,
-    attainment,
     run_all,
     scenario_at,
     workload_for,

@@ -15,6 +15,7 @@ import numpy as np
 
 from chiron_operator.core.enums import RequestClass, Role
 from chiron_operator.core.tuning import SloTargets
+from chiron_operator.sim.harness.report_goals import attainment
 from chiron_operator.sim.records import RequestRecord, TickRecord
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _ratio_ticks(ax: Axes) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (9.0, 3.6)) -> Figure:
+def new_figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (9.0, 3.6)) -> Figure:
     import matplotlib  # noqa: PLC0415 -- optional dependency, loaded only to plot
 
     matplotlib.use("Agg")
@@ -56,21 +57,21 @@ def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (9.0, 3.6)
     return figure
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path
 
 
-def _minutes(values: Sequence[float] | np.ndarray) -> np.ndarray:
+def minutes(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float64) / 60.0
 
 
 def plot_load(ticks: Sequence[TickRecord], path: Path, title: str = "") -> Path:
     """Arrival rate, requests in the system and the batch queue over time."""
-    figure = _figure()
+    figure = new_figure()
     ax: Axes = figure.axes[0]
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     ax.plot(t, [k.arrivals_per_s for k in ticks], color="tab:blue", label="arrivals / s")
     ax.set_xlabel("time (min)")
     ax.set_ylabel("arrivals per second")
@@ -81,7 +82,7 @@ def plot_load(ticks: Sequence[TickRecord], path: Path, title: str = "") -> Path:
     lines = ax.get_lines() + other.get_lines()
     ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left", fontsize=8)
     ax.set_title(title or "load")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_replicas(
@@ -91,9 +92,9 @@ def plot_replicas(
     oracle: tuple[float, Sequence[float]] | None = None,
 ) -> Path:
     """Ready instances per role (stacked), starting ones, and the oracle's need if given."""
-    figure = _figure()
+    figure = new_figure()
     ax: Axes = figure.axes[0]
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     stacks = [[k.ready.get(r, 0) for k in ticks] for r in Role]
     ax.stackplot(
         t,
@@ -108,20 +109,20 @@ def plot_replicas(
     ax.step(t, np.add(ready, starting), where="post", color="black", lw=1, label="with starting")
     if oracle is not None:
         bin_s, need = oracle
-        edges = _minutes(np.arange(len(need)) * bin_s)
+        edges = minutes(np.arange(len(need)) * bin_s)
         ax.step(edges, need, where="post", color="tab:green", ls="--", label="oracle need")
     ax.set_xlabel("time (min)")
     ax.set_ylabel("instances")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or "replicas per role")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_batch_sizes(ticks: Sequence[TickRecord], path: Path, title: str = "") -> Path:
     """--max-num-seqs per role (as decided) and mean running sequences per ready pod."""
-    figure = _figure()
+    figure = new_figure()
     ax: Axes = figure.axes[0]
-    t = _minutes([k.time_s for k in ticks])
+    t = minutes([k.time_s for k in ticks])
     for role in Role:
         if not any(k.ready.get(role, 0) or k.desired.get(role, 0) for k in ticks):
             continue
@@ -143,10 +144,10 @@ def plot_batch_sizes(ticks: Sequence[TickRecord], path: Path, title: str = "") -
     ax.set_ylabel("sequences")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or "batch sizes")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _windowed(
+def windowed(
     times: np.ndarray, values: np.ndarray, window_s: float, q: float
 ) -> tuple[np.ndarray, np.ndarray]:
     if not times.size:
@@ -170,7 +171,7 @@ def plot_latency(
     window_s: float = 30.0,
 ) -> Path:
     """Interactive TTFT and mean ITL at the SLO percentile per arrival window, vs the SLOs."""
-    figure = _figure(2, 1, size=(9.0, 5.6))
+    figure = new_figure(2, 1, size=(9.0, 5.6))
     interactive = [r for r in records if r.request_class is RequestClass.INTERACTIVE]
     arrival = np.array([r.arrival_s for r in interactive])
     q = slo.percentile_ratio * 100
@@ -190,15 +191,15 @@ def plot_latency(
     ):
         data = np.array(values, dtype=np.float64)
         data = np.where(np.isinf(data), np.nanmax(data[np.isfinite(data)], initial=target), data)
-        starts, p = _windowed(arrival, data, window_s, q)
-        ax.plot(_minutes(starts), p, color="tab:blue", label=f"p{q:g} per {window_s:g} s")
+        starts, p = windowed(arrival, data, window_s, q)
+        ax.plot(minutes(starts), p, color="tab:blue", label=f"p{q:g} per {window_s:g} s")
         ax.axhline(target, color="tab:red", ls="--", label=f"SLO {target:g} s")
         ax.set_yscale("log")
         ax.set_ylabel(f"{name} (s)")
         ax.legend(loc="upper left", fontsize=8)
     figure.axes[1].set_xlabel("arrival time (min)")
     figure.axes[0].set_title(title or "interactive latency vs SLO")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_run(
@@ -223,21 +224,12 @@ def plot_run(
 # -- bench ----------------------------------------------------------------------------------
 
 
-def _attainment(metrics: Mapping[str, Any]) -> float:
-    values = [
-        v
-        for v in (metrics["interactive_slo_attainment"], metrics["batch_deadline_attainment"])
-        if v is not None
-    ]
-    return min(values) if values else math.nan
-
-
 def plot_bench_summary(document: Mapping[str, Any], path: Path, target: float = 0.99) -> Path:
     """GPU-hours (over the hindsight reference's) against attainment, one panel per scenario."""
     scenarios = document["scenarios"]
     cols = min(3, len(scenarios))
     rows = math.ceil(len(scenarios) / cols)
-    figure = _figure(rows, cols, size=(4.2 * cols, 3.4 * rows))
+    figure = new_figure(rows, cols, size=(4.2 * cols, 3.4 * rows))
     for ax, scenario in zip(figure.axes, scenarios, strict=False):
         reference = scenario["hindsight"]
         points = {**scenario["policies"], "hindsight": reference}
@@ -245,7 +237,7 @@ def plot_bench_summary(document: Mapping[str, Any], path: Path, target: float = 
             marker, color = POLICY_MARKERS.get(name, ("x", "black"))
             ax.scatter(
                 metrics["gpu_hours"] / reference["gpu_hours"],
-                100 * _attainment(metrics),
+                100 * attainment(metrics),
                 marker=marker,
                 color=color,
                 s=90 if name == "chiron" else 45,
@@ -264,17 +256,17 @@ def plot_bench_summary(document: Mapping[str, Any], path: Path, target: float = 
         ax.set_visible(False)
     handles, labels = figure.axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_bench_instances(scenario: Mapping[str, Any], path: Path) -> Path:
     """Instances over time of every policy of one bench scenario, against the oracle's need."""
-    figure = _figure(size=(9.0, 3.6))
+    figure = new_figure(size=(9.0, 3.6))
     ax: Axes = figure.axes[0]
     for name, series in scenario["series"].items():
         _, color = POLICY_MARKERS.get(name, ("x", "black"))
         ax.step(
-            _minutes(series["time_s"]),
+            minutes(series["time_s"]),
             series["instances"],
             where="post",
             color=color,
@@ -282,17 +274,17 @@ def plot_bench_instances(scenario: Mapping[str, Any], path: Path) -> Path:
             label=name,
         )
     need = scenario["oracle_series"]
-    edges = _minutes(np.arange(len(need["instances"])) * need["bin_s"])
+    edges = minutes(np.arange(len(need["instances"])) * need["bin_s"])
     ax.step(edges, need["instances"], where="post", color="tab:green", ls="--", label="fluid need")
     load = ax.twinx()
     chiron = scenario["series"].get("chiron")
     if chiron is not None:
         load.plot(
-            _minutes(chiron["time_s"]), chiron["arrivals_per_s"], color="black", alpha=0.25, lw=0.8
+            minutes(chiron["time_s"]), chiron["arrivals_per_s"], color="black", alpha=0.25, lw=0.8
         )
         load.set_ylabel("arrivals / s (grey)")
     ax.set_xlabel("time (min)")
     ax.set_ylabel("instances (ready + starting)")
     ax.set_title(f"{scenario['name']}: instances per policy")
     ax.legend(loc="upper left", fontsize=7, ncols=2)
-    return _save(figure, path)
+    return save_figure(figure, path)

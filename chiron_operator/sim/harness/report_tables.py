@@ -84,54 +84,55 @@ def scenario_table(scenario: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _search_table(
+    tried: Sequence[str], rows: Sequence[tuple[Sequence[str], Mapping[str, Any], bool]]
+) -> list[str]:
+    """A search's table: the columns naming what was tried, then its attainments, GPU-hours
+    and whether the search chose it. `rows` are (tried values, metrics, chosen)."""
+    header = [*tried, "interactive SLO", "batch deadlines", "GPU-h", "chosen"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * (len(header) - 1) + ":---:|"]
+    for values, row, chosen in rows:
+        cells = [
+            *values,
+            pct(row["interactive_slo_attainment"]),
+            pct(row["batch_deadline_attainment"]),
+            num(row["gpu_hours"]),
+            "yes" if chosen else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def hindsight_search_table(scenario: Mapping[str, Any]) -> list[str]:
     """The scenario's hindsight search: every schedule simulated, the chosen one marked."""
     search = scenario["hindsight_search"]
-    lines = [
-        "| factor on fluid need | interactive SLO | batch deadlines | GPU-h | chosen |",
-        "|---:|---:|---:|---:|:---:|",
+    rows = [
+        ([f"{r['factor']:g}"], r, r["factor"] == search["chosen_factor"]) for r in search["rows"]
     ]
-    for row in search["rows"]:
-        chosen = "yes" if row["factor"] == search["chosen_factor"] else ""
-        lines.append(
-            f"| {row['factor']:g} | {pct(row['interactive_slo_attainment'])} "
-            f"| {pct(row['batch_deadline_attainment'])} | {num(row['gpu_hours'])} | {chosen} |"
-        )
-    return lines
+    return _search_table(["factor on fluid need"], rows)
 
 
 def llumnix_sweep_table(scenario: Mapping[str, Any]) -> list[str]:
     """The scenario's tuned-Llumnix sweep: every threshold pair tried, the chosen one marked."""
     sweep = scenario["llumnix_sweep"]
-    lines = [
-        "| scale up below | scale down above | interactive SLO | batch deadlines | GPU-h "
-        "| chosen |",
-        "|---:|---:|---:|---:|---:|:---:|",
-    ]
-    for index, row in enumerate(sweep["rows"]):
-        lines.append(
-            f"| {row['scale_up_freeness_blocks']:g} | {row['scale_down_freeness_blocks']:g} "
-            f"| {pct(row['interactive_slo_attainment'])} "
-            f"| {pct(row['batch_deadline_attainment'])} "
-            f"| {num(row['gpu_hours'])} | {'yes' if index == sweep['chosen'] else ''} |"
+    rows = [
+        (
+            [f"{r['scale_up_freeness_blocks']:g}", f"{r['scale_down_freeness_blocks']:g}"],
+            r,
+            index == sweep["chosen"],
         )
-    return lines
+        for index, r in enumerate(sweep["rows"])
+    ]
+    return _search_table(["scale up below", "scale down above"], rows)
 
 
 def static_sweep_table(scenario: Mapping[str, Any]) -> list[str]:
     """The scenario's static search: every instance count tried, the chosen one marked."""
     sweep = scenario["static_sweep"]
-    lines = [
-        "| instances | interactive SLO | batch deadlines | GPU-h | chosen |",
-        "|---:|---:|---:|---:|:---:|",
+    rows = [
+        ([str(r["replicas"])], r, r["replicas"] == sweep["chosen_replicas"]) for r in sweep["rows"]
     ]
-    for row in sweep["rows"]:
-        chosen = "yes" if row["replicas"] == sweep["chosen_replicas"] else ""
-        lines.append(
-            f"| {row['replicas']} | {pct(row['interactive_slo_attainment'])} "
-            f"| {pct(row['batch_deadline_attainment'])} | {num(row['gpu_hours'])} | {chosen} |"
-        )
-    return lines
+    return _search_table(["instances"], rows)
 
 
 def chiron_sweep_section(sweep: Mapping[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from chiron_operator.sim.harness.policies import (
     PolicySpec,
     setup,
 )
+from chiron_operator.sim.harness.report_goals import attainment
 from chiron_operator.sim.records import Summary
 from chiron_operator.sim.requests import RequestSpec
 from chiron_operator.sim.scenario import (
@@ -181,16 +182,6 @@ def run_all(
 def _describe(request: RunRequest) -> str:
     name = Path(request.scenario_path).stem
     return f"{name}/{request.policy.label}{'/' + request.tag if request.tag else ''}"
-
-
-def attainment(metrics: Mapping[str, Any]) -> float:
-    """The lower of a run's interactive and batch attainments (a class it lacks is ignored)."""
-    values = [
-        v
-        for v in (metrics["interactive_slo_attainment"], metrics["batch_deadline_attainment"])
-        if v is not None
-    ]
-    return min(values) if values else math.nan
 
 
 def choose(rows: Sequence[Mapping[str, Any]], target: float = TARGET_ATTAINMENT) -> int:

@@ -8,12 +8,12 @@ from typing import Any
 
 from chiron_operator.core.enums import Role
 from chiron_operator.sim.harness.policies import STATIC, PolicySpec, baseline_bounds
+from chiron_operator.sim.harness.report_goals import attainment
 from chiron_operator.sim.harness.runs import (
     TARGET_ATTAINMENT,
     Progress,
     RunOutcome,
     RunRequest,
-    attainment,
     oracle_for,
     run_all,
     scenario_at,

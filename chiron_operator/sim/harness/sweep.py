@@ -15,13 +15,13 @@ from typing import Any
 from chiron_operator.sim.harness.adoption import adopt, leave_one_out, scores
 from chiron_operator.sim.harness.oracle import OracleResult
 from chiron_operator.sim.harness.policies import PolicySpec, with_overrides
+from chiron_operator.sim.harness.report_goals import attainment
 from chiron_operator.sim.harness.runs import (
     TARGET_ATTAINMENT,
     TRAINING_SEED,
     Progress,
     RunOutcome,
     RunRequest,
-    attainment,
     oracle_for,
     run_all,
     scenario_at,
