@@ -133,6 +133,28 @@ def decrease(pressure: Backpressure, measured: int, tuning: LocalTuning) -> Verd
     return Verdict(value, reason, f"{pressure.describe()}: {verb} {measured} -> {value}")
 
 
+def shrink(
+    pressure: Backpressure, signals: LocalSignals, measured: int, tuning: LocalTuning
+) -> Verdict:
+    """`decrease`, unless the smaller cap would not bind: then hold, and say why.
+
+    A cap only lowers latency by keeping sequences out; when the busiest pod already runs no
+    more than the decreased size, the time between its tokens comes from something the cap
+    does not govern (prefills of arriving prompts, or the noise of a pod that ran one request
+    in the window). Halving anyway walked a 70B pool's mixed caps from 32 to 1 as its pods
+    went idle, and each pod then read as busy at one sequence: the pool scaled to its max.
+    """
+    verdict = decrease(pressure, measured, tuning)
+    peak = signals.peak_running_requests
+    if not is_known(peak) or peak > verdict.value:
+        return verdict
+    message = (
+        f"{pressure.describe()}, but the busiest pod runs {peak:.0f}: a cap of "
+        f"{verdict.value} would not bind: hold {measured}"
+    )
+    return Verdict(measured, Reason.BATCH_SIZE_UNSATURATED, message)
+
+
 def increase(
     pressure: Backpressure, signals: LocalSignals, measured: int, tuning: LocalTuning
 ) -> Verdict:

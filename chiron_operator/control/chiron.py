@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chiron_operator.control.fast_path import decide_ceiling, judged_size
+from chiron_operator.control.fast_path import (
+    decide_ceiling,
+    first_target,
+    gateway_view,
+    judged_size,
+    running_cap,
+)
 from chiron_operator.control.global_scaling import decide_global
 from chiron_operator.control.guards import apply_guards, metrics_problem
 from chiron_operator.control.local import decide_local, local_signals
@@ -44,7 +50,8 @@ def decide(
     snapshot: PoolSnapshot, tuning: PoolTuning, state: ChironState
 ) -> tuple[PoolDecision, ChironState]:
     """One control tick of Chiron for a pool."""
-    proposals, observations, global_state = decide_global(snapshot, tuning, state.global_scaling)
+    judged = _as_capped(snapshot, tuning, state)
+    proposals, observations, global_state = decide_global(judged, tuning, state.global_scaling)
     disabled = _disabled_roles(snapshot, tuning)
     replicas, guard_states = apply_guards(
         snapshot, {**proposals, **disabled}, tuning.role_bounds, tuning.guards, state.guards
@@ -73,6 +80,19 @@ def decide(
         global_scaling=global_state,
     )
     return PoolDecision(snapshot.now_s, roles, observations), new_state
+
+
+def _as_capped(snapshot: PoolSnapshot, tuning: PoolTuning, state: ChironState) -> PoolSnapshot:
+    """The pool as the global controller judges it: behind a gateway, pods at their caps."""
+    if not tuning.fast_path:
+        return snapshot
+    caps = {}
+    for role, found in snapshot.roles.items():
+        bounds = tuning.role_bounds(role)
+        applied = found.max_num_seqs or bounds.initial_batch_size_seqs
+        local = first_target(state.local.get(role, LocalState()), applied, bounds)
+        caps[role] = running_cap(applied, local)
+    return gateway_view(snapshot, caps)
 
 
 def _disabled_roles(snapshot: PoolSnapshot, tuning: PoolTuning) -> dict[Role, Verdict]:
@@ -110,6 +130,8 @@ def _decide_batch_size(
     bounds = tuning.role_bounds(role)
     applied_seqs = role_snapshot.max_num_seqs or bounds.initial_batch_size_seqs
     signals = local_signals(role_snapshot, tuning.guards.metrics_staleness_s)
+    if tuning.fast_path:
+        local_state = first_target(local_state, applied_seqs, bounds)
     # Batch instances have no ITL SLO: only throughput backpressure shapes their batch size.
     itl_slo_s = None if role is Role.BATCH else tuning.slo.interactive_itl_s
     # With the gateway the pods run the last target, not the ceiling: judge that size, and

@@ -24,17 +24,51 @@ target cuts a decrease's settle short (`straddled_itl_emergency`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from chiron_operator.control.restart import decide_restart
 from chiron_operator.core.decision import Verdict
-from chiron_operator.core.enums import Reason
-from chiron_operator.core.snapshot import itl_window_s
+from chiron_operator.core.enums import Reason, Role
+from chiron_operator.core.snapshot import PoolSnapshot, itl_window_s
 from chiron_operator.core.state import LocalState, RestartState
 from chiron_operator.core.tuning import PoolTuning, RestartTuning, RoleBounds
 
 # Float slack when a window's start meets the change time exactly (a scrape at the tick).
 _CLOCK_EPS_S = 1e-6
+
+
+def first_target(state: LocalState, applied_seqs: int, bounds: RoleBounds) -> LocalState:
+    """`state` with the gateway's first cap for a role it has none for: the initial size.
+
+    A new role behind the gateway runs the ceiling (`RoleBounds.deployment_seqs`, the role's
+    max); its pods start capped at the initial batch size, where the slow path starts too.
+    """
+    if state.target_max_num_seqs is not None:
+        return state
+    return replace(state, target_max_num_seqs=min(applied_seqs, bounds.initial_batch_size_seqs))
+
+
+def gateway_view(snapshot: PoolSnapshot, caps: Mapping[Role, int]) -> PoolSnapshot:
+    """The snapshot with every pod's --max-num-seqs replaced by the cap the gateway applies.
+
+    How full a pod is (the busy test of interactive backpressure, the mixed pods' idle room
+    of the batch rule) is measured against what it may admit: a 70B mixed pod capped at 20 of
+    its 64 runs full at 20. Judged against the ceiling it never read as busy, and the pool
+    held while the gateway queued interactive requests (docs/BENCHMARKS.md).
+    """
+    roles = {}
+    for role, found in snapshot.roles.items():
+        cap = caps.get(role)
+        if cap is None:
+            roles[role] = found
+            continue
+        pods = tuple(
+            replace(p, max_num_seqs=max(1, min(p.max_num_seqs or cap, cap)))
+            for p in found.pods
+        )
+        roles[role] = replace(found, pods=pods)
+    return replace(snapshot, roles=roles)
 
 
 def running_cap(applied_seqs: int, state: LocalState) -> int:

@@ -23,16 +23,17 @@ from chiron_operator.control.batch_scaling import (
 from chiron_operator.control.interactive_scaling import (
     decide_interactive,
     interactive_backpressure_counts,
-    is_busy,
+    busy_share,
 )
 from chiron_operator.control.pool_view import allowed
+from chiron_operator.control.startup import observe_startups
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Role
 from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import GlobalState
 from chiron_operator.core.tuning import PoolTuning
 
-__all__ = ["decide_global", "interactive_backpressure_counts", "is_busy"]
+__all__ = ["decide_global", "interactive_backpressure_counts", "busy_share"]
 
 
 def decide_global(
@@ -50,7 +51,7 @@ def decide_global(
         tuning.slo,
         tuning.local.itl_target_ratio,
     )
-    new_state = update_instance_estimate(snapshot, tuning, state)
+    new_state = observe_startups(snapshot, update_instance_estimate(snapshot, tuning, state))
     context = batch_context(snapshot, tuning, new_state)
     proposals = decide_interactive(snapshot, tuning, busy, sampled)
     if allowed(tuning, Role.BATCH):
@@ -67,5 +68,6 @@ def decide_global(
         "batch_worst_slack_s": context.assessment.worst_slack_s,
         "batch_queued_requests": float(snapshot.batch_queue.queued_requests),
         "mixed_utilization_ratio": context.mixed_utilization_ratio,
+        "startup_s": context.startup_s,
     }
     return proposals, observations, new_state

@@ -1,7 +1,10 @@
-"""Interactive backpressure: add mixed instances above the IBP band, remove one below it.
+"""Interactive backpressure: add mixed instances above the IBP band, remove the rest below it.
 
-IBP = busy / sampled interactive+mixed instances. Scale-out is netted against capacity already
-starting; scale-in is projected on the survivors' grown load so it cannot flap straight back.
+IBP = busy / sampled interactive+mixed instances, `busy` summing each pod's interactive load
+over its busy level (`busy_share`). Above the band, mixed instances are added to bring IBP to
+the band's middle, net of capacity already starting; below it, the instances beyond what the
+load needs at the middle go (interactive first), so the survivors' grown load cannot flap
+straight back, and the guard rails' stabilisation window sets the pace of a falling day.
 """
 
 from __future__ import annotations
@@ -24,13 +27,24 @@ from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, is_known
 from chiron_operator.core.tuning import PoolTuning, SloTargets
 
 
-def is_busy(
+# A busy level of 0 would make every running request infinitely busy.
+_MIN_BUSY_RATIO = 0.01
+
+
+def busy_share(
     pod: PodSignals,
     busy_running_ratio: float,
     slo: SloTargets | None = None,
     itl_target_ratio: float = 1.0,
-) -> bool | None:
-    """Whether interactive load fills the pod (or waits); None when the pod reports no load.
+) -> float | None:
+    """How many busy instances the pod's interactive load makes; None when it reports none.
+
+    The pod's interactive requests over its busy level (`busy_running_ratio` of its cap): 1
+    at the level, up to 1 / `busy_running_ratio` at the cap, and at least 1 while interactive
+    requests wait at the pod. Backpressure is then the load over the busy level, not the share
+    of pods past a line: counted 0 or 1, a 70B pool whose pods ran at half their caps read as
+    0 of 5 busy and held while the load rose, and a pod at its cap weighed no more than one
+    at the line (docs/BENCHMARKS.md has what each measured).
 
     A mixed pod whose load the source cannot split by class (real vLLM exports no per-priority
     gauges) is judged by its latency instead when `slo` is given: with priority scheduling its
@@ -44,13 +58,17 @@ def is_busy(
     ):
         breach = _latency_breach(pod, slo, itl_target_ratio)
         if breach is not None:
-            return breach
+            return float(breach)
     running, waiting = interactive_load(pod)
     if not (is_known(running) or is_known(waiting)):
         return None
-    full = is_known(running) and running >= busy_running_ratio * max(pod.max_num_seqs, 1)
-    queued = is_known(waiting) and waiting > 0
-    return bool(full or queued)
+    ratio = max(busy_running_ratio, _MIN_BUSY_RATIO)
+    share = 0.0
+    if is_known(running):
+        share = min(1.0 / ratio, running / (ratio * max(pod.max_num_seqs, 1)))
+    if is_known(waiting) and waiting > 0:
+        return max(1.0, share)
+    return share
 
 
 def _latency_breach(pod: PodSignals, slo: SloTargets, itl_target_ratio: float) -> bool | None:
@@ -75,8 +93,9 @@ def interactive_backpressure_counts(
     staleness_s: float,
     slo: SloTargets | None = None,
     itl_target_ratio: float = 1.0,
-) -> tuple[int, int]:
-    """(busy, sampled) over ready interactive and mixed pods with a fresh load sample.
+) -> tuple[float, int]:
+    """(busy, sampled) over ready interactive and mixed pods with a fresh load sample: `busy`
+    sums how busy each is (`busy_share`), in instances.
 
     While interactive requests overflow (see `interactive_overflow`), unsplit mixed pods are
     judged by their totals as well as their latency: the overflow queues where the mixed pods
@@ -85,15 +104,17 @@ def interactive_backpressure_counts(
     interactive = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
     mixed = fresh_pods(snapshot, Role.MIXED, staleness_s)
     overflow = interactive_overflow(interactive)
-    flags = [is_busy(p, busy_running_ratio, slo, itl_target_ratio) for p in interactive]
+    flags: list[float | None] = [
+        busy_share(p, busy_running_ratio, slo, itl_target_ratio) for p in interactive
+    ]
     for pod in mixed:
-        by_latency = is_busy(pod, busy_running_ratio, slo, itl_target_ratio)
+        by_latency = busy_share(pod, busy_running_ratio, slo, itl_target_ratio)
         if overflow:
             # The overflow only adds evidence of busyness: a pod whose latency already misses
             # stays busy, so more load never reads as less backpressure.
-            by_totals = is_busy(pod, busy_running_ratio, None, itl_target_ratio)
+            by_totals = busy_share(pod, busy_running_ratio, None, itl_target_ratio)
             found = [f for f in (by_latency, by_totals) if f is not None]
-            by_latency = any(found) if found else None
+            by_latency = max(found) if found else None
         flags.append(by_latency)
     known = [f for f in flags if f is not None]
     return sum(known), len(known)
@@ -116,7 +137,7 @@ def interactive_overflow(interactive_pods: list[PodSignals]) -> bool:
 
 
 def decide_interactive(
-    snapshot: PoolSnapshot, tuning: PoolTuning, busy: int, sampled: int
+    snapshot: PoolSnapshot, tuning: PoolTuning, busy: float, sampled: int
 ) -> dict[Role, Verdict]:
     """IBP band rule over the interactive and mixed roles the bounds allow."""
     roles = [r for r in (Role.INTERACTIVE, Role.MIXED) if allowed(tuning, r)]
@@ -128,7 +149,7 @@ def decide_interactive(
     knobs = tuning.global_scaling
     ibp = busy / sampled
     summary = f"interactive backpressure {ibp:.2f}"
-    counts = f"({busy} of {sampled} instances busy)"
+    counts = f"({busy:.1f} of {sampled} instances busy)"
     if ibp > knobs.ibp_high_ratio:
         why = f"{summary} > {knobs.ibp_high_ratio:.2f} {counts}"
         return _scale_out_interactive(snapshot, tuning, roles, busy, sampled, why=why)
@@ -143,7 +164,7 @@ def _scale_out_interactive(
     snapshot: PoolSnapshot,
     tuning: PoolTuning,
     roles: list[Role],
-    busy: int,
+    busy: float,
     sampled: int,
     *,
     why: str,
@@ -174,7 +195,7 @@ def _scale_out_interactive(
     return verdicts
 
 
-def _instances_to_add(busy: int, sampled: int, target_ratio: float) -> int:
+def _instances_to_add(busy: float, sampled: int, target_ratio: float) -> int:
     """Instances that bring busy/total down to the target if busy load spreads evenly."""
     if target_ratio <= 0:
         return 1
@@ -185,49 +206,55 @@ def _scale_in_interactive(
     snapshot: PoolSnapshot,
     tuning: PoolTuning,
     roles: list[Role],
-    busy: int,
+    busy: float,
     sampled: int,
     *,
     why: str,
 ) -> dict[Role, Verdict]:
-    """Remove one interactive instance, else one mixed instance, else say why not."""
+    """Remove the instances the load does not need: interactive ones first, then mixed.
+
+    The load of the sampled instances (`busy`, in busy instances) spread over fewer of them
+    keeps backpressure at the band's middle with ceil(busy / middle) instances; the rest can
+    go. Proposing that count, not one fewer, lets the guard rails' stabilisation window follow
+    a falling day: the pool scales to the highest count of the window, where one fewer per
+    tick took a window per instance (12 instances idled for 40 minutes after a backlog).
+    """
     reason = Reason.INTERACTIVE_BACKPRESSURE_LOW
-    projected = _projected_backpressure_without_one(snapshot, tuning)
-    if projected > tuning.global_scaling.ibp_high_ratio:
-        # The freed load spreads over the rest; if that makes them busy it would flap back.
-        return hold_all(snapshot, roles, reason, f"{why}, but {projected:.2f} without one")
-    victim, note = _scale_in_victim(snapshot, tuning, roles)
-    if victim is None:
-        return hold_all(snapshot, roles, reason, f"{why}; {note}")
+    knobs = tuning.global_scaling
+    mid = (knobs.ibp_low_ratio + knobs.ibp_high_ratio) / 2
+    needed = max(1, math.ceil(busy / mid - CEIL_EPS)) if mid > 0 else sampled
+    surplus = sampled - needed
+    if surplus <= 0:
+        # The freed load would spread over the rest and make them busy: it would flap back.
+        return hold_all(snapshot, roles, reason, f"{why}, but all {sampled} are needed")
     verdicts = hold_all(snapshot, roles, reason, why)
-    current = snapshot.role(victim).replicas
-    message = f"{why}: remove 1 {victim.value}"
-    verdicts[victim] = Verdict(current - 1, reason, message)
+    removals = _removals(snapshot, tuning, roles, surplus)
+    if not removals:
+        _, note = _scale_in_victim(snapshot, tuning, roles)
+        return hold_all(snapshot, roles, reason, f"{why}; {note}")
+    for role, count in removals.items():
+        current = snapshot.role(role).replicas
+        message = f"{why}: {needed} instance(s) carry the load at {mid:.2f}; remove {count} {role.value}"
+        verdicts[role] = Verdict(current - count, reason, message)
     return verdicts
 
 
-def _projected_backpressure_without_one(snapshot: PoolSnapshot, tuning: PoolTuning) -> float:
-    """IBP if one instance went and its interactive load spread evenly over the others.
-
-    Keeping the busy count fixed would be wrong: the survivors' load grows by n/(n-1), and a
-    pool just under the busy threshold would then be removed, overloaded, and re-grown forever.
-    """
-    staleness_s = tuning.guards.metrics_staleness_s
-    pods = fresh_pods(snapshot, Role.INTERACTIVE, staleness_s)
-    pods += fresh_pods(snapshot, Role.MIXED, staleness_s)
-    loads = [interactive_load(p) for p in pods]
-    known = [(p, r, w) for p, (r, w) in zip(pods, loads, strict=True) if is_known(r)]
-    if len(known) <= 1:
-        return 0.0 if not known or known[0][1] == 0 else math.inf
-    growth = len(known) / (len(known) - 1)
-    ratio = tuning.global_scaling.busy_running_ratio
-    busy = sum(
-        1
-        for pod, running, waiting in known
-        if (running + (waiting if is_known(waiting) else 0.0)) * growth
-        >= ratio * max(pod.max_num_seqs, 1)
-    )
-    return busy / (len(known) - 1)
+def _removals(
+    snapshot: PoolSnapshot, tuning: PoolTuning, roles: list[Role], surplus: int
+) -> dict[Role, int]:
+    """How many of `surplus` instances each role gives up: interactive down to its min first."""
+    out: dict[Role, int] = {}
+    for role in (Role.INTERACTIVE, Role.MIXED):
+        if surplus <= 0 or role not in roles:
+            continue
+        if role is Role.MIXED and _batch_needs_mixed(snapshot, tuning):
+            continue
+        spare = snapshot.role(role).replicas - tuning.role_bounds(role).min_replicas
+        take = min(spare, surplus)
+        if take > 0:
+            out[role] = take
+            surplus -= take
+    return out
 
 
 def _scale_in_victim(

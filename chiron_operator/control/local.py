@@ -34,9 +34,9 @@ from chiron_operator.control.backpressure import (
     Backpressure,
     LocalSignals,
     backpressure,
-    decrease,
     hold_unsaturated,
     increase,
+    shrink,
 )
 from chiron_operator.control.fast_path import (
     Coverage,
@@ -173,7 +173,7 @@ def _decide_fast(
 def _propose(tick: _Tick, pressure: Backpressure) -> Verdict:
     """The paper's step: shrink on BP >= 1, grow a full batch on BP < 1, else hold."""
     if pressure.value >= 1.0:
-        return decrease(pressure, tick.measured, tick.tuning)
+        return shrink(pressure, tick.signals, tick.measured, tick.tuning)
     if tick.saturated:
         return increase(pressure, tick.signals, tick.measured, tick.tuning)
     return hold_unsaturated(pressure, tick.signals, tick.measured, tick.tuning, tick.gateway)
@@ -193,10 +193,10 @@ def _confirm(
     the new size over target (`straddled_itl_emergency`). Then the EWMA restarted at the new
     size must agree: a lone sample can hold a move the smoothed EWMA proposes, never start one.
     """
-    measured, shrink = tick.measured, proposal.value < tick.measured
+    measured, shrinking = tick.measured, proposal.value < tick.measured
     waiting = cover.lagging(reads_itl=tick.itl_target_s is not None)
     if waiting is not None:
-        emergency = _emergency(tick) if shrink else None
+        emergency = _emergency(tick) if shrinking else None
         if emergency is not None:
             return Verdict(
                 proposal.value, proposal.reason, f"{proposal.message} at once: {emergency}"
@@ -204,9 +204,9 @@ def _confirm(
         return proposal.but(measured, Reason.BATCH_SIZE_SETTLING, f"{waiting}: hold {measured}")
     label = f"ITL EWMA at {measured} alone"
     clean = tick.pressure(settled, judge_throughput=judge_throughput, label=label)
-    if shrink and clean.value >= 1.0:
-        return decrease(clean, measured, tick.tuning)
-    if not shrink and clean.value < 1.0:
+    if shrinking and clean.value >= 1.0:
+        return shrink(clean, tick.signals, measured, tick.tuning)
+    if not shrinking and clean.value < 1.0:
         return increase(clean, tick.signals, measured, tick.tuning)
     message = (
         f"settling: {clean.describe()}, while the EWMA still carries the sizes before "

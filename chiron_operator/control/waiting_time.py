@@ -85,9 +85,10 @@ class BatchAssessment:
 
     `required_throughput_tokens_per_s` is inf when a deadline has already passed (no throughput
     saves it); `open_required_throughput_tokens_per_s` is the same least throughput over the
-    groups still open, which is what more capacity can still help. With unknown output lengths
-    (or a NaN throughput) the float fields are NaN and `groups_at_risk` counts only the overdue
-    groups, which are late whatever the lengths.
+    groups still open, which is what more capacity can still help. `open_demands` are those
+    groups' (output-token bound of the work due by them, seconds left), deadline order. With
+    unknown output lengths (or a NaN throughput) the float fields are NaN, `open_demands` is
+    empty and `groups_at_risk` counts only the overdue groups, late whatever the lengths.
     """
 
     backpressure_ratio: float
@@ -96,6 +97,7 @@ class BatchAssessment:
     worst_slack_s: float
     required_throughput_tokens_per_s: float
     open_required_throughput_tokens_per_s: float
+    open_demands: tuple[tuple[float, float], ...] = ()
 
 
 def assess_batch(
@@ -125,6 +127,7 @@ def assess_batch(
     at_risk = sum(1 for s in slack_s if s < 0)
     needs = [k / t if t > 0 else math.inf for k, t in zip(tokens, time_left_s, strict=True)]
     open_needs = [need for need, t in zip(needs, time_left_s, strict=True) if t > 0]
+    demands = tuple((k, t) for k, t in zip(tokens, time_left_s, strict=True) if t > 0)
     return BatchAssessment(
         backpressure_ratio=at_risk / len(groups),
         groups_at_risk=at_risk,
@@ -132,6 +135,7 @@ def assess_batch(
         worst_slack_s=min(slack_s),
         required_throughput_tokens_per_s=max(needs),
         open_required_throughput_tokens_per_s=max(open_needs, default=0.0),
+        open_demands=demands,
     )
 
 

@@ -68,9 +68,13 @@ class GuardState:
 
 @dataclass(frozen=True, slots=True)
 class GlobalState:
-    """Global controller memory: what one batch instance has been seen to deliver."""
+    """Global controller memory: what one batch instance has been seen to deliver, and how
+    long a new pod takes to become ready (`control.startup`): `starting_since_s` holds when each
+    pod still starting was first seen, `startup_s` the smoothed time from there to ready."""
 
     batch_instance_tokens_per_s: float | None = None
+    startup_s: float | None = None
+    starting_since_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,8 +60,23 @@ class RoleBounds:
         default=256, ge=1, description="Largest --max-num-seqs the local controller may set."
     )
     initial_batch_size_seqs: int = Field(
-        default=64, ge=1, description="--max-num-seqs for new pools and new roles."
+        default=64,
+        ge=1,
+        description="Batch size new pools and new roles start at: the gateway's first cap, or "
+        "--max-num-seqs without a gateway.",
     )
+
+    def deployment_seqs(self, fast_path: bool) -> int:
+        """The --max-num-seqs a new Deployment of this role starts with.
+
+        Without a gateway that is the batch size itself. With one it is only a ceiling the
+        gateway caps pods under, so it starts at the role's max: no target the local controller
+        may choose then needs a restart. Started at the initial size instead, the first burst
+        met a 32-sequence interactive pod whose target had grown to 45 but waited two minutes
+        for its restart while the gateway's queue grew (a generated 8B long-context day lost
+        8% of its interactive requests in that one burst; docs/BENCHMARKS.md).
+        """
+        return self.max_batch_size_seqs if fast_path else self.initial_batch_size_seqs
 
 
 _NO_BOUNDS: Final = RoleBounds(min_replicas=0, max_replicas=0)
@@ -129,14 +144,17 @@ class GlobalTuning:
     """Global controller: instance counts from interactive and batch backpressure."""
 
     ibp_low_ratio: Ratio = Field(
-        default=0.5, description="Below this interactive backpressure, remove an instance."
+        default=0.3,
+        description="Below this interactive backpressure, remove the instances the load does "
+        "not need at the band's middle.",
     )
     ibp_high_ratio: Ratio = Field(
         default=0.8, description="Above this interactive backpressure, add mixed instances."
     )
     busy_running_ratio: Ratio = Field(
         default=0.6,
-        description="An instance is busy when interactive running/max-num-seqs reaches this.",
+        description="An instance is busy when interactive running/max-num-seqs reaches this "
+        "(it counts in proportion below, up to 1/this at its cap).",
     )
     bbp_threshold_ratio: Ratio = Field(
         default=0.0,
@@ -166,6 +184,17 @@ class GlobalTuning:
     )
     throughput_ewma_weight_ratio: Ratio = Field(
         default=0.2, description="Weight of the newest per-instance throughput sample."
+    )
+    batch_output_tokens_prior: float = Field(
+        default=256.0,
+        gt=0.0,
+        description="Mean batch output length assumed until a batch request has completed, "
+        "tokens (weighed like a few completions, with a spread as large as the mean).",
+    )
+    startup_prior_s: NonNegativeSeconds = Field(
+        default=120.0,
+        description="Time a new pod takes to become ready, assumed until the controller has "
+        "seen one start, seconds.",
     )
 
 

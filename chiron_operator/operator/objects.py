@@ -92,14 +92,14 @@ def ensure_objects(
                 spec,
                 role,
                 replicas=role_bounds.min_replicas,
-                max_num_seqs=role_bounds.initial_batch_size_seqs,
+                max_num_seqs=role_bounds.deployment_seqs(tuning.fast_path),
                 security=security,
             )
             current = _create_deployment(kube, new)
             if current is None:
                 touched.append(name)
                 continue
-        seqs = role_bounds.initial_batch_size_seqs
+        seqs = role_bounds.deployment_seqs(tuning.fast_path)
         body = _template_body(ref, spec, role, current, seqs, security=security)
         if _template_differs(current, body):
             kube.patch_deployment(ref.namespace, name, body)

@@ -292,14 +292,16 @@ def build_config(
 ) -> SimConfig:
     """The SimConfig of one run of `scenario`.
 
-    `bounds` default to the pool's; pods start with each role's `initialBatchSizeSeqs` (what
-    the policy's first tick also assumes, so nothing restarts for it) and at
+    `bounds` default to the pool's; pods start with the --max-num-seqs the operator gives a
+    new Deployment (`RoleBounds.deployment_seqs`: the ceiling behind the gateway, else the
+    initial batch size; what the policy's first tick also assumes, so nothing restarts) and at
     `initial_replicas` (default: the scenario's starting point), clamped to the bounds.
     """
     chosen = dict(scenario.bounds() if bounds is None else bounds)
     starting = scenario.starting_replicas() if initial_replicas is None else initial_replicas
     replicas = {r: _clamp(starting.get(r, 0), chosen.get(r)) for r in Role}
-    seqs = {r: b.initial_batch_size_seqs for r, b in chosen.items()}
+    gateway = routing is RoutingMode.CHIRON
+    seqs = {r: b.deployment_seqs(gateway) for r, b in chosen.items()}
     sim = scenario.simulation
     return SimConfig(
         latency=scenario.latency,
