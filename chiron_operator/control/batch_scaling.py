@@ -111,7 +111,9 @@ def batch_context(snapshot: PoolSnapshot, tuning: PoolTuning, state: GlobalState
     throughput = _batch_throughput(snapshot, staleness_s, state.batch_instance_tokens_per_s)
     estimate = instance_tokens_per_s(tuning, state)
     queue, prior = _with_length_prior(snapshot.batch_queue, tuning)
-    assessment = assess_batch(queue, snapshot.now_s, throughput, tuning.global_scaling.waiting_time_z)
+    assessment = assess_batch(
+        queue, snapshot.now_s, throughput, tuning.global_scaling.waiting_time_z
+    )
     utilization = mixed_utilization(snapshot, staleness_s)
     started = startup_s(tuning, state)
     return BatchContext(assessment, throughput, estimate, utilization, started, prior)
@@ -138,7 +140,7 @@ def _with_length_prior(queue: BatchQueue, tuning: PoolTuning) -> tuple[BatchQueu
     """
     samples = queue.output_tokens_samples
     measured = is_known(queue.output_tokens_mean) and is_known(queue.output_tokens_std)
-    if not queue.groups or (measured and MEASURED_SAMPLES <= samples):
+    if not queue.groups or (measured and samples >= MEASURED_SAMPLES):
         return queue, False
     prior = tuning.global_scaling.batch_output_tokens_prior
     if not measured or not samples > 0:
@@ -209,7 +211,9 @@ def _queue_empty(snapshot: PoolSnapshot, tuning: PoolTuning) -> Verdict:
     # A ready pod without a fresh sample may still run work: it is kept like a busy one.
     working = busy + max(0, unseen)
     if working <= floor:
-        return Verdict(floor, Reason.BATCH_QUEUE_EMPTY, f"batch queue empty: batch to its min {floor}")
+        return Verdict(
+            floor, Reason.BATCH_QUEUE_EMPTY, f"batch queue empty: batch to its min {floor}"
+        )
     message = (
         f"batch queue empty, but {working} batch pod(s) still run batch work: keep {working} "
         f"until they finish"
@@ -236,7 +240,9 @@ def _batch_at_risk(snapshot: PoolSnapshot, tuning: PoolTuning, context: BatchCon
     required = assessment.required_throughput_tokens_per_s
     # Overdue groups need infinite throughput; size for the groups capacity can still save.
     need = required if math.isfinite(required) else assessment.open_required_throughput_tokens_per_s
-    prior = ", output lengths from the prior until one completes" if context.lengths_from_prior else ""
+    prior = (
+        ", output lengths from the prior until one completes" if context.lengths_from_prior else ""
+    )
     why = (
         f"batch backpressure {assessment.backpressure_ratio:.2f} > "
         f"{tuning.global_scaling.bbp_threshold_ratio:.2f} ({assessment.groups_at_risk} of "

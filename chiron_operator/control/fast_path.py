@@ -64,8 +64,7 @@ def gateway_view(snapshot: PoolSnapshot, caps: Mapping[Role, int]) -> PoolSnapsh
             roles[role] = found
             continue
         pods = tuple(
-            replace(p, max_num_seqs=max(1, min(p.max_num_seqs or cap, cap)))
-            for p in found.pods
+            replace(p, max_num_seqs=max(1, min(p.max_num_seqs or cap, cap))) for p in found.pods
         )
         roles[role] = replace(found, pods=pods)
     return replace(snapshot, roles=roles)

@@ -21,9 +21,9 @@ from chiron_operator.control.batch_scaling import (
     update_instance_estimate,
 )
 from chiron_operator.control.interactive_scaling import (
+    busy_share,
     decide_interactive,
     interactive_backpressure_counts,
-    busy_share,
 )
 from chiron_operator.control.pool_view import allowed
 from chiron_operator.control.startup import observe_startups
@@ -33,7 +33,7 @@ from chiron_operator.core.snapshot import PoolSnapshot
 from chiron_operator.core.state import GlobalState
 from chiron_operator.core.tuning import PoolTuning
 
-__all__ = ["decide_global", "interactive_backpressure_counts", "busy_share"]
+__all__ = ["busy_share", "decide_global", "interactive_backpressure_counts"]
 
 
 def decide_global(

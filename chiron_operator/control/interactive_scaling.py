@@ -26,7 +26,6 @@ from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals, PoolSnapshot, is_known
 from chiron_operator.core.tuning import PoolTuning, SloTargets
 
-
 # A busy level of 0 would make every running request infinitely busy.
 _MIN_BUSY_RATIO = 0.01
 
@@ -234,7 +233,9 @@ def _scale_in_interactive(
         return hold_all(snapshot, roles, reason, f"{why}; {note}")
     for role, count in removals.items():
         current = snapshot.role(role).replicas
-        message = f"{why}: {needed} instance(s) carry the load at {mid:.2f}; remove {count} {role.value}"
+        message = (
+            f"{why}: {needed} instance(s) carry the load at {mid:.2f}; remove {count} {role.value}"
+        )
         verdicts[role] = Verdict(current - count, reason, message)
     return verdicts
 
