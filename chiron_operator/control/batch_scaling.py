@@ -222,13 +222,9 @@ def _queue_empty(snapshot: PoolSnapshot, tuning: PoolTuning) -> Verdict:
 
 
 def _unknown_lengths(snapshot: PoolSnapshot, current: int) -> Verdict:
-    """No length statistics yet: hold, unless nothing serves batch and none could ever arrive."""
+    """The bound is unknown (the lengths have the prior, so the throughput was): hold."""
     queued = snapshot.batch_queue.queued_requests
-    why = f"batch output lengths unknown ({queued} requests queued)"
-    if current == 0 and snapshot.role(Role.MIXED).replicas == 0:
-        # Statistics come from completed requests: without an instance they never would.
-        message = f"{why} and no batch or mixed instance to serve them: start 1 batch"
-        return Verdict(1, Reason.BATCH_DEADLINES_AT_RISK, message)
+    why = f"batch waiting time unknown ({queued} requests queued)"
     return Verdict(current, Reason.METRICS_MISSING, f"{why}: hold {current} batch")
 
 
@@ -241,7 +237,9 @@ def _batch_at_risk(snapshot: PoolSnapshot, tuning: PoolTuning, context: BatchCon
     # Overdue groups need infinite throughput; size for the groups capacity can still save.
     need = required if math.isfinite(required) else assessment.open_required_throughput_tokens_per_s
     prior = (
-        ", output lengths from the prior until one completes" if context.lengths_from_prior else ""
+        f", output lengths at least the prior's until {MEASURED_SAMPLES:.0f} complete"
+        if context.lengths_from_prior
+        else ""
     )
     why = (
         f"batch backpressure {assessment.backpressure_ratio:.2f} > "

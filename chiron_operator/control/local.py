@@ -34,6 +34,7 @@ from chiron_operator.control.backpressure import (
     Backpressure,
     LocalSignals,
     backpressure,
+    decrease,
     hold_unsaturated,
     increase,
     shrink,
@@ -205,7 +206,8 @@ def _confirm(
     label = f"ITL EWMA at {measured} alone"
     clean = tick.pressure(settled, judge_throughput=judge_throughput, label=label)
     if shrinking and clean.value >= 1.0:
-        return shrink(clean, tick.signals, measured, tick.tuning)
+        # `_propose` already found this decrease binding (same peak, same size).
+        return decrease(clean, measured, tick.tuning)
     if not shrinking and clean.value < 1.0:
         return increase(clean, tick.signals, measured, tick.tuning)
     message = (

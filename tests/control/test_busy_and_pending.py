@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from chiron_operator.control.global_scaling import decide_global, is_busy
+from chiron_operator.control.global_scaling import busy_share, decide_global
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import (
     BatchGroup,
@@ -39,16 +39,17 @@ def mixed_pod(running: float, ttft_s: float, itl_s: float) -> PodSignals:
 @pytest.mark.parametrize(
     ("ttft_s", "itl_s", "expected"),
     [
-        (0.3, 0.05, False),  # full of batch work, interactive latency fine: not busy
-        (3.0, 0.05, True),  # TTFT over its 2 s target
-        (0.3, 0.2, True),  # ITL over its 100 ms target
-        (math.nan, math.nan, True),  # latency unknown: fall back to the (full) totals
+        (0.3, 0.05, 0.0),  # full of batch work, interactive latency fine: not busy
+        (3.0, 0.05, 1.0),  # TTFT over its 2 s target: one busy instance
+        (0.3, 0.2, 1.0),  # ITL over its 100 ms target
+        # Latency unknown: the (full) totals stand in, 64 / (0.8 x 64) at its cap.
+        (math.nan, math.nan, 1.25),
     ],
 )
 def test_unsplit_mixed_pod_is_judged_by_latency(
-    ttft_s: float, itl_s: float, expected: bool
+    ttft_s: float, itl_s: float, expected: float
 ) -> None:
-    assert is_busy(mixed_pod(64.0, ttft_s, itl_s), 0.8, SLO) is expected
+    assert busy_share(mixed_pod(64.0, ttft_s, itl_s), 0.8, SLO) == pytest.approx(expected)
 
 
 def test_batch_scale_out_counts_pods_still_starting() -> None:
@@ -120,7 +121,8 @@ def test_overflow_beyond_interactive_cap_makes_full_unsplit_mixed_pods_busy() ->
     proposals, observations, _ = decide_global(
         _overflow_snapshot(500.0), PoolTuning(), GlobalState()
     )
-    assert observations["busy_instances"] == 4
+    # The interactive pod at its cap weighs 1 / 0.6; each mixed pod its totals, 31 / (0.6 x 32).
+    assert observations["busy_instances"] == pytest.approx(1 / 0.6 + 3 * 31 / (0.6 * 32))
     assert proposals[Role.MIXED].reason is Reason.INTERACTIVE_BACKPRESSURE_HIGH
     assert proposals[Role.MIXED].value > 3
 
@@ -129,7 +131,7 @@ def test_without_overflow_unsplit_mixed_pods_are_still_judged_by_latency() -> No
     # The interactive pod is full but nothing queues beyond its cap: the mixed pods' totals may
     # be batch work, and their latency is fine, so only the interactive pod is busy.
     _, observations, _ = decide_global(_overflow_snapshot(0.0), PoolTuning(), GlobalState())
-    assert observations["busy_instances"] == 1
+    assert observations["busy_instances"] == pytest.approx(1 / 0.6)
 
 
 def test_unsplit_mixed_pod_is_judged_by_its_mean_itl_against_the_target_share() -> None:
@@ -148,5 +150,5 @@ def test_unsplit_mixed_pod_is_judged_by_its_mean_itl_against_the_target_share() 
         itl_s=0.3,
         sample_age_s=1.0,
     )
-    assert is_busy(pod, 0.8, SLO) is False
-    assert is_busy(pod, 0.8, SLO, itl_target_ratio=0.8) is True
+    assert busy_share(pod, 0.8, SLO) == 0.0
+    assert busy_share(pod, 0.8, SLO, itl_target_ratio=0.8) == 1.0

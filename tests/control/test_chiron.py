@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from hypothesis import given, settings
@@ -182,9 +183,29 @@ def test_cold_start_does_not_add_again_every_tick() -> None:
 
 
 def test_scale_in_accounts_for_the_load_the_survivors_absorb() -> None:
-    """Just under the busy threshold, removing one instance would make the rest busy: hold."""
-    pool = fresh_pool(110.0)  # 36.7 per pod: a mixed pod at 0.57 of 64, busy from 0.6
-    pool.replicas = {Role.INTERACTIVE: 1, Role.MIXED: 2, Role.BATCH: 0}
-    pool.max_num_seqs = {Role.INTERACTIVE: 32, Role.MIXED: 64, Role.BATCH: 256}
+    """Just under the band, the load spread over one instance fewer would sit past the band's
+    middle: both instances are needed, hold."""
+    # 7.5 sequences per pod: 7.5 / 19.2 + 7.5 / 38.4 = 0.59 busy, IBP 0.29 < 0.3, and
+    # ceil(0.59 / 0.55) = 2 instances carry it.
+    pool = fresh_pool(15.0)
+    pool.replicas = {Role.INTERACTIVE: 1, Role.MIXED: 1, Role.BATCH: 0}
     decision, _ = chiron.decide(pool.snapshot(0.0), TUNING, chiron.initial_state())
-    assert decision.replicas(Role.MIXED) == 2, decision.roles[Role.MIXED].replicas.message
+    verdict = decision.roles[Role.MIXED].replicas
+    assert decision.replicas(Role.MIXED) == 1, verdict.message
+    assert verdict.reason is Reason.INTERACTIVE_BACKPRESSURE_LOW
+    assert "but all 2 are needed" in verdict.message
+
+
+def test_scale_in_stops_where_the_survivors_stay_in_band() -> None:
+    # 8 sequences per pod over 1 interactive and 4 mixed: 1.25 busy, IBP 0.25. Three instances
+    # carry it at the band's middle; the loop scales in and never scales back out.
+    pool = fresh_pool(40.0)
+    pool.replicas = {Role.INTERACTIVE: 1, Role.MIXED: 4, Role.BATCH: 0}
+    decisions, _ = run_loop(pool, 80)
+    totals = [sum(d.replicas(r) for r in Role) for d in decisions]
+    assert totals[0] == 5 and totals[-1] < 5
+    assert all(later <= earlier for earlier, later in itertools.pairwise(totals))
+    final = decisions[-1]
+    low, high = TUNING.global_scaling.ibp_low_ratio, TUNING.global_scaling.ibp_high_ratio
+    assert low <= final.observations["interactive_backpressure_ratio"] <= high
+    assert final.roles[Role.MIXED].replicas.reason is Reason.INTERACTIVE_BACKPRESSURE_IN_BAND

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chiron_operator.control.global_scaling import decide_global, is_busy
+from chiron_operator.control.global_scaling import busy_share, decide_global
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import (
@@ -99,83 +99,128 @@ def busy(role: Role, count: int) -> list[PodSignals]:
     return [pod(role, 30.0, interactive=30.0) for _ in range(count)]
 
 
+def at_level(role: Role, count: int) -> list[PodSignals]:
+    """Pods exactly at the busy level (0.6 of 32 running): one busy instance each."""
+    return [pod(role, 19.2, interactive=19.2) for _ in range(count)]
+
+
+def unloaded(role: Role, count: int) -> list[PodSignals]:
+    return [pod(role, 0.0, interactive=0.0) for _ in range(count)]
+
+
+# Busy shares at the default busy level (0.6 of a 32-sequence cap, 19.2 running).
+IDLE_SHARE = 2.0 / 19.2
+BUSY_SHARE = 30.0 / 19.2
+
+
 # --- interactive backpressure -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("pods", "expected", "reason"),
+    ("pods", "expected", "busy_instances", "reason"),
     [
-        # 4 of 4 busy: IBP 1.0 > 0.8; ceil(4 / 0.65) = 7 instances, so add 3 mixed.
+        # 4 at the level: IBP 1.0 > 0.8; ceil(4 / 0.55) = 8 instances, so add 4 mixed.
+        (
+            at_level(Role.INTERACTIVE, 4),
+            {Role.INTERACTIVE: 4, Role.MIXED: 4},
+            4.0,
+            Reason.INTERACTIVE_BACKPRESSURE_HIGH,
+        ),
+        # The same 4 pods further past the level weigh more: 6.25 busy, ceil(11.4) = 12, add 8.
         (
             busy(Role.INTERACTIVE, 4),
-            {Role.INTERACTIVE: 4, Role.MIXED: 3},
+            {Role.INTERACTIVE: 4, Role.MIXED: 8},
+            4 * BUSY_SHARE,
             Reason.INTERACTIVE_BACKPRESSURE_HIGH,
         ),
-        # 9 of 10 busy: ceil(9 / 0.65) = 14, add 4 mixed on top of the 2.
+        # 9 busy and 1 idle: 14.2 busy of 10, ceil(25.8) = 26 instances, add 16 to the 2 mixed.
         (
             busy(Role.INTERACTIVE, 7) + busy(Role.MIXED, 2) + idle(Role.INTERACTIVE, 1),
-            {Role.INTERACTIVE: 8, Role.MIXED: 6},
+            {Role.INTERACTIVE: 8, Role.MIXED: 18},
+            9 * BUSY_SHARE + IDLE_SHARE,
             Reason.INTERACTIVE_BACKPRESSURE_HIGH,
         ),
-        # 5 of 6 busy: 0.83, just above; ceil(5 / 0.65) = 8 instances, add 2 mixed.
+        # 5 at the level and 1 idle: 5.1 of 6 = 0.85, just above; ceil(9.3) = 10, add 4 mixed.
         (
-            busy(Role.INTERACTIVE, 5) + idle(Role.INTERACTIVE, 1),
-            {Role.INTERACTIVE: 6, Role.MIXED: 2},
+            at_level(Role.INTERACTIVE, 5) + idle(Role.INTERACTIVE, 1),
+            {Role.INTERACTIVE: 6, Role.MIXED: 4},
+            5 + IDLE_SHARE,
             Reason.INTERACTIVE_BACKPRESSURE_HIGH,
         ),
-        # 1 of 4 busy: 0.25 < 0.5, remove one interactive.
+        # 1 at the level and 5 idle: 1.52 of 6 = 0.25 < 0.3; ceil(1.52 / 0.55) = 3 carry it,
+        # so the 3 others go at once.
         (
-            busy(Role.INTERACTIVE, 1) + idle(Role.INTERACTIVE, 3),
+            at_level(Role.INTERACTIVE, 1) + idle(Role.INTERACTIVE, 5),
             {Role.INTERACTIVE: 3, Role.MIXED: 0},
+            1 + 5 * IDLE_SHARE,
             Reason.INTERACTIVE_BACKPRESSURE_LOW,
         ),
-        # 3 of 4 busy: 0.75 in band.
+        # 3 at the level and an idle mixed: 3.1 of 4 = 0.78, in band.
         (
-            busy(Role.INTERACTIVE, 3) + idle(Role.MIXED, 1),
+            at_level(Role.INTERACTIVE, 3) + idle(Role.MIXED, 1),
             {Role.INTERACTIVE: 3, Role.MIXED: 1},
+            3 + IDLE_SHARE,
             Reason.INTERACTIVE_BACKPRESSURE_IN_BAND,
         ),
-        # Exactly on the edges counts as in band.
+        # Exactly on the edges counts as in band: 4 of 5 = 0.8 and 3 of 10 = 0.3.
         (
-            busy(Role.INTERACTIVE, 2) + idle(Role.INTERACTIVE, 2),
-            {Role.INTERACTIVE: 4, Role.MIXED: 0},
+            at_level(Role.INTERACTIVE, 4) + unloaded(Role.INTERACTIVE, 1),
+            {Role.INTERACTIVE: 5, Role.MIXED: 0},
+            4.0,
+            Reason.INTERACTIVE_BACKPRESSURE_IN_BAND,
+        ),
+        (
+            at_level(Role.INTERACTIVE, 3) + unloaded(Role.INTERACTIVE, 7),
+            {Role.INTERACTIVE: 10, Role.MIXED: 0},
+            3.0,
             Reason.INTERACTIVE_BACKPRESSURE_IN_BAND,
         ),
     ],
 )
 def test_interactive_band(
-    pods: list[PodSignals], expected: dict[Role, int], reason: Reason
+    pods: list[PodSignals], expected: dict[Role, int], busy_instances: float, reason: Reason
 ) -> None:
     proposals, observations, _ = decide(snapshot(pods))
     assert {r: proposals[r].value for r in expected} == expected
     assert {proposals[r].reason for r in expected} == {reason}
-    busy_count = sum(1 for p in pods if p.running_requests >= 0.8 * p.max_num_seqs)
-    assert observations["busy_instances"] == busy_count
-    assert observations["interactive_backpressure_ratio"] == pytest.approx(busy_count / len(pods))
+    assert observations["busy_instances"] == pytest.approx(busy_instances)
+    assert observations["interactive_backpressure_ratio"] == pytest.approx(
+        busy_instances / len(pods)
+    )
 
 
 def test_high_backpressure_message_carries_the_numbers() -> None:
-    proposals, _, _ = decide(snapshot(busy(Role.INTERACTIVE, 4)))
+    proposals, _, _ = decide(snapshot(at_level(Role.INTERACTIVE, 4)))
     message = proposals[Role.MIXED].message
-    assert "interactive backpressure 1.00 > 0.80 (4 of 4 instances busy)" in message
-    assert "add 3 mixed" in message
+    assert "interactive backpressure 1.00 > 0.80 (4.0 of 4 instances busy)" in message
+    assert "add 4 mixed (to reach 0.55)" in message
 
 
 @pytest.mark.parametrize(
     ("signals", "expected"),
     [
-        (pod(Role.MIXED, 60.0, cap=64, interactive=10.0), False),  # batch fills it: split known
-        (pod(Role.MIXED, 60.0, cap=64), True),  # same load, no split: count it all
-        (pod(Role.MIXED, 10.0, 5.0, cap=64, interactive=10.0, interactive_waiting=0.0), False),
-        (pod(Role.MIXED, 10.0, 5.0, cap=64), True),  # waiting requests of unknown class
-        (pod(Role.INTERACTIVE, 4.0, interactive=4.0, interactive_waiting=1.0), True),
-        (pod(Role.INTERACTIVE, 19.2, interactive=19.2), True),  # exactly 0.6 of 32
-        (pod(Role.INTERACTIVE, 19.0, interactive=19.0), False),
+        # Batch fills it, the split is known: only its 10 interactive count, of 0.6 x 64.
+        (pod(Role.MIXED, 60.0, cap=64, interactive=10.0), 10.0 / 38.4),
+        (pod(Role.MIXED, 60.0, cap=64), 60.0 / 38.4),  # same load, no split: count it all
+        (
+            pod(Role.MIXED, 10.0, 5.0, cap=64, interactive=10.0, interactive_waiting=0.0),
+            10.0 / 38.4,
+        ),
+        (pod(Role.MIXED, 10.0, 5.0, cap=64), 1.0),  # waiting requests of unknown class
+        (pod(Role.INTERACTIVE, 4.0, interactive=4.0, interactive_waiting=1.0), 1.0),
+        # Waiting requests raise a share to 1, not lower one already above it.
+        (pod(Role.INTERACTIVE, 30.0, 2.0, interactive=30.0, interactive_waiting=2.0), 30 / 19.2),
+        (pod(Role.INTERACTIVE, 19.2, interactive=19.2), 1.0),  # exactly 0.6 of 32
+        (pod(Role.INTERACTIVE, 19.0, interactive=19.0), 19.0 / 19.2),  # just below: counts less
+        (pod(Role.INTERACTIVE, 32.0, interactive=32.0), 1 / 0.6),  # at its cap
+        (pod(Role.INTERACTIVE, 40.0, interactive=40.0), 1 / 0.6),  # never more than at its cap
+        (pod(Role.INTERACTIVE, 0.0, interactive=0.0), 0.0),
         (pod(Role.INTERACTIVE, NAN, NAN), None),  # no load signal at all
     ],
 )
-def test_busy_detection(signals: PodSignals, expected: bool | None) -> None:
-    assert is_busy(signals, TUNING.global_scaling.busy_running_ratio) is expected
+def test_busy_share(signals: PodSignals, expected: float | None) -> None:
+    share = busy_share(signals, TUNING.global_scaling.busy_running_ratio)
+    assert share == (None if expected is None else pytest.approx(expected))
 
 
 def test_unsplit_mixed_load_raises_backpressure() -> None:
@@ -214,7 +259,9 @@ def test_stale_and_unready_pods_are_left_out_of_the_ratio() -> None:
     starting = replace(busy(Role.INTERACTIVE, 1)[0], ready=False)
     pods = [*idle(Role.INTERACTIVE, 3), *busy(Role.INTERACTIVE, 1), stale, starting]
     _, observations, _ = decide(snapshot(pods))
-    assert observations["interactive_backpressure_ratio"] == pytest.approx(0.25)
+    assert observations["interactive_backpressure_ratio"] == pytest.approx(
+        (3 * IDLE_SHARE + BUSY_SHARE) / 4
+    )
 
 
 ONE_INTERACTIVE = TUNING.role_bounds(Role.INTERACTIVE).min_replicas
@@ -223,8 +270,11 @@ ONE_INTERACTIVE = TUNING.role_bounds(Role.INTERACTIVE).min_replicas
 @pytest.mark.parametrize(
     ("mixed_pods", "extra", "queue", "expected_mixed"),
     [
-        # Interactive at its min, mixed idle and no batch anywhere: remove a mixed.
-        (idle(Role.MIXED, 3), [], EMPTY_QUEUE, 2),
+        # Interactive at its min, mixed idle and no batch anywhere: one instance carries the
+        # load at the band's middle, so every mixed goes.
+        (idle(Role.MIXED, 3), [], EMPTY_QUEUE, 0),
+        # Mixed carry interactive load (no batch): 0.73 busy needs 2 instances, remove 2 mixed.
+        ([pod(Role.MIXED, 8.0, cap=64, interactive=8.0)] * 3, [], EMPTY_QUEUE, 1),
         # Mixed run batch requests and no batch instance could take them: keep them.
         ([pod(Role.MIXED, 20.0, cap=64, interactive=1.0)] * 3, [], EMPTY_QUEUE, 3),
         # Batch queued and nothing else serves it: keep them.
@@ -233,14 +283,14 @@ ONE_INTERACTIVE = TUNING.role_bounds(Role.INTERACTIVE).min_replicas
         # batch work filling them, keep them.
         ([replace(pod(Role.MIXED, 60.0, cap=64), ttft_s=0.3, itl_s=0.05)] * 3, [], EMPTY_QUEUE, 3),
         # Load not split by class but the mixed pods mostly idle: batch work fills every free
-        # mixed slot while any waits, so there is no backlog behind them; remove one.
-        ([pod(Role.MIXED, 2.0, cap=64)] * 3, [], EMPTY_QUEUE, 2),
-        # A ready batch instance takes the batch work: remove a mixed.
+        # mixed slot while any waits, so there is no backlog behind them; remove them.
+        ([pod(Role.MIXED, 2.0, cap=64)] * 3, [], EMPTY_QUEUE, 0),
+        # A ready batch instance takes the batch work: remove the mixed.
         (
             [pod(Role.MIXED, 20.0, cap=64, interactive=1.0)] * 3,
             [batch_pod(2000.0)],
             backlog((3600.0, 10)),
-            2,
+            0,
         ),
     ],
 )
@@ -259,18 +309,22 @@ def test_low_backpressure_at_interactive_min_removes_mixed_only_when_batch_has_a
 
 def test_low_backpressure_holds_when_one_fewer_would_flap_high() -> None:
     narrow = with_global(ibp_low_ratio=0.7, ibp_high_ratio=0.8)
-    pods = busy(Role.INTERACTIVE, 2) + idle(Role.INTERACTIVE, 1)  # 0.67; 2 of 2 without one
+    # 2 of 3 = 0.67 < 0.7, but ceil(2 / 0.75) = 3 carry it: 2 of 2 without one would be 1.0.
+    pods = at_level(Role.INTERACTIVE, 2) + unloaded(Role.INTERACTIVE, 1)
     proposals, _, _ = decide(snapshot(pods), narrow)
     assert proposals[Role.INTERACTIVE].value == 3
-    assert "1.00 without one" in proposals[Role.INTERACTIVE].message
+    assert proposals[Role.INTERACTIVE].reason is Reason.INTERACTIVE_BACKPRESSURE_LOW
+    assert "(2.0 of 3 instances busy), but all 3 are needed: hold 3" in (
+        proposals[Role.INTERACTIVE].message
+    )
 
 
 def test_only_allowed_roles_get_proposals_and_high_adds_interactive_without_mixed() -> None:
     bounds = {Role.INTERACTIVE: RoleBounds(min_replicas=1, max_replicas=8)}
     tuning = PoolTuning(bounds=bounds)
-    proposals, _, _ = decide(snapshot(busy(Role.INTERACTIVE, 2)), tuning)
+    proposals, _, _ = decide(snapshot(at_level(Role.INTERACTIVE, 2)), tuning)
     assert set(proposals) == {Role.INTERACTIVE}
-    assert proposals[Role.INTERACTIVE].value == 4  # ceil(2 / 0.65) = 4
+    assert proposals[Role.INTERACTIVE].value == 4  # ceil(2 / 0.55) = 4
     assert proposals[Role.INTERACTIVE].reason is Reason.INTERACTIVE_BACKPRESSURE_HIGH
 
 
@@ -290,15 +344,17 @@ def test_every_allowed_role_gets_a_proposal_and_observations_carry_units() -> No
 
 # --- batch backpressure ------------------------------------------------------------------------
 
-# 1000 requests of exactly 300 tokens due in 100 s: 3000 tokens/s needed.
-AT_RISK = backlog((100.0, 1000))
+# 2400 requests of exactly 300 tokens due in 320 s: 720,000 tokens, 2250 tokens/s needed. A
+# batch instance added now is ready after the 120 s startup prior: it works for 200 s.
+AT_RISK = backlog((320.0, 2400))
 SATURATED_MIXED = pod(Role.MIXED, 64.0, cap=64, interactive=60.0, tokens_per_s=1000.0)
 
 
 @pytest.mark.parametrize(
     ("pods", "queue", "expected", "reason"),
     [
-        # Have 1000, need 3000, one instance gives 1000: add 2.
+        # Have 1000 (320,000 tokens by the deadline), 400,000 short; one instance gives 1000
+        # tokens/s for 200 s: add 2.
         ([batch_pod(1000.0)], AT_RISK, 3, Reason.BATCH_DEADLINES_AT_RISK),
         # Idle mixed capacity absorbs it first.
         (
@@ -307,7 +363,7 @@ SATURATED_MIXED = pod(Role.MIXED, 64.0, cap=64, interactive=60.0, tokens_per_s=1
             1,
             Reason.BATCH_ABSORBED_BY_MIXED,
         ),
-        # Full mixed pods give batch 4/64 of their 1000 tokens/s: 1062.5 of 3000, add 2.
+        # Full mixed pods give batch 4/64 of their 1000 tokens/s: 1062.5, 380,000 short, add 2.
         ([batch_pod(1000.0), SATURATED_MIXED], AT_RISK, 3, Reason.BATCH_DEADLINES_AT_RISK),
         # Mixed pods that report nothing are not assumed idle.
         (
@@ -316,16 +372,17 @@ SATURATED_MIXED = pod(Role.MIXED, 64.0, cap=64, interactive=60.0, tokens_per_s=1
             3,
             Reason.BATCH_DEADLINES_AT_RISK,
         ),
-        # An overdue group cannot be saved; size for the open one (1005 requests in 100 s).
+        # An overdue group cannot be saved; size for the open one (2405 requests in 320 s:
+        # 401,500 tokens short, over 2 instances' 400,000): add 3.
         (
             [batch_pod(1000.0)],
-            backlog((-10.0, 5), (100.0, 1000)),
+            backlog((-10.0, 5), (320.0, 2400)),
             4,
             Reason.BATCH_DEADLINES_AT_RISK,
         ),
         # 3 x 2000 tokens/s, need 1000 / 0.7 = 1429: two instances still hold, remove one.
         ([batch_pod(2000.0)] * 3, backlog((300.0, 1000)), 2, Reason.BATCH_DEADLINES_SAFE),
-        # 4000 covers 3000, but 2000 alone would not: hold.
+        # 4000 covers 2250, but 2000 alone would not: hold.
         ([batch_pod(2000.0)] * 2, AT_RISK, 2, Reason.NO_CHANGE),
         # Empty queue: down to the role's min (0 by default).
         ([batch_pod(2000.0, running=0.0)] * 3, EMPTY_QUEUE, 0, Reason.BATCH_QUEUE_EMPTY),
@@ -336,14 +393,16 @@ SATURATED_MIXED = pod(Role.MIXED, 64.0, cap=64, interactive=60.0, tokens_per_s=1
             3,
             Reason.METRICS_MISSING,
         ),
-        # Unknown output lengths: hold rather than guess.
+        # Unknown output lengths: the prior's bound (9 x 256 tokens, spread 256 weighed as 4
+        # completions: about 5,500 tokens) fits one instance's 2000 tokens/s: remove one.
         (
             [batch_pod(2000.0)] * 2,
             BatchQueue((BatchGroup(NOW_S + 60, 9),), NAN, NAN, 1.0),
-            2,
-            Reason.METRICS_MISSING,
+            1,
+            Reason.BATCH_DEADLINES_SAFE,
         ),
-        # ... unless nothing serves batch at all: start one so lengths can be learned.
+        # ... and with nothing serving batch, the prior puts them at risk: start one (due
+        # before it could be ready, so one and no more).
         (
             [],
             BatchQueue((BatchGroup(NOW_S + 60, 9),), NAN, NAN, 1.0),
@@ -362,13 +421,15 @@ def test_batch_rules(
 def test_batch_at_risk_message_and_observations() -> None:
     proposals, observations, _ = decide(snapshot([batch_pod(1000.0), SATURATED_MIXED], AT_RISK))
     assert observations["batch_backpressure_ratio"] == 1.0
-    assert observations["batch_required_tokens_per_s"] == pytest.approx(3000.0)
+    assert observations["batch_required_tokens_per_s"] == pytest.approx(2250.0)
     assert observations["batch_throughput_tokens_per_s"] == pytest.approx(1062.5)
-    assert observations["batch_queued_requests"] == 1000.0
+    assert observations["batch_queued_requests"] == 2400.0
     assert observations["batch_worst_slack_s"] < 0
+    assert observations["startup_s"] == 120.0
     message = proposals[Role.BATCH].message
     assert "batch backpressure 1.00 > 0.00 (1 of 1 groups at risk" in message
-    assert "add 2 batch" in message
+    assert "need 2250 tokens/s, have 1062)" in message  # measured lengths: no prior named
+    assert "add 2 batch at 1000 tokens/s each, ready in 120 s" in message
 
 
 def test_batch_never_removes_below_its_min() -> None:
@@ -380,7 +441,8 @@ def test_batch_never_removes_below_its_min() -> None:
 
 
 def test_prior_sizes_batch_before_any_observation() -> None:
-    # No batch pod yet: Theta 0, 3000 tokens/s needed at the 2000 tokens/s prior: add 2.
+    # No batch pod yet: Theta 0, 720,000 tokens; one instance at the 2000 tokens/s prior
+    # delivers 400,000 in the 200 s it serves before the deadline: add 2.
     proposals, observations, state = decide(snapshot([], AT_RISK))
     assert proposals[Role.BATCH].value == 2
     assert observations["batch_instance_tokens_per_s"] == 2000.0

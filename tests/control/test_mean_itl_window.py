@@ -15,7 +15,7 @@ import math
 
 import pytest
 
-from chiron_operator.control.global_scaling import is_busy
+from chiron_operator.control.global_scaling import busy_share
 from chiron_operator.control.local import decide_local, local_signals
 from chiron_operator.control.pool_view import mean_itl_s
 from chiron_operator.core.enums import Reason, Role
@@ -188,5 +188,5 @@ def test_unsplit_mixed_pod_is_not_busy_on_a_load_step_with_healthy_latency() -> 
     # The global controller's busy judgement reads the same estimate (TTFT fine at 0.3 s).
     slo = PoolTuning().slo
     step = STEP_S + 10.0
-    assert is_busy(scraped_pod(step, windowed=False), 0.8, slo, itl_target_ratio=0.8) is True
-    assert is_busy(scraped_pod(step), 0.8, slo, itl_target_ratio=0.8) is False
+    assert busy_share(scraped_pod(step, windowed=False), 0.8, slo, itl_target_ratio=0.8) == 1.0
+    assert busy_share(scraped_pod(step), 0.8, slo, itl_target_ratio=0.8) == 0.0

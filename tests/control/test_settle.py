@@ -409,13 +409,15 @@ def test_the_policy_settles_only_with_the_gateway() -> None:
             out.append((role.target_max_num_seqs, role.max_num_seqs.message))
         return out
 
-    fast = run(PoolTuning(fast_path=True))
+    # The gateway's first cap is the role's initial batch size: 64 here, what the pods run.
+    bounds = {**PoolTuning().bounds, Role.INTERACTIVE: RoleBounds(initial_batch_size_seqs=64)}
+    fast = run(PoolTuning(fast_path=True, bounds=bounds))
     # 64 -> 32 at once; the EWMA still carries 64 (183 ms), but 32 has not been measured
     # alone yet (samples 5 s old, 30 s windows): it holds, then halves on 32's own 116 ms.
     assert [t for t, _ in fast] == [32, 32, 32, 16]
     assert all("settling: the last change (64 -> 32)" in m for _, m in fast[1:3])
     assert "ITL EWMA at 32 alone 116 ms" in fast[3][1]
-    slow = run(PoolTuning())
+    slow = run(PoolTuning(bounds=bounds))
     # Without the gateway the pods run 64 until the restart layer lets a restart through:
     # every tick judges 64 again, and nothing settles.
     assert [t for t, _ in slow] == [32, 32, 32, 32]

@@ -77,3 +77,20 @@ def test_bench_sweep_and_report(tmp_path: Path) -> None:
     assert "Hand-written analysis." in text and "### Chiron's tunables" in text
     assert (tmp_path / "docs" / "img" / "bench-summary.png").exists()
     assert "](img/bench-tiny-mixed.png)" in text
+
+
+def test_sweep_adds_generated_scenarios_of_its_own_seed(tmp_path: Path) -> None:
+    sweep_json = tmp_path / "sweep.json"
+    out_dir = tmp_path / "train"
+    argv = ["sweep", "--quick", "--json", str(sweep_json), "--scenarios", benchkit.TINY_MIXED,
+            "--generated", "1", "--generated-seed", "7", "--generated-tiny",
+            "--generated-dir", str(out_dir), "--param", "restart.dwellS=60", "--jobs", "1",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    document = json.loads(sweep_json.read_text())
+    first, generated = document["scenarios"]
+    assert first == "tiny-mixed" and generated.startswith("g7-00-")
+    assert [p.name for p in out_dir.iterdir()] == [f"{generated}.yaml"]
+    runs = {r["scenario"] for row in document["rows"] for r in row["runs"]}
+    assert runs == set(document["scenarios"])
+    assert main([*argv, "--generated", "-1"]) == 2

@@ -163,11 +163,17 @@ def test_quick_variant_replaces_horizon_workload_and_start() -> None:
     assert Scenario.model_validate(data).variant(quick=False).horizon_s == 300.0
 
 
-def test_build_config_starts_pods_at_the_initial_batch_size() -> None:
+def test_build_config_starts_pods_at_the_deployment_ceiling() -> None:
     scenario = load_scenario(TINY)
     config = build_config(scenario, seed=5)
     bounds = scenario.bounds()
+    # Behind the gateway a new Deployment runs the role's max: the gateway caps it.
     assert dict(config.initial_max_num_seqs) == {
+        r: b.max_batch_size_seqs for r, b in bounds.items()
+    }
+    assert any(b.max_batch_size_seqs != b.initial_batch_size_seqs for b in bounds.values())
+    plain = build_config(scenario, seed=5, routing=RoutingMode.SERVICES)
+    assert dict(plain.initial_max_num_seqs) == {
         r: b.initial_batch_size_seqs for r, b in bounds.items()
     }
     assert dict(config.initial_replicas) == {Role.INTERACTIVE: 1, Role.MIXED: 0, Role.BATCH: 0}

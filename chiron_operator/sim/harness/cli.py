@@ -33,7 +33,7 @@ from chiron_operator.sim.harness import explain as explainmod
 from chiron_operator.sim.harness import robustness as robustnessmod
 from chiron_operator.sim.harness import runs as runmod
 from chiron_operator.sim.harness import sweep as sweepmod
-from chiron_operator.sim.harness import user_run
+from chiron_operator.sim.harness import sweep_cli, user_run
 from chiron_operator.sim.harness.policies import (
     CHIRON,
     LLUMNIX_TUNED,
@@ -70,18 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     robustnessmod.add_parser(commands)
     explainmod.add_parser(commands)
 
-    sweep = commands.add_parser("sweep", help="sweep Chiron tunables on training seeds")
-    sweep.add_argument("--json", type=Path, required=True, dest="json_path")
-    sweep.add_argument(
-        "--param", action="append", required=True, metavar="PATH=V1,V2", dest="params"
-    )
-    sweep.add_argument("--grid", action="store_true", help="cartesian product, not one-at-a-time")
-    sweep.add_argument("--quick", action="store_true")
-    sweep.add_argument("--scenarios", help="comma-separated names (default: the whole suite)")
-    sweep.add_argument("--seeds", default=str(runmod.TRAINING_SEED), help="comma-separated")
-    sweep.add_argument("--jobs", type=int, default=_default_jobs())
-    sweep.add_argument("--no-progress", action="store_true")
-    sweep.add_argument("--context", default="", help="what this sweep was for (for the report)")
+    sweep_cli.add_parser(commands)
 
     report = commands.add_parser("report", help="write docs/BENCHMARKS.md from a bench JSON")
     report.add_argument("--bench", type=Path, required=True, dest="bench_path")
@@ -179,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run,
         "bench": _bench,
-        "sweep": _sweep,
+        "sweep": sweep_cli.command,
         "robustness": robustnessmod.command,
         "explain": explainmod.command,
         "report": _report,
@@ -340,30 +329,6 @@ def _bench(args: argparse.Namespace) -> int:
         f"{document['runs']} runs in {time.perf_counter() - started:.1f} s wall "
         f"({args.jobs} jobs); simulator {speed:,.0f} requests per wall s"
     )
-    return 0
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    paths = runmod.suite_paths(_names(args.scenarios))
-    params = [sweepmod.parse_param(p) for p in args.params]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    configs = sweepmod.sweep_configs(params, grid=args.grid)
-    bar, step = _progress(args.no_progress, len(configs) * len(paths) * len(seeds), "sweep")
-    with bar:
-        document = sweepmod.sweep_chiron(
-            paths,
-            params,
-            quick=args.quick,
-            seeds=seeds,
-            grid=args.grid,
-            jobs=args.jobs,
-            progress=step,
-        )
-    if args.context:
-        document["context"] = args.context
-    args.json_path.parent.mkdir(parents=True, exist_ok=True)
-    args.json_path.write_text(json.dumps(document, indent=1) + "\n")
-    print("\n".join(sweepmod.summary_lines(document)))
     return 0
 
 
