@@ -78,7 +78,8 @@ sweep: $(STAMP)
 	  --param local.itlTargetRatio=0.7,0.8,0.9 \
 	  --param guards.scaleDownStabilizationS=120,300,600 \
 	  --param local.increaseMaxRatio=0.25,0.5,1.0 \
-	  --context "Round 7, after session 6's policy (the gateway's ceiling at the role's max, busy shares, scale-in by count, learned startups): one at a time around the defaults, on the packaged scenarios and 20 generated ones."
+	  --param roles.interactive.maxBatchSizeSeqs=32,64,128,256 \
+	  --context "Round 8, around round 7's adoption (ibpLowRatio 0.2) after session 6's policy (the gateway's ceiling at the role's max, busy shares, scale-in by count, learned startups), with the interactive role's largest batch added: one at a time around the defaults, on the packaged scenarios and 20 generated ones."
 
 ## demo: the real operator autoscaling emulated vLLM pods on a local dev cluster (about 3 min):
 ## a live table in the terminal, then demo-out/summary.json and demo-out/demo.png

@@ -144,7 +144,7 @@ class GlobalTuning:
     """Global controller: instance counts from interactive and batch backpressure."""
 
     ibp_low_ratio: Ratio = Field(
-        default=0.3,
+        default=0.2,
         description="Below this interactive backpressure, remove the instances the load does "
         "not need at the band's middle.",
     )

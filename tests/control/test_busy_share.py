@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from chiron_operator.control.global_scaling import busy_share, interactive_backpressure_counts
 from chiron_operator.core.enums import Role
-from tests.control.test_global_scaling import TUNING, at_level, decide, idle, pod, snapshot
+from tests.control.test_global_scaling import (
+    BAND_TUNING,
+    TUNING,
+    at_level,
+    decide,
+    idle,
+    pod,
+    snapshot,
+)
 
 RATIO = TUNING.global_scaling.busy_running_ratio
 
@@ -59,6 +67,6 @@ def test_backpressure_grows_with_load_below_the_busy_level() -> None:
     # Counted 0 or 1, pods just under the level read as 0 busy however loaded the pool was;
     # as shares, 6 pods at 0.9 of the level are 0.9 busy each: above the band, scale out.
     pods = [pod(Role.INTERACTIVE, 17.28, interactive=17.28) for _ in range(6)]
-    proposals, observations, _ = decide(snapshot(pods))
+    proposals, observations, _ = decide(snapshot(pods), BAND_TUNING)
     assert observations["interactive_backpressure_ratio"] == pytest.approx(0.9)
     assert proposals[Role.MIXED].value == 4  # ceil(5.4 / 0.55) = 10 instances: add 4

@@ -14,6 +14,7 @@ from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.state import ChironState, from_wire, to_wire
 from chiron_operator.core.tuning import PoolTuning, RoleBounds
 from tests.control.fluid import FluidPool
+from tests.control.test_global_scaling import BAND_TUNING
 
 TICK_S = 15.0
 TUNING = PoolTuning()
@@ -189,7 +190,7 @@ def test_scale_in_accounts_for_the_load_the_survivors_absorb() -> None:
     # ceil(0.59 / 0.55) = 2 instances carry it.
     pool = fresh_pool(15.0)
     pool.replicas = {Role.INTERACTIVE: 1, Role.MIXED: 1, Role.BATCH: 0}
-    decision, _ = chiron.decide(pool.snapshot(0.0), TUNING, chiron.initial_state())
+    decision, _ = chiron.decide(pool.snapshot(0.0), BAND_TUNING, chiron.initial_state())
     verdict = decision.roles[Role.MIXED].replicas
     assert decision.replicas(Role.MIXED) == 1, verdict.message
     assert verdict.reason is Reason.INTERACTIVE_BACKPRESSURE_LOW
@@ -201,11 +202,12 @@ def test_scale_in_stops_where_the_survivors_stay_in_band() -> None:
     # carry it at the band's middle; the loop scales in and never scales back out.
     pool = fresh_pool(40.0)
     pool.replicas = {Role.INTERACTIVE: 1, Role.MIXED: 4, Role.BATCH: 0}
-    decisions, _ = run_loop(pool, 80)
+    decisions, _ = run_loop(pool, 80, BAND_TUNING)
     totals = [sum(d.replicas(r) for r in Role) for d in decisions]
     assert totals[0] == 5 and totals[-1] < 5
     assert all(later <= earlier for earlier, later in itertools.pairwise(totals))
     final = decisions[-1]
-    low, high = TUNING.global_scaling.ibp_low_ratio, TUNING.global_scaling.ibp_high_ratio
+    band = BAND_TUNING.global_scaling
+    low, high = band.ibp_low_ratio, band.ibp_high_ratio
     assert low <= final.observations["interactive_backpressure_ratio"] <= high
     assert final.roles[Role.MIXED].replicas.reason is Reason.INTERACTIVE_BACKPRESSURE_IN_BAND

@@ -13,6 +13,7 @@ from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import BatchQueue, PodSignals, PoolSnapshot, RoleSnapshot
 from chiron_operator.core.state import ChironState, LocalState
 from chiron_operator.core.tuning import PoolTuning, RoleBounds
+from tests.control.test_global_scaling import BAND_TUNING
 
 BOUNDS = RoleBounds(min_batch_size_seqs=1, max_batch_size_seqs=256, initial_batch_size_seqs=32)
 
@@ -99,8 +100,10 @@ def test_the_global_controller_judges_pods_at_the_gateways_cap() -> None:
     # 30 running on pods at a 256 ceiling: 30 / (0.6 x 256) = 0.2 busy each without a gateway,
     # so the pool is idle and scales in. Behind the gateway the pods are capped at the initial
     # 32: 30 / (0.6 x 32) = 1.56 each, busy, and mixed instances are added.
-    fast, _ = chiron.decide(pool(), PoolTuning(fast_path=True), chiron.initial_state())
-    slow, _ = chiron.decide(pool(), PoolTuning(), chiron.initial_state())
+    band = BAND_TUNING.global_scaling
+    fast_tuning = PoolTuning(fast_path=True, global_scaling=band)
+    fast, _ = chiron.decide(pool(), fast_tuning, chiron.initial_state())
+    slow, _ = chiron.decide(pool(), BAND_TUNING, chiron.initial_state())
     assert fast.observations["busy_instances"] == pytest.approx(2 * 30 / (0.6 * 32))
     assert slow.observations["busy_instances"] == pytest.approx(2 * 30 / (0.6 * 256))
     assert fast.roles[Role.MIXED].replicas.reason is Reason.INTERACTIVE_BACKPRESSURE_HIGH

@@ -91,6 +91,11 @@ def with_global(**changes: float) -> PoolTuning:
     return PoolTuning(global_scaling=replace(TUNING.global_scaling, **changes))
 
 
+# The band the rule tables are worked out for (0.3 to 0.8, middle 0.55), pinned so that a sweep
+# moving the default band does not change what they check; test_scale_in documents the default.
+BAND_TUNING = with_global(ibp_low_ratio=0.3, ibp_high_ratio=0.8)
+
+
 def idle(role: Role, count: int) -> list[PodSignals]:
     return [pod(role, 2.0, interactive=2.0) for _ in range(count)]
 
@@ -180,7 +185,7 @@ BUSY_SHARE = 30.0 / 19.2
 def test_interactive_band(
     pods: list[PodSignals], expected: dict[Role, int], busy_instances: float, reason: Reason
 ) -> None:
-    proposals, observations, _ = decide(snapshot(pods))
+    proposals, observations, _ = decide(snapshot(pods), BAND_TUNING)
     assert {r: proposals[r].value for r in expected} == expected
     assert {proposals[r].reason for r in expected} == {reason}
     assert observations["busy_instances"] == pytest.approx(busy_instances)
@@ -190,7 +195,7 @@ def test_interactive_band(
 
 
 def test_high_backpressure_message_carries_the_numbers() -> None:
-    proposals, _, _ = decide(snapshot(at_level(Role.INTERACTIVE, 4)))
+    proposals, _, _ = decide(snapshot(at_level(Role.INTERACTIVE, 4)), BAND_TUNING)
     message = proposals[Role.MIXED].message
     assert "interactive backpressure 1.00 > 0.80 (4.0 of 4 instances busy)" in message
     assert "add 4 mixed (to reach 0.55)" in message
@@ -321,7 +326,7 @@ def test_low_backpressure_holds_when_one_fewer_would_flap_high() -> None:
 
 def test_only_allowed_roles_get_proposals_and_high_adds_interactive_without_mixed() -> None:
     bounds = {Role.INTERACTIVE: RoleBounds(min_replicas=1, max_replicas=8)}
-    tuning = PoolTuning(bounds=bounds)
+    tuning = PoolTuning(bounds=bounds, global_scaling=BAND_TUNING.global_scaling)
     proposals, _, _ = decide(snapshot(at_level(Role.INTERACTIVE, 2)), tuning)
     assert set(proposals) == {Role.INTERACTIVE}
     assert proposals[Role.INTERACTIVE].value == 4  # ceil(2 / 0.55) = 4

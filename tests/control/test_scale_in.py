@@ -13,6 +13,7 @@ from chiron_operator.core.enums import Reason, Role
 from chiron_operator.core.snapshot import PodSignals
 from chiron_operator.core.tuning import PoolTuning, RoleBounds
 from tests.control.test_global_scaling import (
+    BAND_TUNING,
     EMPTY_QUEUE,
     TUNING,
     at_level,
@@ -28,16 +29,17 @@ LOW = Reason.INTERACTIVE_BACKPRESSURE_LOW
 
 def test_the_default_band_is_wide_and_its_middle_sizes_the_scale_in() -> None:
     knobs = TUNING.global_scaling
-    assert (knobs.ibp_low_ratio, knobs.ibp_high_ratio) == (0.3, 0.8)
-    # 1 busy of 7: 0.14 < 0.3. ceil(1 / 0.55) = 2 carry it: 5 go, 3 interactive (down to its
+    assert (knobs.ibp_low_ratio, knobs.ibp_high_ratio) == (0.2, 0.8)
+    assert (knobs.ibp_low_ratio + knobs.ibp_high_ratio) / 2 == pytest.approx(0.5)
+    # 1 busy of 7: 0.14 < 0.2. ceil(1 / 0.5) = 2 carry it: 5 go, 3 interactive (down to its
     # min of 1), then 2 mixed.
     pods = at_level(Role.INTERACTIVE, 1) + unloaded(Role.INTERACTIVE, 3) + unloaded(Role.MIXED, 3)
     proposals, _, _ = decide(snapshot(pods))
     assert (proposals[Role.INTERACTIVE].value, proposals[Role.MIXED].value) == (1, 1)
     assert {proposals[r].reason for r in (Role.INTERACTIVE, Role.MIXED)} == {LOW}
     message = proposals[Role.INTERACTIVE].message
-    assert "interactive backpressure 0.14 < 0.30 (1.0 of 7 instances busy)" in message
-    assert "2 instance(s) carry the load at 0.55; remove 3 interactive" in message
+    assert "interactive backpressure 0.14 < 0.20 (1.0 of 7 instances busy)" in message
+    assert "2 instance(s) carry the load at 0.50; remove 3 interactive" in message
     assert proposals[Role.MIXED].message.endswith("remove 2 mixed")
 
 
@@ -50,7 +52,7 @@ def test_interactive_goes_first_and_mixed_stays_while_the_surplus_is_taken() -> 
         *unloaded(Role.INTERACTIVE, 3),
         *unloaded(Role.MIXED, 2),
     ]
-    proposals, observations, _ = decide(snapshot(pods))
+    proposals, observations, _ = decide(snapshot(pods), BAND_TUNING)
     assert observations["busy_instances"] == pytest.approx(2.2)
     assert proposals[Role.INTERACTIVE].value == 2
     assert (proposals[Role.MIXED].value, proposals[Role.MIXED].reason) == (2, LOW)
@@ -76,7 +78,8 @@ def test_nothing_spare_says_why() -> None:
 
 def test_an_idle_pool_keeps_one_instance_for_the_load_to_come() -> None:
     bounds = {**TUNING.bounds, Role.INTERACTIVE: RoleBounds(min_replicas=0, max_replicas=8)}
-    proposals, _, _ = decide(snapshot(unloaded(Role.INTERACTIVE, 4)), PoolTuning(bounds=bounds))
+    tuning = PoolTuning(bounds=bounds, global_scaling=BAND_TUNING.global_scaling)
+    proposals, _, _ = decide(snapshot(unloaded(Role.INTERACTIVE, 4)), tuning)
     assert proposals[Role.INTERACTIVE].value == 1
     assert "1 instance(s) carry the load at 0.55; remove 3 interactive" in (
         proposals[Role.INTERACTIVE].message

@@ -205,8 +205,8 @@ def test_routes_by_class_overflows_to_mixed_and_keeps_every_pod_within_its_cap(
 def test_a_new_target_batch_size_applies_through_the_gateway_without_a_restart(
     live: Env,
 ) -> None:
-    """An ITL SLO no pod can meet: the local controller halves the target every tick; the
-    gateway caps the pod at it at once, and the Deployment's --max-num-seqs never moves."""
+    """An ITL SLO no pod can meet, with the pod full: the local controller halves the target;
+    the gateway caps the pod at it at once, and the Deployment's --max-num-seqs never moves."""
     pool = "gw-target"
     interactive = {
         "minReplicas": 1,
@@ -225,8 +225,12 @@ def test_a_new_target_batch_size_applies_through_the_gateway_without_a_restart(
     try:
 
         async def go(session: aiohttp.ClientSession) -> dict[str, Any]:
-            load = [asyncio.create_task(send(session, run.gateways[0], max_tokens=2000))]
-            load += [asyncio.create_task(send(session, run.gateways[0], max_tokens=2000))]
+            # More in flight than half the cap: a decrease binds only on a pod that runs more
+            # than the smaller size (`control.backpressure.shrink`).
+            load = [
+                asyncio.create_task(send(session, run.gateways[0], max_tokens=2000))
+                for _ in range(8)
+            ]
 
             def lowered() -> Json | None:
                 role = (live.pools.status(pool).get("roles") or {}).get("interactive") or {}
