@@ -9,7 +9,6 @@ Deployment, the pool's status, Prometheus' samples and the API server's audit lo
 from __future__ import annotations
 
 import re
-
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
