@@ -233,19 +233,7 @@ def _batch_at_risk(snapshot: PoolSnapshot, tuning: PoolTuning, context: BatchCon
     current = snapshot.role(Role.BATCH).replicas
     assessment = context.assessment
     theta = context.throughput_tokens_per_s
-    required = assessment.required_throughput_tokens_per_s
-    # Overdue groups need infinite throughput; size for the groups capacity can still save.
-    need = required if math.isfinite(required) else assessment.open_required_throughput_tokens_per_s
-    prior = (
-        f", output lengths at least the prior's until {MEASURED_SAMPLES:.0f} complete"
-        if context.lengths_from_prior
-        else ""
-    )
-    why = (
-        f"batch backpressure {assessment.backpressure_ratio:.2f} > "
-        f"{tuning.global_scaling.bbp_threshold_ratio:.2f} ({assessment.groups_at_risk} of "
-        f"{assessment.groups} groups at risk, need {need:.0f} tokens/s, have {theta:.0f}{prior})"
-    )
+    why = _at_risk_why(tuning, context)
     utilization = context.mixed_utilization_ratio
     idle_below = 1 - tuning.global_scaling.mixed_idle_ratio
     if snapshot.role(Role.MIXED).replicas > 0 and utilization < idle_below:
@@ -273,6 +261,24 @@ def _batch_at_risk(snapshot: PoolSnapshot, tuning: PoolTuning, context: BatchCon
         f"{context.startup_s:.0f} s"
     )
     return Verdict(current + add, Reason.BATCH_DEADLINES_AT_RISK, message)
+
+
+def _at_risk_why(tuning: PoolTuning, context: BatchContext) -> str:
+    assessment = context.assessment
+    required = assessment.required_throughput_tokens_per_s
+    # Overdue groups need infinite throughput; size for the groups capacity can still save.
+    need = required if math.isfinite(required) else assessment.open_required_throughput_tokens_per_s
+    prior = (
+        f", output lengths at least the prior's until {MEASURED_SAMPLES:.0f} complete"
+        if context.lengths_from_prior
+        else ""
+    )
+    return (
+        f"batch backpressure {assessment.backpressure_ratio:.2f} > "
+        f"{tuning.global_scaling.bbp_threshold_ratio:.2f} ({assessment.groups_at_risk} of "
+        f"{assessment.groups} groups at risk, need {need:.0f} tokens/s, "
+        f"have {context.throughput_tokens_per_s:.0f}{prior})"
+    )
 
 
 def instances_in_time(

@@ -149,22 +149,32 @@ def _decide_batch_size(
         reason, message = problem
         held = Verdict(applied_seqs, reason, f"batch size held at {applied_seqs}: {message}")
         return _BatchSizeOutcome(held, target.value, new_local, restart_state)
+    applied, new_restart = _restart_layer(
+        snapshot.now_s, applied_seqs, target, role, tuning, restart_state, new_local
+    )
+    return _BatchSizeOutcome(applied, target.value, new_local, new_restart)
+
+
+def _restart_layer(  # noqa: PLR0917 -- one role's inputs, named
+    now_s: float,
+    applied_seqs: int,
+    target: Verdict,
+    role: Role,
+    tuning: PoolTuning,
+    restart_state: RestartState,
+    local: LocalState,
+) -> tuple[Verdict, RestartState]:
+    """The --max-num-seqs to write: the gateway's ceiling, or a restart to the target."""
+    if tuning.fast_path:
+        bounds = tuning.role_bounds(role)
+        return decide_ceiling(now_s, applied_seqs, target, bounds, tuning.restart, restart_state)
     # Urgent means the ITL SLO itself is breached, even when the halving was clamped at the
     # minimum: users feel that now, so the shorter dwell applies.
+    itl_slo_s = None if role is Role.BATCH else tuning.slo.interactive_itl_s
     urgent = (
-        itl_slo_s is not None
-        and new_local.ewma_itl_s is not None
-        and new_local.ewma_itl_s >= itl_slo_s
+        itl_slo_s is not None and local.ewma_itl_s is not None and local.ewma_itl_s >= itl_slo_s
     )
-    if tuning.fast_path:
-        applied, new_restart = decide_ceiling(
-            snapshot.now_s, applied_seqs, target, bounds, tuning.restart, restart_state
-        )
-    else:
-        applied, new_restart = decide_restart(
-            snapshot.now_s, applied_seqs, target, urgent, tuning.restart, restart_state
-        )
-    return _BatchSizeOutcome(applied, target.value, new_local, new_restart)
+    return decide_restart(now_s, applied_seqs, target, urgent, tuning.restart, restart_state)
 
 
 def _clamp_to_bounds(applied_seqs: int, tuning: PoolTuning, role: Role) -> Verdict | None:
