@@ -87,12 +87,21 @@ def _as_capped(snapshot: PoolSnapshot, tuning: PoolTuning, state: ChironState) -
     if not tuning.fast_path:
         return snapshot
     caps = {}
-    for role, found in snapshot.roles.items():
-        bounds = tuning.role_bounds(role)
-        applied = found.max_num_seqs or bounds.initial_batch_size_seqs
-        local = first_target(state.local.get(role, LocalState()), applied, bounds)
+    for role in snapshot.roles:
+        applied, local = _applied_and_local(snapshot, role, tuning, state.local.get(role))
         caps[role] = running_cap(applied, local)
     return gateway_view(snapshot, caps)
+
+
+def _applied_and_local(
+    snapshot: PoolSnapshot, role: Role, tuning: PoolTuning, local: LocalState | None
+) -> tuple[int, LocalState]:
+    """The --max-num-seqs the role's pods run, and its local memory (behind the gateway, with
+    the first cap of a role that has none yet: `fast_path.first_target`)."""
+    bounds = tuning.role_bounds(role)
+    applied = snapshot.role(role).max_num_seqs or bounds.initial_batch_size_seqs
+    state = local or LocalState()
+    return applied, first_target(state, applied, bounds) if tuning.fast_path else state
 
 
 def _disabled_roles(snapshot: PoolSnapshot, tuning: PoolTuning) -> dict[Role, Verdict]:
@@ -128,10 +137,8 @@ def _decide_batch_size(
     """Local controller then restart-aware layer for one role."""
     role_snapshot = snapshot.role(role)
     bounds = tuning.role_bounds(role)
-    applied_seqs = role_snapshot.max_num_seqs or bounds.initial_batch_size_seqs
+    applied_seqs, local_state = _applied_and_local(snapshot, role, tuning, local_state)
     signals = local_signals(role_snapshot, tuning.guards.metrics_staleness_s)
-    if tuning.fast_path:
-        local_state = first_target(local_state, applied_seqs, bounds)
     # Batch instances have no ITL SLO: only throughput backpressure shapes their batch size.
     itl_slo_s = None if role is Role.BATCH else tuning.slo.interactive_itl_s
     # With the gateway the pods run the last target, not the ceiling: judge that size, and

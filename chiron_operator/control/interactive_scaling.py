@@ -229,8 +229,9 @@ def _scale_in_interactive(
     verdicts = hold_all(snapshot, roles, reason, why)
     removals = _removals(snapshot, tuning, roles, surplus)
     if not removals:
-        _, note = _scale_in_victim(snapshot, tuning, roles)
-        return hold_all(snapshot, roles, reason, f"{why}; {note}")
+        return hold_all(
+            snapshot, roles, reason, f"{why}; {_why_none_can_go(snapshot, tuning, roles)}"
+        )
     for role, count in removals.items():
         current = snapshot.role(role).replicas
         message = (
@@ -258,22 +259,12 @@ def _removals(
     return out
 
 
-def _scale_in_victim(
-    snapshot: PoolSnapshot, tuning: PoolTuning, roles: list[Role]
-) -> tuple[Role | None, str]:
-    """The role to lose an instance, or None and why no role may."""
-
-    def above_min(role: Role) -> bool:
-        floor = tuning.role_bounds(role).min_replicas
-        return role in roles and snapshot.role(role).replicas > floor
-
-    if above_min(Role.INTERACTIVE):
-        return Role.INTERACTIVE, ""
-    if not above_min(Role.MIXED):
-        return None, "interactive and mixed at their min"
-    if _batch_needs_mixed(snapshot, tuning):
-        return None, "interactive at its min, and mixed carry batch work no batch instance takes"
-    return Role.MIXED, ""
+def _why_none_can_go(snapshot: PoolSnapshot, tuning: PoolTuning, roles: list[Role]) -> str:
+    """Why `_removals` found no instance to remove (asked only when it found none)."""
+    mixed = snapshot.role(Role.MIXED).replicas
+    if Role.MIXED in roles and mixed > tuning.role_bounds(Role.MIXED).min_replicas:
+        return "interactive at its min, and mixed carry batch work no batch instance takes"
+    return "interactive and mixed at their min"
 
 
 def _batch_needs_mixed(snapshot: PoolSnapshot, tuning: PoolTuning) -> bool:

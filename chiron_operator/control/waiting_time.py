@@ -126,7 +126,6 @@ def assess_batch(
     ]
     at_risk = sum(1 for s in slack_s if s < 0)
     needs = [k / t if t > 0 else math.inf for k, t in zip(tokens, time_left_s, strict=True)]
-    open_needs = [need for need, t in zip(needs, time_left_s, strict=True) if t > 0]
     demands = tuple((k, t) for k, t in zip(tokens, time_left_s, strict=True) if t > 0)
     return BatchAssessment(
         backpressure_ratio=at_risk / len(groups),
@@ -134,7 +133,7 @@ def assess_batch(
         groups=len(groups),
         worst_slack_s=min(slack_s),
         required_throughput_tokens_per_s=max(needs),
-        open_required_throughput_tokens_per_s=max(open_needs, default=0.0),
+        open_required_throughput_tokens_per_s=max((k / t for k, t in demands), default=0.0),
         open_demands=demands,
     )
 
