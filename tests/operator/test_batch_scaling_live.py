@@ -212,6 +212,11 @@ def run(live: Env) -> Iterator[Run]:
     spec = pool_spec(
         live.prometheus.url,
         roles={"interactive": fixed(1, 1), "mixed": OFF, "batch": fixed(1, BATCH_MAX, BATCH_SEQS)},
+        # What a user of this workload would set: its answers are ~40 tokens (not the prior's
+        # 256, which until 30 completions would make the meetable backlog look 6x its size),
+        # and emulated pods start in seconds (not the prior's 2 minutes, longer than the
+        # unmeetable backlog's window).
+        tuning={"global": {"batchOutputTokensPrior": OUTPUT_TOKENS, "startupPriorS": 5}},
     )
     live.pools.create(POOL, spec)
     try:
