@@ -73,13 +73,14 @@ bench-quick: $(STAMP)
 sweep: $(STAMP)
 	nice $(BIN)/chiron-sim sweep --json $(BENCH_DIR)/sweep-chiron.json \
 	  --generated 20 --generated-seed 1 --generated-dir $(BENCH_DIR)/sweep-generated \
-	  --param global.ibpLowRatio=0.2,0.3,0.4,0.5 --param global.ibpHighRatio=0.7,0.8,0.9 \
-	  --param global.busyRunningRatio=0.5,0.6,0.7,0.8 \
-	  --param local.itlTargetRatio=0.7,0.8,0.9 \
-	  --param guards.scaleDownStabilizationS=120,300,600 \
-	  --param local.increaseMaxRatio=0.25,0.5,1.0 \
-	  --param roles.interactive.maxBatchSizeSeqs=32,64,128,256 \
-	  --context "Round 8, around round 7's adoption (ibpLowRatio 0.2) after session 6's policy (the gateway's ceiling at the role's max, busy shares, scale-in by count, learned startups), with the interactive role's largest batch added: one at a time around the defaults, on the packaged scenarios and 20 generated ones."
+	  --param gateway.batchOnInteractive=false \
+	  --param gateway.interactiveReserveSlots=4,16 \
+	  --param roles.interactive.maxBatchSizeSeqs=64,128 \
+	  --param global.ibpLowRatio=0.05,0.2 --param global.busyRunningRatio=0.2,0.4 \
+	  --param global.ibpHighRatio=0.6,0.8 \
+	  --param local.itlTargetRatio=0.7,0.9 \
+	  --param guards.scaleDownStabilizationS=120,600 \
+	  --context "Round 15, around round 14's adoption (busyRunningRatio 0.3), round 13's (ibpHighRatio 0.7), round 10's (ibpLowRatio 0.1) and round 9's (interactive pods lend their spare slots to batch work beyond 8), leximin tie-break: one at a time around the defaults, on the packaged scenarios and 20 generated ones."
 
 ## demo: the real operator autoscaling emulated vLLM pods on a local dev cluster (about 3 min):
 ## a live table in the terminal, then demo-out/summary.json and demo-out/demo.png

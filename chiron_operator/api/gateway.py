@@ -107,8 +107,20 @@ class GatewaySpec(SpecModel):
     )
     preempt_batch: StrictBool = Field(
         default=True,
-        description="Let an interactive request cut off batch work on a full mixed pod (the "
-        "batch request is queued again and resent).",
+        description="Let an interactive request cut off batch work on a full mixed pod, or on "
+        "an interactive pod that lent it slots (the batch request is queued again and resent).",
+    )
+    batch_on_interactive: StrictBool = Field(
+        default=True,
+        description="Let batch work borrow the spare slots of interactive pods when no batch or "
+        "mixed pod has one (never without preemptBatch: an interactive request cuts it off).",
+    )
+    interactive_reserve_slots: int = Field(
+        default=8,
+        ge=0,
+        le=MAX_BATCH_SIZE_SEQS,
+        description="Slots of every interactive pod that batch work never borrows, kept free "
+        "for interactive arrivals (per gateway replica, like the caps).",
     )
     # No description: StoreSpec's docstring is the fuller `kubectl explain` text.
     store: StoreSpec = StoreSpec()

@@ -144,15 +144,15 @@ class GlobalTuning:
     """Global controller: instance counts from interactive and batch backpressure."""
 
     ibp_low_ratio: Ratio = Field(
-        default=0.2,
+        default=0.1,
         description="Below this interactive backpressure, remove the instances the load does "
         "not need at the band's middle.",
     )
     ibp_high_ratio: Ratio = Field(
-        default=0.8, description="Above this interactive backpressure, add mixed instances."
+        default=0.7, description="Above this interactive backpressure, add mixed instances."
     )
     busy_running_ratio: Ratio = Field(
-        default=0.6,
+        default=0.3,
         description="An instance is busy when interactive running/max-num-seqs reaches this "
         "(it counts in proportion below, up to 1/this at its cap).",
     )
@@ -222,7 +222,11 @@ class GuardTuning:
 
 def _default_bounds() -> dict[Role, RoleBounds]:
     return {
-        Role.INTERACTIVE: RoleBounds(min_replicas=1, max_replicas=8, initial_batch_size_seqs=32),
+        # Interactive pods stop at 64: deeper, one slow prefill stalls every running answer
+        # (sweep round 15's dominance rule; docs/TUNING.md has the figures).
+        Role.INTERACTIVE: RoleBounds(
+            min_replicas=1, max_replicas=8, max_batch_size_seqs=64, initial_batch_size_seqs=32
+        ),
         Role.MIXED: RoleBounds(min_replicas=0, max_replicas=8, initial_batch_size_seqs=64),
         Role.BATCH: RoleBounds(
             min_replicas=0, max_replicas=8, max_batch_size_seqs=1024, initial_batch_size_seqs=256

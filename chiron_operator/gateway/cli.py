@@ -140,7 +140,19 @@ def _admission_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--no-preempt-batch",
         action="store_true",
-        help="never cut off batch work on a full mixed pod for an interactive request",
+        help="never cut off batch work on a full pod for an interactive request (batch work "
+        "then never borrows interactive slots either)",
+    )
+    g.add_argument(
+        "--no-batch-on-interactive",
+        action="store_true",
+        help="never lend an interactive pod's spare slots to batch work",
+    )
+    g.add_argument(
+        "--interactive-reserve-slots",
+        type=int,
+        default=RoutingTuning().interactive_reserve_slots,
+        help="slots of each interactive pod batch work never borrows (default %(default)s)",
     )
     g.add_argument(
         "--default-batch-deadline",
@@ -206,8 +218,12 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         raise ValueError("--endpoint and --pool exclude each other")
     if not 0 <= args.replica_index < max(args.replicas, 1):
         raise ValueError("--replica-index must be in [0, --replicas)")
-    if args.max_queued < 0 or args.mixed_reserve_slots < 0 or args.max_retries < 0:
-        raise ValueError("--max-queued, --mixed-reserve-slots and --max-retries must be >= 0")
+    counts = (args.max_queued, args.mixed_reserve_slots, args.interactive_reserve_slots)
+    if min(*counts, args.max_retries) < 0:
+        raise ValueError(
+            "--max-queued, --mixed-reserve-slots, --interactive-reserve-slots and --max-retries "
+            "must be >= 0"
+        )
     if min(args.max_file_bytes, args.max_batch_requests, args.batch_max_attempts) < 1:
         raise ValueError(
             "--max-file-bytes, --max-batch-requests and --batch-max-attempts must be >= 1"
@@ -223,6 +239,8 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         max_queue_wait_s=parse_duration_s(args.max_queue_wait),
         mixed_reserve_slots=args.mixed_reserve_slots,
         preempt_batch=not args.no_preempt_batch,
+        batch_on_interactive=not args.no_batch_on_interactive,
+        interactive_reserve_slots=args.interactive_reserve_slots,
     )
     return GatewayConfig(
         host=args.host,

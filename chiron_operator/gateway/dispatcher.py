@@ -45,6 +45,8 @@ _SENT_OUTCOME = {
     RouteReason.PREEMPTED_BATCH: "overflowed_to_mixed",
     RouteReason.BATCH_TO_BATCH_POD: "routed",
     RouteReason.BATCH_TO_MIXED: "routed",
+    RouteReason.BATCH_TO_INTERACTIVE: "routed",
+    RouteReason.PREEMPTED_LENT_BATCH: "routed",
 }
 
 

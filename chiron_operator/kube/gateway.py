@@ -58,8 +58,11 @@ def gateway_args(pool_name: str, namespace: str, spec: LLMServingPoolSpec) -> li
     args += ["--max-queue-wait", seconds_text(gateway.max_queue_wait_s)]
     args += ["--mixed-reserve-slots", str(gateway.mixed_reserve_slots)]
     args += ["--default-batch-deadline", seconds_text(spec.slo.batch_deadline_s)]
+    args += ["--interactive-reserve-slots", str(gateway.interactive_reserve_slots)]
     if not gateway.preempt_batch:
         args.append("--no-preempt-batch")
+    if not gateway.batch_on_interactive:
+        args.append("--no-batch-on-interactive")
     return args + store_args(gateway.store)
 
 

@@ -44,6 +44,8 @@ class RouteReason(StrEnum):
     BATCH_TO_MIXED = "BatchToSpareMixedSlot"
     CUT_OFF = "CutOffForInteractive"
     RETRY = "RetriedOnAnotherPod"
+    BATCH_TO_INTERACTIVE = "BatchToSpareInteractiveSlot"
+    PREEMPTED_LENT_BATCH = "PreemptedBatchOnInteractive"
 
 
 @dataclass(eq=False, slots=True)
@@ -116,13 +118,20 @@ class RoutingTuning:
     - `max_queue_wait_s`: the longest an interactive request waits before it is refused.
     - `mixed_reserve_slots`: slots of every mixed pod batch work may not take, kept free for
       interactive arrivals (0: batch work fills mixed pods and is cut off when needed).
-    - `preempt_batch`: whether an interactive request may cut off batch work on a full mixed pod.
+    - `preempt_batch`: whether an interactive request may cut off batch work on a full mixed pod
+      (or on an interactive pod that lent it slots).
+    - `batch_on_interactive`: whether batch work may borrow an interactive pod's free slots when
+      no batch or mixed pod has one (an interactive arrival cuts it off again; never without
+      `preempt_batch`).
+    - `interactive_reserve_slots`: slots of every interactive pod batch work never borrows.
     """
 
     max_queued_interactive: int = 256
     max_queue_wait_s: float = 30.0
     mixed_reserve_slots: int = 0
     preempt_batch: bool = True
+    batch_on_interactive: bool = True
+    interactive_reserve_slots: int = 8
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,13 @@ The order (DESIGN.md section 2a), for every driver (the gateway, the simulator):
   a bounded pool-level queue, never behind batch work; else it is refused: 429, or 503 when no
   interactive or mixed pod is ready.
 - Batch work (the global queue, earliest-deadline group first) fills batch pods first, then the
-  spare slots of mixed pods (less `mixed_reserve_slots`), and only while no interactive request
-  waits, so it never takes the slot an interactive request is waiting for.
+  spare slots of mixed pods (less `mixed_reserve_slots`), then, with `batch_on_interactive`,
+  the spare slots of interactive pods (less `interactive_reserve_slots`), and only while no
+  interactive request waits, so it never takes the slot an interactive request is waiting for.
+  Lent slots are the warm capacity a backlog due within a cold start can use: a 70B pool's
+  idle interactive pod met 99.9% of such a backlog's deadlines where waiting 12 minutes for
+  batch pods met 55% (docs/BENCHMARKS.md). An interactive request that finds its pods full
+  cuts lent batch work off like batch work on a mixed pod.
 - A slot is one request in flight; a pod never has more of this router's requests in flight
   than its cap (`PodSlots.cap_seqs`), except after its cap was lowered, when it takes nothing
   new until it is below the new cap.
@@ -41,6 +46,11 @@ from chiron_operator.routing.model import (
 )
 
 _Waiter = tuple[Ticket, float]
+_BATCH_REASONS = {
+    Role.BATCH: RouteReason.BATCH_TO_BATCH_POD,
+    Role.MIXED: RouteReason.BATCH_TO_MIXED,
+    Role.INTERACTIVE: RouteReason.BATCH_TO_INTERACTIVE,
+}
 
 
 class PoolRouter:
@@ -188,7 +198,9 @@ class PoolRouter:
             return [self._send(ticket, spare, RouteReason.OVERFLOW_TO_MIXED)]
         if not self.tuning.preempt_batch:
             return []
-        full = _least_interactive(mixed, avoid, free=False)
+        # Batch work an interactive pod lent slots to is a guest there: it goes first.
+        lender = _least_interactive(self._by_role[Role.INTERACTIVE], avoid, free=False)
+        full = lender or _least_interactive(mixed, avoid, free=False)
         if full is None:
             return []
         victim = full.newest_preemptible_batch()
@@ -196,10 +208,8 @@ class PoolRouter:
         self._release(victim)
         victim.cut_offs += 1
         self.batch.put_back(victim)
-        return [
-            CutOff(victim, full.name, RouteReason.CUT_OFF),
-            self._send(ticket, full, RouteReason.PREEMPTED_BATCH),
-        ]
+        reason = RouteReason.PREEMPTED_LENT_BATCH if lender else RouteReason.PREEMPTED_BATCH
+        return [CutOff(victim, full.name, RouteReason.CUT_OFF), self._send(ticket, full, reason)]
 
     def _fill(self) -> list[Action]:
         """Give free slots to waiting interactive requests first, then to batch work."""
@@ -218,17 +228,22 @@ class PoolRouter:
             if pod is None:
                 break
             ticket = self.batch.pop()
-            reason = RouteReason.BATCH_TO_BATCH_POD
-            if pod.role is Role.MIXED:
-                reason = RouteReason.BATCH_TO_MIXED
-            actions.append(self._send(ticket, pod, reason))
+            actions.append(self._send(ticket, pod, _BATCH_REASONS[pod.role]))
         return actions
 
     def _batch_slot(self, *, mixed_allowed: bool) -> PodSlots | None:
+        """Batch pods first, then spare mixed slots, then spare interactive slots (lent)."""
         own = _least_loaded(self._by_role[Role.BATCH], None, 0)
         if own is not None or not mixed_allowed:
             return own
-        return _least_loaded(self._by_role[Role.MIXED], None, self.tuning.mixed_reserve_slots)
+        tuning = self.tuning
+        spare = _least_loaded(self._by_role[Role.MIXED], None, tuning.mixed_reserve_slots)
+        # Without cut-offs lent work could not give a slot back to an interactive request.
+        if spare is not None or not (tuning.batch_on_interactive and tuning.preempt_batch):
+            return spare
+        return _least_loaded(
+            self._by_role[Role.INTERACTIVE], None, tuning.interactive_reserve_slots
+        )
 
     def _send(self, ticket: Ticket, pod: PodSlots, reason: RouteReason) -> Send:
         ticket.pod = pod.name
@@ -286,9 +301,9 @@ def _least_loaded(pods: list[PodSlots], avoid: str | None, reserve: int) -> PodS
 
 
 def _least_interactive(pods: list[PodSlots], avoid: str | None, *, free: bool) -> PodSlots | None:
-    """The ready mixed pod with the least interactive load (then the least load): among those
-    with a free slot (`free`), or among the full ones where cutting off a batch request frees
-    a slot under the cap."""
+    """The ready pod with the least interactive load (then the least load): among those with a
+    free slot (`free`), or among the full ones where cutting off a batch request frees a slot
+    under the cap."""
     best: PodSlots | None = None
     best_key = (0, 0)
     for pod in pods:
@@ -306,7 +321,7 @@ def _least_interactive(pods: list[PodSlots], avoid: str | None, *, free: bool) -
 
 
 def _can_cut(pod: PodSlots) -> bool:
-    """A full mixed pod where cutting off one batch request frees a slot under its cap."""
+    """A full pod where cutting off one batch request frees a slot under its cap."""
     return (
         pod.cap_seqs > 0 and pod.in_flight <= pod.cap_seqs and bool(pod.newest_preemptible_batch())
     )

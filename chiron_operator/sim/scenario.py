@@ -1,10 +1,10 @@
 """Benchmark scenarios: one YAML file says what runs (model, GPU, cold starts, workload) and
 how the pool is configured, in the same words as a real `LLMServingPool`.
 
-A scenario's `pool:` section reuses the spec's camelCase `slo`, `roles`, `tuning` and `control`
-sections through the API models themselves (`chiron_operator.api`), so a scenario's pool is
-validated by the same rules as a real pool and can be copied into one. Everything else is
-camelCase too:
+A scenario's `pool:` section reuses the spec's camelCase `slo`, `roles`, `tuning`, `control`
+and `gateway` sections through the API models themselves (`chiron_operator.api`), so a
+scenario's pool is validated by the same rules as a real pool and can be copied into one.
+Everything else is camelCase too:
 
 ```yaml
 name: conv-interactive
@@ -54,6 +54,7 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from chiron_operator.api.base import SpecModel
+from chiron_operator.api.gateway import GatewaySpec
 from chiron_operator.api.spec import ControlSpec, RolesSpec, TuningSpec, pool_tuning
 from chiron_operator.core.enums import Role
 from chiron_operator.core.tuning import PoolTuning, RoleBounds, SloTargets
@@ -61,7 +62,7 @@ from chiron_operator.perfmodel.coldstart import ColdStartModel, cold_start, cold
 from chiron_operator.perfmodel.latency import LatencyModel
 from chiron_operator.perfmodel.profiles import SPECS, profile, profile_names
 from chiron_operator.perfmodel.vllm_defaults import EngineSpec, profile_max_num_batched_tokens
-from chiron_operator.routing import DEADLINE_BUCKET_S
+from chiron_operator.routing import DEADLINE_BUCKET_S, RoutingTuning
 from chiron_operator.sim import workloads
 from chiron_operator.sim.config import SimConfig, StepMode
 from chiron_operator.sim.requests import RequestSpec
@@ -102,10 +103,24 @@ class ScenarioPool(SpecModel):
     roles: RolesSpec = RolesSpec()
     tuning: TuningSpec = TuningSpec()
     control: ControlSpec = ControlSpec()
+    # Only its routing tunables apply: the policy, not this section, says whether a gateway runs.
+    gateway: GatewaySpec = GatewaySpec()
 
     def to_tuning(self) -> PoolTuning:
         """The policy configuration, as `LLMServingPoolSpec.to_tuning()` builds it."""
         return pool_tuning(self.slo, self.roles, self.tuning)
+
+    def routing_tuning(self) -> RoutingTuning:
+        """The gateway's routing tunables, as `chiron-gateway` gets them from `spec.gateway`."""
+        gateway = self.gateway
+        return RoutingTuning(
+            max_queued_interactive=gateway.max_queued_requests,
+            max_queue_wait_s=gateway.max_queue_wait_s,
+            mixed_reserve_slots=gateway.mixed_reserve_slots,
+            preempt_batch=gateway.preempt_batch,
+            batch_on_interactive=gateway.batch_on_interactive,
+            interactive_reserve_slots=gateway.interactive_reserve_slots,
+        )
 
 
 class QuickVariant(SpecModel):
@@ -311,6 +326,7 @@ def build_config(
         initial_max_num_seqs=seqs,
         tensor_parallel_size=scenario.tensor_parallel_size,
         routing=routing,
+        routing_tuning=scenario.pool.routing_tuning(),
         step_mode=step_mode,
         seed=seed,
         slo=scenario.pool.slo,

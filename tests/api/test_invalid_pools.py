@@ -220,6 +220,16 @@ SCHEMA_CASES = [
         "spec.gateway.mixedReserveSlots",
     ),
     Case(
+        "gateway-negative-interactive-reserve",
+        {"gateway.interactiveReserveSlots": -1},
+        "spec.gateway.interactiveReserveSlots",
+    ),
+    Case(
+        "gateway-lend-not-bool",
+        {"gateway.batchOnInteractive": "maybe"},
+        "spec.gateway.batchOnInteractive",
+    ),
+    Case(
         "gateway-preempt-not-bool", {"gateway.preemptBatch": "maybe"}, "spec.gateway.preemptBatch"
     ),
     Case("store-type-unknown", {"gateway.store.type": "sqlite"}, "spec.gateway.store.type"),

@@ -126,9 +126,12 @@ def test_gateway_defaults_are_the_gateways_own() -> None:
     assert gateway.max_queued_requests == routing.max_queued_interactive
     assert gateway.max_queue_wait_s == routing.max_queue_wait_s
     assert gateway.mixed_reserve_slots == routing.mixed_reserve_slots
+    assert gateway.batch_on_interactive is routing.batch_on_interactive
+    assert gateway.interactive_reserve_slots == routing.interactive_reserve_slots
     assert (gateway.replicas, gateway.image) == (1, None)
     cli = gateway_cli.parser().parse_args(["--pool", "p", "--namespace", "n"])
     assert (cli.max_queued, cli.mixed_reserve_slots) == (256, 0)
+    assert (cli.no_batch_on_interactive, cli.interactive_reserve_slots) == (False, 8)
     assert parse_duration_s(cli.max_queue_wait) == gateway.max_queue_wait_s
 
 

@@ -121,8 +121,10 @@ def test_overflow_beyond_interactive_cap_makes_full_unsplit_mixed_pods_busy() ->
     proposals, observations, _ = decide_global(
         _overflow_snapshot(500.0), PoolTuning(), GlobalState()
     )
-    # The interactive pod at its cap weighs 1 / 0.6; each mixed pod its totals, 31 / (0.6 x 32).
-    assert observations["busy_instances"] == pytest.approx(1 / 0.6 + 3 * 31 / (0.6 * 32))
+    # The interactive pod at its cap weighs 1 / r; each mixed pod its totals, 31 / (r x 32),
+    # with r the busy level, at most 1 / r.
+    r = PoolTuning().global_scaling.busy_running_ratio
+    assert observations["busy_instances"] == pytest.approx(1 / r + 3 * min(31 / (r * 32), 1 / r))
     assert proposals[Role.MIXED].reason is Reason.INTERACTIVE_BACKPRESSURE_HIGH
     assert proposals[Role.MIXED].value > 3
 
@@ -131,7 +133,9 @@ def test_without_overflow_unsplit_mixed_pods_are_still_judged_by_latency() -> No
     # The interactive pod is full but nothing queues beyond its cap: the mixed pods' totals may
     # be batch work, and their latency is fine, so only the interactive pod is busy.
     _, observations, _ = decide_global(_overflow_snapshot(0.0), PoolTuning(), GlobalState())
-    assert observations["busy_instances"] == pytest.approx(1 / 0.6)
+    assert observations["busy_instances"] == pytest.approx(
+        1 / PoolTuning().global_scaling.busy_running_ratio
+    )
 
 
 def test_unsplit_mixed_pod_is_judged_by_its_mean_itl_against_the_target_share() -> None:

@@ -15,6 +15,7 @@ from chiron_operator.core.state import ChironState, from_wire, to_wire
 from chiron_operator.core.tuning import PoolTuning, RoleBounds
 from tests.control.fluid import FluidPool
 from tests.control.test_global_scaling import BAND_TUNING
+from tests.control.test_global_scaling import TUNING as PINNED
 
 TICK_S = 15.0
 TUNING = PoolTuning()
@@ -167,7 +168,9 @@ def test_outputs_always_within_bounds(
 def test_cold_start_does_not_add_again_every_tick() -> None:
     """Pods requested but still starting count: a 60 s cold start must not compound scale-outs."""
     pool = fresh_pool(400.0)
-    first, state = chiron.decide(pool.snapshot(0.0), TUNING, chiron.initial_state())
+    # Pinned knobs: the first scale-out fits in one step, so the second tick is judged by what
+    # is pending, not by the step limit's cooldown.
+    first, state = chiron.decide(pool.snapshot(0.0), PINNED, chiron.initial_state())
     added = first.replicas(Role.MIXED)
     assert added > 0
     # The Deployment now asks for the added pods, but none is ready or sampled yet.
@@ -177,7 +180,7 @@ def test_cold_start_does_not_add_again_every_tick() -> None:
     mixed = roles[Role.MIXED]
     roles[Role.MIXED] = type(mixed)(Role.MIXED, added, 0, added, mixed.max_num_seqs, ())
     second, _ = chiron.decide(
-        type(snapshot)(TICK_S, roles, snapshot.batch_queue, 5.0), TUNING, state
+        type(snapshot)(TICK_S, roles, snapshot.batch_queue, 5.0), PINNED, state
     )
     assert second.replicas(Role.MIXED) == added
     assert second.roles[Role.MIXED].replicas.reason is Reason.PENDING_CAPACITY

@@ -4,6 +4,7 @@ gateway's first cap is the initial size, and the global controller judges pods a
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from chiron_operator.core.snapshot import BatchQueue, PodSignals, PoolSnapshot, 
 from chiron_operator.core.state import ChironState, LocalState
 from chiron_operator.core.tuning import PoolTuning, RoleBounds
 from tests.control.test_global_scaling import BAND_TUNING
+from tests.control.test_global_scaling import TUNING as PINNED
 
 BOUNDS = RoleBounds(min_batch_size_seqs=1, max_batch_size_seqs=256, initial_batch_size_seqs=32)
 
@@ -119,9 +121,10 @@ def test_the_global_controller_judges_pods_at_the_gateways_cap() -> None:
 def test_the_view_follows_the_local_controllers_target() -> None:
     # The gateway caps at the last target (64), under the ceiling: 30 / 38.4 each, in band.
     state = ChironState(local={Role.INTERACTIVE: LocalState(target_max_num_seqs=64)})
-    decision, _ = chiron.decide(pool(), PoolTuning(fast_path=True), state)
+    gateway = replace(PINNED, fast_path=True)  # the busy level 0.6 the figures are worked for
+    decision, _ = chiron.decide(pool(), gateway, state)
     assert decision.observations["busy_instances"] == pytest.approx(2 * 30 / (0.6 * 64))
     assert decision.roles[Role.MIXED].replicas.reason is Reason.INTERACTIVE_BACKPRESSURE_IN_BAND
     # A target above the ceiling runs the ceiling: pods at 24 are judged at 24, not 64.
-    low_ceiling, _ = chiron.decide(pool(24, 12.0), PoolTuning(fast_path=True), state)
+    low_ceiling, _ = chiron.decide(pool(24, 12.0), gateway, state)
     assert low_ceiling.observations["busy_instances"] == pytest.approx(2 * 12 / (0.6 * 24))

@@ -25,7 +25,13 @@ from chiron_operator.core.state import GlobalState
 from chiron_operator.core.tuning import PoolTuning, RoleBounds
 
 NOW_S = 10_000.0
-TUNING = PoolTuning()
+# The knobs the rule tables below are worked out for (a busy level of 0.6 of the cap, the band
+# 0.2 to 0.8), pinned so that a sweep moving the defaults does not change what they check.
+TUNING = PoolTuning(
+    global_scaling=replace(
+        PoolTuning().global_scaling, busy_running_ratio=0.6, ibp_low_ratio=0.2, ibp_high_ratio=0.8
+    )
+)
 EMPTY_QUEUE = BatchQueue((), 300.0, 250.0, 1.0)
 
 

@@ -104,6 +104,51 @@ async def test_without_cut_offs_interactive_waits_for_batch_work() -> None:
         assert interactive.ttft_s > 0.5, interactive
 
 
+async def test_batch_borrows_an_idle_interactive_pod_and_gives_its_slots_back() -> None:
+    """With no batch or mixed pod, batch work runs on the interactive pod's spare slots, never
+    its reserve; an interactive request finding the pod full cuts the newest lent request off,
+    which still completes."""
+    tuning = RoutingTuning(interactive_reserve_slots=1)
+    async with pods(PodSpec(Role.INTERACTIVE, 3)) as p, gateway(p.infos, tuning) as gw:
+        batch = [asyncio.create_task(send(gw, max_tokens=150, batch=True)) for _ in range(3)]
+
+        async def lent() -> bool:
+            return await p.gauge("interactive-0") == 2.0
+
+        await until(lent, "two batch requests on the interactive pod, its reserve kept")
+        first = asyncio.create_task(send(gw, max_tokens=150, stream=True))
+
+        async def full() -> bool:
+            return await p.gauge("interactive-0") == 3.0
+
+        await until(full, "the interactive request in the reserved slot")
+        second = await send(gw, max_tokens=5, stream=True)
+        assert second.status == 200
+        assert second.ttft_s < 0.5, second  # it cut a lent request off instead of waiting
+        assert (await first).status == 200
+        finished = await asyncio.gather(*batch)
+        assert [a.status for a in finished] == [200] * 3
+        assert all(json.loads(a.body)["usage"]["completion_tokens"] == 150 for a in finished)
+        text = await gw.metrics()
+        cut = sample_value(
+            text, "chiron_gateway_batch_preemptions_total", target_pod="interactive-0"
+        )
+        assert cut == 1
+        assert counted(text, "batch", "completed") == 3
+
+
+async def test_an_interactive_pod_lends_nothing_when_lending_is_off() -> None:
+    tuning = RoutingTuning(batch_on_interactive=False, interactive_reserve_slots=0)
+    async with pods(PodSpec(Role.INTERACTIVE, 3)) as p, gateway(p.infos, tuning) as gw:
+        batch = asyncio.create_task(send(gw, max_tokens=5, batch=True))
+        answer = await send(gw, max_tokens=5, stream=True)
+        assert answer.status == 200
+        assert await p.gauge("interactive-0") == 0.0 and not batch.done()
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+
+
 async def test_refusals_say_why_in_the_openai_shape() -> None:
     tuning = RoutingTuning(max_queued_interactive=0)
     async with pods(PodSpec(Role.INTERACTIVE, 1), PodSpec(Role.BATCH, 1)) as p:

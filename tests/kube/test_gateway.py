@@ -23,6 +23,7 @@ from chiron_operator.kube.gateway import (
     seconds_text,
 )
 from chiron_operator.routing import RoutingTuning
+from chiron_operator.sim.scenario import ScenarioPool
 from tests.kube.support import SPEC
 
 POOL, NS, UID, IMAGE = "llama-70b", "llm", "pool-uid", "registry.example/chiron:1.2.3"
@@ -35,6 +36,8 @@ TUNED = {
     "maxQueueWaitS": 2.5,
     "mixedReserveSlots": 4,
     "preemptBatch": False,
+    "batchOnInteractive": False,
+    "interactiveReserveSlots": 8,
     # Three replicas share a database: the SQLite store runs one.
     "store": {"type": "PostgreSQL", "postgresql": {"urlSecretRef": {"name": "gateway-store"}}},
 }
@@ -136,7 +139,12 @@ def test_the_spec_reaches_the_container_and_the_gateway_accepts_it() -> None:
     config = gateway_cli.config_from(gateway_cli.parser().parse_args(container["args"]))
     assert (config.pool, config.namespace, config.port) == (POOL, NS, 8080)
     assert config.routing == RoutingTuning(
-        max_queued_interactive=0, max_queue_wait_s=2.5, mixed_reserve_slots=4, preempt_batch=False
+        max_queued_interactive=0,
+        max_queue_wait_s=2.5,
+        mixed_reserve_slots=4,
+        preempt_batch=False,
+        batch_on_interactive=False,
+        interactive_reserve_slots=8,
     )
     assert config.default_batch_deadline_s == 7200.0
     assert not config.static
@@ -219,3 +227,22 @@ def test_the_longest_pool_name_keeps_every_name_valid() -> None:
         assert len(obj["metadata"]["name"]) <= 63
     with pytest.raises(ValueError, match="<pool>, <pool>-interactive"):
         build_gateway_service(longest + "p", NS, UID)
+
+
+@pytest.mark.parametrize(
+    "flag", ["--max-queued", "--mixed-reserve-slots", "--interactive-reserve-slots"]
+)
+def test_a_negative_count_names_its_flag(flag: str) -> None:
+    args = gateway_cli.parser().parse_args(["--pool", POOL, "--namespace", NS, flag, "-1"])
+    with pytest.raises(ValueError, match=flag):
+        gateway_cli.config_from(args)
+
+
+@pytest.mark.parametrize("gateway", [{}, TUNED], ids=["defaults", "tuned"])
+def test_the_simulator_routes_with_what_the_gateway_would_run(gateway: dict[str, Any]) -> None:
+    """A scenario's (or a replayed pool's) `gateway` section reaches the simulated router as the
+    same routing tuning `chiron-gateway` builds from the Deployment's args."""
+    pool = spec(**gateway)
+    args = gateway_args(POOL, NS, pool)
+    running = gateway_cli.config_from(gateway_cli.parser().parse_args(args)).routing
+    assert ScenarioPool(gateway=pool.gateway).routing_tuning() == running

@@ -123,6 +123,50 @@ def test_batch_fills_batch_pods_before_mixed_and_respects_the_reserve() -> None:
     assert len(router.batch) == 1
 
 
+def test_batch_borrows_interactive_slots_last_and_keeps_the_reserve() -> None:
+    router = pool(
+        ("i1", Role.INTERACTIVE, 3), ("m1", Role.MIXED, 1), ("b1", Role.BATCH, 1),
+        interactive_reserve_slots=1,
+    )  # fmt: skip
+    placed = [sends(router.submit(batch(), 0.0)) for _ in range(5)]
+    assert [p[0][1:] if p else None for p in placed] == [
+        ("b1", RouteReason.BATCH_TO_BATCH_POD),
+        ("m1", RouteReason.BATCH_TO_MIXED),
+        ("i1", RouteReason.BATCH_TO_INTERACTIVE),
+        ("i1", RouteReason.BATCH_TO_INTERACTIVE),
+        None,  # the interactive pod's last slot is its reserve
+    ]
+    # The reserve is the interactive request's at once.
+    assert sends(router.submit(interactive(), 0.0))[0][1:] == ("i1", RouteReason.TO_INTERACTIVE)
+
+
+def test_an_interactive_request_cuts_off_lent_batch_work_before_a_mixed_pods() -> None:
+    router = pool(("i1", Role.INTERACTIVE, 2), ("m1", Role.MIXED, 1), interactive_reserve_slots=0)
+    on_mixed, first_lent, newest_lent = batch(), batch(), batch()
+    for ticket in (on_mixed, first_lent, newest_lent):
+        router.submit(ticket, 0.0)
+    assert [on_mixed.pod, first_lent.pod, newest_lent.pod] == ["m1", "i1", "i1"]
+    arriving = interactive()
+    actions = router.submit(arriving, 1.0)
+    assert [type(a) for a in actions] == [CutOff, Send]
+    cut, sent = actions
+    assert isinstance(cut, CutOff) and cut.ticket is newest_lent and cut.pod == "i1"
+    assert isinstance(sent, Send) and sent.pod == "i1"
+    assert sent.reason is RouteReason.PREEMPTED_LENT_BATCH
+    assert on_mixed.pod == "m1" and router.batch.peek() is newest_lent
+
+
+@pytest.mark.parametrize(
+    "tuning", [{"batch_on_interactive": False}, {"preempt_batch": False}], ids=["off", "no-cuts"]
+)
+def test_interactive_pods_lend_nothing_when_off_or_without_cut_offs(
+    tuning: dict[str, bool],
+) -> None:
+    router = pool(("i1", Role.INTERACTIVE, 4), interactive_reserve_slots=0, **tuning)
+    assert sends(router.submit(batch(), 0.0)) == []
+    assert len(router.batch) == 1 and router.pods["i1"].in_flight == 0
+
+
 def test_batch_queue_is_earliest_deadline_group_first_arrival_within() -> None:
     router = pool()
     late_a, late_b = batch(505.0, "late"), batch(505.0, "late")
@@ -304,10 +348,15 @@ def check(world: World, before: dict[str, int], actions: list[Action]) -> None:
     if router.waiting:
         for pod in router.ready_pods(Role.INTERACTIVE, Role.MIXED):
             assert pod.free_slots == 0, f"interactive waits beside a free slot on {pod.name}"
-        batch_to_mixed = [
-            a for a in actions if isinstance(a, Send) and a.reason is RouteReason.BATCH_TO_MIXED
-        ]
-        assert batch_to_mixed == [], "batch took a mixed slot while interactive waits"
+        lent = (RouteReason.BATCH_TO_MIXED, RouteReason.BATCH_TO_INTERACTIVE)
+        batch_to_shared = [a for a in actions if isinstance(a, Send) and a.reason in lent]
+        assert batch_to_shared == [], "batch took a shared slot while interactive waits"
+    tuning = router.tuning
+    for action in actions:
+        if isinstance(action, Send) and action.reason is RouteReason.BATCH_TO_INTERACTIVE:
+            assert tuning.batch_on_interactive and tuning.preempt_batch
+            pod = router.pods[action.pod]
+            assert pod.in_flight <= pod.cap_seqs - tuning.interactive_reserve_slots
     for action in actions:
         if isinstance(action, Refuse):
             world.live.discard(action.ticket)
@@ -320,11 +369,17 @@ def check(world: World, before: dict[str, int], actions: list[Action]) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(events, max_size=60), st.booleans())
+@given(st.lists(events, max_size=60), st.booleans(), st.booleans(), st.integers(0, 2))
 def test_no_sequence_of_events_breaks_the_rules(
-    script: list[tuple[object, ...]], preempt: bool
+    script: list[tuple[object, ...]], preempt: bool, lend: bool, reserve: int
 ) -> None:
-    world = World(PoolRouter(RoutingTuning(max_queued_interactive=5, preempt_batch=preempt)))
+    tuning = RoutingTuning(
+        max_queued_interactive=5,
+        preempt_batch=preempt,
+        batch_on_interactive=lend,
+        interactive_reserve_slots=reserve,
+    )
+    world = World(PoolRouter(tuning))
     for event in script:
         before = {p.name: p.in_flight for p in world.router.pods.values()}
         check(world, before, apply(world, event))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chiron_operator.sim.harness.adoption import adopt, leave_one_out, scores
+from chiron_operator.sim.harness.adoption import adopt, dominant, leave_one_out, leximin, scores
 
 
 def row(overrides: dict[str, Any], attainments: dict[str, float], ratio: float) -> dict[str, Any]:
@@ -51,3 +51,34 @@ def test_leave_one_out_shows_what_the_suite_alone_would_have_picked() -> None:
     assert found["c"]["chosen"] == 1
     assert abs(found["c"]["regret_on_left_out"] - 0.35) < 1e-9
     assert found["a"]["chosen"] in (2, 3)
+
+
+def test_a_tie_in_the_worst_case_goes_to_the_better_runs_behind_it() -> None:
+    """Round 8's case: a set matching the defaults' worst run and better on the next ones is
+    adopted (leximin), even though it costs more; one worse on the next ones is not. `probe`
+    did best on a (so both fall 10 points short there) and badly everywhere else."""
+    probe = row({"p": 1}, {"a": 1.0, "b": 0.5, "c": 0.5, "d": 0.5}, 2.0)
+    defaults = row({}, {"a": 0.90, "b": 0.95, "c": 0.97, "d": 1.0}, 2.0)
+    better_behind = row({"v": 1}, {"a": 0.90, "b": 0.97, "c": 0.97, "d": 1.0}, 2.2)
+    worse_behind = row({"w": 1}, {"a": 0.90, "b": 0.93, "c": 0.97, "d": 1.0}, 1.5)
+    worst = scores([defaults, better_behind, worse_behind, probe])
+    assert abs(worst[0] - worst[1]) < 1e-9 and abs(worst[0] - worst[2]) < 1e-9  # all 0.10 on a
+    assert adopt([defaults, better_behind, probe]) == 1
+    assert adopt([defaults, worse_behind, probe]) == 0
+    assert adopt([defaults, better_behind, worse_behind, probe]) == 1
+
+
+def test_leximin_keeps_every_set_tied_at_every_rank() -> None:
+    ranked = {0: [0.10, 0.02, 0.0], 1: [0.10, 0.021, 0.0], 2: [0.10, 0.05, 0.0]}
+    assert leximin([0, 1, 2], ranked) == [0, 1]
+    assert leximin([2], ranked) == [2]
+
+
+def test_a_set_behind_nowhere_and_ahead_somewhere_dominates_the_defaults() -> None:
+    base = row({}, {"a": 0.90, "b": 0.95, "c": 0.99}, 2.0)
+    dominating = row({"v": 1}, {"a": 0.90, "b": 0.98, "c": 0.99}, 2.03)
+    behind_once = row({"w": 1}, {"a": 0.89, "b": 0.99, "c": 0.99}, 2.0)
+    pricey = row({"p": 1}, {"a": 0.95, "b": 0.99, "c": 0.99}, 2.2)  # ahead everywhere, +10%
+    assert dominant([base, dominating, behind_once, pricey]) == 1
+    assert dominant([base, behind_once, pricey]) is None
+    assert dominant([base, row({"n": 1}, {"a": 0.901, "b": 0.95, "c": 0.99}, 1.0)]) is None

@@ -105,7 +105,7 @@ def test_the_pool_section_reads_like_a_pool_spec() -> None:
     ("changes", "fragment"),
     [
         ({"pool.roles.mixed.minReplicas": 3}, "spec.roles.mixed.minReplicas"),  # pool's own rule
-        ({"pool.tuning.global.ibpHighRatio": 0.2}, "ibpHighRatio"),
+        ({"pool.tuning.global.ibpHighRatio": 0.05}, "ibpHighRatio"),
         ({"pool.slo.interactiveTtft": 2.0}, "interactiveTtft"),  # unknown field: a typo
         ({"profile": "llama-9000"}, "unknown profile"),
         ({"coldStart": "slow"}, "unknown cold-start preset"),
@@ -208,12 +208,12 @@ def test_static_starts_with_its_whole_count() -> None:
 def test_overrides_change_defaults_but_keep_what_a_scenario_sets() -> None:
     scenario = load_scenario(TINY)
     overrides = [
-        ("global.ibpHighRatio", 0.7),
+        ("global.ibpHighRatio", 0.9),
         ("roles.batch.initialBatchSizeSeqs", 32),  # the scenario sets 128: kept
         ("roles.mixed.initialBatchSizeSeqs", 32),  # left to its default: changed
     ]
     tuned = with_overrides(scenario, overrides, defaults_only=True)
-    assert tuned.tuning().global_scaling.ibp_high_ratio == 0.7
+    assert tuned.tuning().global_scaling.ibp_high_ratio == 0.9
     assert tuned.bounds()[Role.BATCH].initial_batch_size_seqs == 128
     assert tuned.bounds()[Role.MIXED].initial_batch_size_seqs == 32
     forced = with_overrides(scenario, overrides)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -332,9 +333,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
+    """The file name with its numbers read as numbers (`sweep-chiron-9` before `-10`); a name
+    without one (`sweep-chiron`, the latest round) after those with one."""
+    parts = re.split(r"(\d+)", path.stem)
+    numbered = any(p.isdigit() for p in parts)
+    key = [(0, int(p)) if p.isdigit() else (1, p) for p in parts if p]
+    return ((0 if numbered else 1, 0), *key)
+
+
 def _report(args: argparse.Namespace) -> int:
     document = json.loads(args.bench_path.read_text())
-    sweeps = [{"title": p.stem, **json.loads(p.read_text())} for p in args.sweep_paths]
+    # Rounds in the order they ran: round 10 after round 9, not after round 1.
+    paths = sorted(args.sweep_paths, key=_natural_key)
+    sweeps = [{"title": p.stem, **json.loads(p.read_text())} for p in paths]
     out: Path = args.out
     img_dir: Path = args.img_dir or out.parent / "img"
     notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
@@ -346,7 +358,7 @@ def _report(args: argparse.Namespace) -> int:
         sweeps=sweeps,
         notes=notes,
         sources={"bench": str(args.bench_path), "robustness": str(args.robustness_path or "")}
-        | {"sweeps": [str(p) for p in args.sweep_paths]},
+        | {"sweeps": [str(p) for p in paths]},
         robustness=robust,
     )
     print(f"wrote {out} and plots under {img_dir}")

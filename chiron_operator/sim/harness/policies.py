@@ -120,7 +120,7 @@ def kv_capacity_blocks(scenario: Scenario) -> int:
     return max(1, scenario.latency.kv_capacity_tokens // KV_BLOCK_TOKENS)
 
 
-POOL_SECTIONS: Final = ("slo", "roles", "tuning", "control")
+POOL_SECTIONS: Final = ("slo", "roles", "tuning", "control", "gateway")
 
 
 def with_overrides(

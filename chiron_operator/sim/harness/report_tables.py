@@ -142,31 +142,58 @@ def chiron_sweep_section(sweep: Mapping[str, Any]) -> list[str]:
     params = "; ".join(
         f"`{p['path']}` in {{{', '.join(str(v) for v in p['values'])}}}" for p in sweep["params"]
     )
-    worst_case = sweep.get("adoption_rule") == "worst regret"
-    rule = (
-        "Adopted: the smallest worst regret (the largest shortfall, over every run, against the "
-        "best attainment any set reached on that run), the defaults when tied within a quarter "
-        "of a point, else the cheapest of the tied (see `chiron_operator/sim/harness/"
-        "adoption.py`)."
-        if worst_case
-        else "Adopted (rule of that round): no run losing more than a quarter of a point against "
-        "the defaults, at most 2% more mean GPU-hours over the oracle, then the best mean."
-    )
     lines = [
         f"{sweep['mode'].capitalize()} over {params}; scenarios {scenarios}"
-        f"{' (quick variants)' if sweep['quick'] else ''}; training seeds {seeds}. {rule}",
+        f"{' (quick variants)' if sweep['quick'] else ''}; training seeds {seeds}. "
+        f"{_rule_text(str(sweep.get('adoption_rule', '')))}",
         "",
         "| overrides | runs at target | worst run | worst regret | mean attainment "
         "| mean GPU-h / oracle | adopted |",
         "|---|---:|---:|---:|---:|---:|:---:|",
     ]
+    # A round's pick that failed the check on unseen scenarios (or was set aside) says so.
+    mark = "yes" if sweep.get("adopted", True) else "picked, not adopted"
     for index, row in enumerate(sweep["rows"]):
-        lines.append(_sweep_row_line(row, adopted=index == sweep["best"]))
+        lines.append(_sweep_row_line(row, mark if index == sweep["best"] else ""))
+    dominating = sweep.get("dominant")
+    if dominating is not None:
+        row = sweep["rows"][dominating]
+        name = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items())
+        lines += ["", f"Dominates the defaults (behind them on no run, ahead on some): {name}."]
+    if sweep.get("decision"):
+        lines += ["", f"Decision: {sweep['decision']}"]
     lines += _leave_one_out_lines(sweep)
     return lines
 
 
-def _sweep_row_line(row: Mapping[str, Any], *, adopted: bool) -> str:
+def _rule_text(rule: str) -> str:
+    """The adoption rule a round ran under, in words."""
+    if not rule.startswith("worst regret"):
+        return (
+            "Adopted (rule of that round): no run losing more than a quarter of a point against "
+            "the defaults, at most 2% more mean GPU-hours over the oracle, then the best mean."
+        )
+    leximin = (
+        " then, among those, the smallest regrets behind the worst, rank by rank (leximin),"
+        if "leximin" in rule
+        else ""
+    )
+    dominance = (
+        " When that keeps the defaults or its gain does not hold on unseen scenarios, a set that"
+        " dominates the defaults (behind on no run, ahead on some, at most 2% more GPU-hours) is"
+        " adopted."
+        if "dominance" in rule
+        else ""
+    )
+    return (
+        "Adopted: the smallest worst regret (the largest shortfall, over every run, against the "
+        f"best attainment any set reached on that run),{leximin} the defaults when tied within a "
+        "quarter of a point, else the cheapest of the tied (see `chiron_operator/sim/harness/"
+        f"adoption.py`).{dominance}"
+    )
+
+
+def _sweep_row_line(row: Mapping[str, Any], mark: str) -> str:
     overrides = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items()) or "defaults"
     if "invalid" in row:
         return f"| {overrides} | rejected by the pool's rules | | | | | |"
@@ -177,7 +204,7 @@ def _sweep_row_line(row: Mapping[str, Any], *, adopted: bool) -> str:
         f"| {pct(worst['attainment'])} ({worst['scenario']}) "
         f"| {'n/a' if regret is None else f'{100 * regret:.2f} pts'} "
         f"| {pct(row['mean_attainment'])} | {row['mean_oracle_ratio']:.3f} "
-        f"| {'yes' if adopted else ''} |"
+        f"| {mark} |"
     )
 
 

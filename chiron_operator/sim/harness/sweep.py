@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chiron_operator.sim.harness.adoption import adopt, leave_one_out, scores
+from chiron_operator.sim.harness.adoption import adopt, dominant, leave_one_out, scores
 from chiron_operator.sim.harness.oracle import OracleResult
 from chiron_operator.sim.harness.policies import PolicySpec, with_overrides
 from chiron_operator.sim.harness.report_goals import attainment
@@ -43,7 +43,7 @@ Config = tuple[tuple[str, Any], ...]
 
 
 def parse_param(text: str) -> SweepParam:
-    """`global.ibpHighRatio=0.7,0.8,0.9` -> SweepParam (numbers parsed as such)."""
+    """`global.ibpHighRatio=0.7,0.8,0.9` -> SweepParam (numbers and booleans parsed as such)."""
     path, _, raw = text.partition("=")
     if not path or not raw:
         raise UsageError(f"expected PATH=V1,V2,..., got {text!r}")
@@ -51,6 +51,8 @@ def parse_param(text: str) -> SweepParam:
 
 
 def _number(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     try:
         number = float(text)
     except ValueError:
@@ -117,7 +119,8 @@ def sweep_chiron(
         "scenarios": [scenario_at(p, quick).name for p in paths],
         "rows": rows,
         "best": adopt(rows, reference),
-        "adoption_rule": "worst regret",
+        "dominant": None if reference is None else dominant(rows, reference),
+        "adoption_rule": "worst regret, then leximin over the regrets; else dominance",
         "leave_one_out": leave_one_out(rows, reference),
         "target_attainment": TARGET_ATTAINMENT,
         "wall_s": time.perf_counter() - started,
@@ -203,10 +206,13 @@ def _run_record(outcome: RunOutcome, bound: OracleResult, quick: bool) -> dict[s
 
 
 def summary_lines(document: Mapping[str, Any]) -> list[str]:
-    """One line per override set, the adopted one starred (what `chiron-sim sweep` prints)."""
+    """One line per override set, the rule's pick starred and the set dominating the defaults
+    marked + (what `chiron-sim sweep` prints)."""
     lines = []
     for index, row in enumerate(document["rows"]):
         mark = "*" if index == document["best"] else " "
+        if index == document.get("dominant"):
+            mark = "+" if mark == " " else "*+"
         if "invalid" in row:
             lines.append(f"  {row['overrides']}: invalid ({'; '.join(row['invalid'])})")
             continue
