@@ -188,8 +188,9 @@ class GlobalTuning:
     batch_output_tokens_prior: float = Field(
         default=256.0,
         gt=0.0,
-        description="Mean batch output length assumed until a batch request has completed, "
-        "tokens (weighed like a few completions, with a spread as large as the mean).",
+        description="Least mean batch output length, tokens, until 30 batch requests have "
+        "completed (the measured mean and spread are raised to it; with none measured it "
+        "weighs like a few completions, with a spread as large as the mean).",
     )
     startup_prior_s: NonNegativeSeconds = Field(
         default=120.0,

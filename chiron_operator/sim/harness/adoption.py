@@ -13,19 +13,19 @@ than `NOISE_ATTAINMENT` behind the best of the others still tied drops out. Amon
 the defaults if they are there (a default changes only for a real gain), else the cheapest
 (mean GPU-hours over the oracle), then the highest mean attainment.
 
+Leximin was added after round 8 and before round 9 ran: there a set that matched the defaults'
+worst run and did better on the runs behind it (the interactive role's largest batch at 64)
+was not adopted, because the worst-regret rule alone read it as a tie and a tie keeps the
+defaults. The worst case still decides first; the runs behind it only break its ties.
+
 **Dominance.** When the rule keeps the defaults, or its pick's gain does not hold where no sweep
 ran, a set that **dominates** the defaults is adopted instead: behind them by no more than
 `NOISE_ATTAINMENT` on any run, ahead by more on at least one, for at most `DOMINANT_COST_RATIO`
 times their mean GPU-hours over the oracle (the one ahead on the most runs, then the cheapest).
 A default then changes only where it loses nothing anywhere. This was added after round 15,
 where the interactive role's largest batch at 64 had tied the defaults' worst run in every round
-since round 8 and been behind them nowhere, while the worst-case rule only ever weighed the runs
-where a capacity setting did better.
-
-Leximin was added after round 8 and before round 9 ran: there a set that matched the defaults'
-worst run and did better on the runs behind it (the interactive role's largest batch at 64)
-was not adopted, because the worst-regret rule alone read it as a tie and a tie keeps the
-defaults. The worst case still decides first; the runs behind it only break its ties.
+since round 8 and was behind them on no run of round 15, while the worst-case rule only ever
+weighed the runs where a capacity setting did better.
 
 **Leave-one-out.** For each scenario, the rule is applied to the sweep without that scenario's
 runs (the regrets too are taken over the others only), and the chosen set's regret on the

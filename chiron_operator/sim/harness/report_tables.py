@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chiron_operator.sim.harness.adoption import DOMINANT_COST_RATIO
 from chiron_operator.sim.harness.report_goals import (
     NOT_BASELINES,
     attainment,
@@ -180,8 +181,8 @@ def _rule_text(rule: str) -> str:
     )
     dominance = (
         " When that keeps the defaults or its gain does not hold on unseen scenarios, a set that"
-        " dominates the defaults (behind on no run, ahead on some, at most 2% more GPU-hours) is"
-        " adopted."
+        " dominates the defaults (behind on no run, ahead on some, at most"
+        f" {DOMINANT_COST_RATIO - 1:.0%} more GPU-hours) is adopted."
         if "dominance" in rule
         else ""
     )
