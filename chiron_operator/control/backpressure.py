@@ -179,7 +179,8 @@ def hold_unsaturated(
     # would restart pods that no longer fill their cap (surge GPU time, and a role that cannot
     # scale in while its replacements start). If the load returns and the latency with it,
     # BP >= 1 decides the decrease again.
-    # With a gateway fullness counts what it admitted, queued at the pod or not (`local`).
+    # With a gateway fullness counts what it admitted, the pod's own queue only up to the
+    # cap's unsaturated share (`local._is_saturated`).
     needs = "admitted" if gateway else "or a queue"
     message = (
         f"{pressure.describe()}; batch not full ({load(signals, measured)}, "

@@ -247,11 +247,17 @@ def _is_saturated(
     lengthen. Counted as full, it grew an interactive role from 41 to 108 sequences while its
     pods ran 30 of 41, and the pool scaled in under batches near the ITL target (simulated
     attainment 0.985 -> 0.996 without it on conv-batch-deadline, 0.984 -> 0.999 on
-    conv-interactive).
+    conv-interactive). So the pod's queue counts only up to the share of the cap a full batch
+    may leave unrun (1 - `saturation_ratio`): requests between admission and their first
+    step. Counted whole, it grew a 70B batch pod's cap to 864 while the pod ran 179 (KV
+    bound) and held 677 in its own queue, out of the batch rule's sight and out of reach of
+    twelve idle mixed pods (a generated backlog met 86% of its deadlines, 97% without it;
+    docs/BENCHMARKS.md).
     """
     # NaN compares False: an unknown gauge never justifies growth.
     if gateway:
-        admitted = signals.running_requests + signals.waiting_requests
+        unrun = (1.0 - tuning.saturation_ratio) * measured
+        admitted = signals.running_requests + min(signals.waiting_requests, unrun)
         return admitted >= tuning.saturation_ratio * measured
     full = signals.running_requests >= tuning.saturation_ratio * measured
     return full or signals.waiting_requests > 0.0

@@ -295,7 +295,7 @@ def after_increase(at_s: float, baseline: float | None = 1000.0) -> LocalState:
 @pytest.mark.parametrize(("now_s", "judged"), [(60.0, False), (74.0, False), (75.0, True)])
 def test_tbp_is_judged_only_on_a_rate_wholly_after_the_increase(now_s: float, judged: bool) -> None:
     signals = sig(math.nan, 300.0, tokens_per_s=700.0)
-    bounds = RoleBounds(max_batch_size_seqs=1024)
+    bounds = RoleBounds(max_batch_size_seqs=4096)
     verdict, _ = decide_local(
         signals, 300, None, bounds, TUNING, after_increase(0.0), clock(now_s, ceiling=512)
     )
@@ -327,7 +327,9 @@ def test_a_baseline_is_measured_wholly_before_the_increase() -> None:
     ("running", "waiting", "reason"),
     [
         (30.0, 0.7, Reason.BATCH_SIZE_UNSATURATED),  # a prefill queue, not the cap binding
-        (30.0, 7.0, Reason.BATCH_SIZE_INCREASE),  # 37 of 41 admitted: the cap binds
+        # 37 of 41 admitted, but the pods run only 30: they, not the cap, hold the other 7.
+        (30.0, 7.0, Reason.BATCH_SIZE_UNSATURATED),
+        (34.0, 3.5, Reason.BATCH_SIZE_INCREASE),  # the queue fits the 10% a full batch leaves
         (37.0, 0.0, Reason.BATCH_SIZE_INCREASE),
     ],
 )
@@ -342,6 +344,25 @@ def test_with_the_gateway_a_batch_is_full_when_the_pods_hold_the_cap(
     # Without a gateway vLLM queues what the cap keeps out: any queue means full.
     slow, _ = decide_local(signals, 41, SLO_S, BOUNDS, TUNING, LocalState(ewma_itl_s=0.03))
     assert slow.reason is (Reason.BATCH_SIZE_INCREASE if waiting else reason)
+
+
+def test_with_the_gateway_a_pod_queueing_past_its_kv_does_not_grow_the_cap() -> None:
+    """A batch pod that runs what its KV cache holds and queues the rest itself: a larger cap
+    would only move the gateway's queue (which mixed pods and the batch rule see) into it."""
+    kv_bound = sig(0.05, 179.0, waiting=677.0, tokens_per_s=4000.0)
+    state = LocalState(target_max_num_seqs=864)
+    bounds = RoleBounds(max_batch_size_seqs=4096)
+
+    def decide(signals: LocalSignals, applied: int) -> tuple[Verdict, LocalState]:
+        return decide_local(signals, applied, None, bounds, TUNING, state, clock(0.0, 4096))
+
+    held, _ = decide(kv_bound, 864)
+    assert held.reason is Reason.BATCH_SIZE_UNSATURATED
+    assert held.value == 864
+    full = sig(0.05, 800.0, waiting=60.0, tokens_per_s=4000.0)
+    grown, _ = decide(full, 864)
+    assert grown.reason is Reason.BATCH_SIZE_INCREASE
+    assert grown.value > 864
 
 
 # --- the slow path is unchanged --------------------------------------------------------------
