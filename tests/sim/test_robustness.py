@@ -153,6 +153,24 @@ def test_rows_on_a_hand_written_document() -> None:
     assert rows["hpa"].worst_gap.value == pytest.approx(0.79)  # 0.2 against 99% (capped)
 
 
+def test_scenarios_only_the_static_pool_reaches_are_counted_apart() -> None:
+    """The static count is chosen on the scenario's own training seed and starts at its peak:
+    a scenario only it reaches counts for "any policy", not for "any autoscaler"."""
+    document = hand_document()
+    hard = document["scenarios"][1]
+    hard["policies"]["static"] = run(0.995, None, 9.0)
+    chiron = {row.policy: row for row in robustness_rows(document)}["chiron"]
+    assert (chiron.at_target, chiron.reachable) == (1, 2)
+    assert (chiron.at_target_autoscaled, chiron.reachable_autoscaled) == (1, 1)
+    hard["policies"]["hpa"] = run(0.995, None, 20.0)  # an autoscaler reaches it too
+    chiron = {row.policy: row for row in robustness_rows(document)}["chiron"]
+    assert (chiron.at_target_autoscaled, chiron.reachable_autoscaled) == (1, 2)
+    text = "\n".join(robustness_section(document))
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["| easy"].endswith("| 3 of 4 (2) |")  # chiron, chiron-services and static
+    assert rows["| hard"].endswith("| 2 of 4 (1) |")  # static and hpa
+
+
 def test_summary_and_section_from_a_hand_written_document() -> None:
     document = hand_document()
     summary = summarise(document)
@@ -161,7 +179,10 @@ def test_summary_and_section_from_a_hand_written_document() -> None:
     json.dumps(summary)  # JSON-ready
     text = "\n".join(robustness_section(document))
     assert "## Robustness on generated scenarios" in text
-    assert "| **chiron** | 1 / 1 / 1 / 1 | 1 of 1 | 7.00 points (hard) | 1.11x (hard) " in text
+    assert (
+        "| **chiron** | 1 / 1 / 1 / 1 | 1 of 1 | 1 of 1 | 7.00 points (hard) | 1.11x (hard) "
+        in text
+    )
     assert "| chiron | 1 / 1 / 0 / 0 | 0 / 0 / 1 / 1 |" in text  # head to head
     assert "| easy | llama31-8b-a100 | 1.0 h, 3.0x, 1 | short | 500 in 1, short deadlines" in text
     assert "1.25x |" in text and "2.50x (misses)" in text
