@@ -122,6 +122,14 @@ class GatewaySpec(SpecModel):
         description="Slots of every interactive pod that batch work never borrows, kept free "
         "for interactive arrivals (per gateway replica, like the caps).",
     )
+    batch_prefills_per_pod: int = Field(
+        default=2,
+        ge=0,
+        le=MAX_BATCH_SIZE_SEQS,
+        description="Batch requests a mixed or interactive pod may hold before their first "
+        "token (0: no limit): their prefills share every step with the interactive answers "
+        "beside them. Batch pods are not limited.",
+    )
     # No description: StoreSpec's docstring is the fuller `kubectl explain` text.
     store: StoreSpec = StoreSpec()
 

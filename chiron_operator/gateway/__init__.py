@@ -8,6 +8,9 @@
   per-class load (`metrics`).
 - `discovery`: the pool's pods, gateway replicas and target batch sizes, watched through the
   Kubernetes API; `config`, `cli`: the command line (static endpoints or a pool).
+- `batch_api`, `batch_runner`, `batch_work`, `batch_upstream`, `batch_stream`: the OpenAI
+  Batch API, from the endpoints to one request streamed to a pod and its answer put back
+  together for the output file.
 
 It imports the routing core, never the operator; the operator deploys it (one Deployment and
 Service per pool) and reads its metrics.

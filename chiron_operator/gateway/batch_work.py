@@ -125,6 +125,7 @@ class BatchWork:
                 row.endpoint,
                 upstream_payload(body),
                 self.settings.request_timeout_s,
+                on_first_token=lambda: self.dispatcher.started(pending),
             )
             answer = await self.dispatcher.attempt(pending, work)
         except CutOffError:

@@ -134,8 +134,8 @@ def _admission_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--mixed-reserve-slots",
         type=int,
-        default=0,
-        help="slots of each mixed pod kept free of batch work (default 0)",
+        default=RoutingTuning().mixed_reserve_slots,
+        help="slots of each mixed pod kept free of batch work (default %(default)s)",
     )
     g.add_argument(
         "--no-preempt-batch",
@@ -153,6 +153,13 @@ def _admission_flags(g: argparse._ArgumentGroup) -> None:
         type=int,
         default=RoutingTuning().interactive_reserve_slots,
         help="slots of each interactive pod batch work never borrows (default %(default)s)",
+    )
+    g.add_argument(
+        "--batch-prefills-per-pod",
+        type=int,
+        default=RoutingTuning().batch_prefills_per_pod,
+        help="batch requests a mixed or interactive pod may hold before their first token "
+        "(0: no limit; default %(default)s)",
     )
     g.add_argument(
         "--default-batch-deadline",
@@ -218,11 +225,16 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         raise ValueError("--endpoint and --pool exclude each other")
     if not 0 <= args.replica_index < max(args.replicas, 1):
         raise ValueError("--replica-index must be in [0, --replicas)")
-    counts = (args.max_queued, args.mixed_reserve_slots, args.interactive_reserve_slots)
+    counts = (
+        args.max_queued,
+        args.mixed_reserve_slots,
+        args.interactive_reserve_slots,
+        args.batch_prefills_per_pod,
+    )
     if min(*counts, args.max_retries) < 0:
         raise ValueError(
-            "--max-queued, --mixed-reserve-slots, --interactive-reserve-slots and --max-retries "
-            "must be >= 0"
+            "--max-queued, --mixed-reserve-slots, --interactive-reserve-slots, "
+            "--batch-prefills-per-pod and --max-retries must be >= 0"
         )
     if min(args.max_file_bytes, args.max_batch_requests, args.batch_max_attempts) < 1:
         raise ValueError(
@@ -241,6 +253,7 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         preempt_batch=not args.no_preempt_batch,
         batch_on_interactive=not args.no_batch_on_interactive,
         interactive_reserve_slots=args.interactive_reserve_slots,
+        batch_prefills_per_pod=args.batch_prefills_per_pod,
     )
     return GatewayConfig(
         host=args.host,

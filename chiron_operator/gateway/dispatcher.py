@@ -238,6 +238,12 @@ class Dispatcher:
         self.metrics.count(pending.ticket.request_class.value, outcome)
         self._execute(self.router.finish(pending.ticket))
 
+    def started(self, pending: Pending) -> None:
+        """The pod sent the request's first token: a batch request's prefill is over, and its
+        pod may take more batch work (`RoutingTuning.batch_prefills_per_pod`)."""
+        if not pending.done:
+            self._execute(self.router.started(pending.ticket))
+
     def retry(self, pending: Pending) -> None:
         """Its upstream connection failed before any byte came back: route it again."""
         pending.pod = None

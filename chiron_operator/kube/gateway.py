@@ -59,6 +59,7 @@ def gateway_args(pool_name: str, namespace: str, spec: LLMServingPoolSpec) -> li
     args += ["--mixed-reserve-slots", str(gateway.mixed_reserve_slots)]
     args += ["--default-batch-deadline", seconds_text(spec.slo.batch_deadline_s)]
     args += ["--interactive-reserve-slots", str(gateway.interactive_reserve_slots)]
+    args += ["--batch-prefills-per-pod", str(gateway.batch_prefills_per_pod)]
     if not gateway.preempt_batch:
         args.append("--no-preempt-batch")
     if not gateway.batch_on_interactive:

@@ -55,7 +55,9 @@ class Ticket:
     `group` names its batch group (a Batch API batch, or the request itself); `deadline_s` is
     the absolute deadline that orders groups (earliest first); `preemptible` turns False once
     the driver has relayed bytes to the client (a cut-off then could not be hidden by a resend).
-    `cost_tokens` is the output-token estimate the batch queue reports.
+    `cost_tokens` is the output-token estimate the batch queue reports. `started` turns True
+    when the pod has produced the request's first token (`PoolRouter.started`), and False
+    again when it leaves the pod (a resend prefills again).
     """
 
     request_id: str
@@ -69,6 +71,7 @@ class Ticket:
     sequence: int = 0
     cut_offs: int = 0
     retries: int = 0
+    started: bool = False
 
     @property
     def interactive(self) -> bool:
@@ -97,6 +100,8 @@ class PodSlots:
     in_flight: int = 0
     """len(interactive) + len(batch), kept by the router as it sends and releases: the
     placement loops read it for every pod on every request."""
+    batch_prefilling: int = 0
+    """Batch tickets in `batch` whose first token has not come yet, kept the same way."""
 
     @property
     def free_slots(self) -> int:
@@ -124,6 +129,10 @@ class RoutingTuning:
       no batch or mixed pod has one (an interactive arrival cuts it off again; never without
       `preempt_batch`).
     - `interactive_reserve_slots`: slots of every interactive pod batch work never borrows.
+    - `batch_prefills_per_pod`: batch requests a mixed or interactive pod may hold before their
+      first token (0: no limit). Their prefills share every step with the interactive requests'
+      decodes: a backlog landing on mixed pods all at once stalls the interactive answers there.
+      Batch pods are not limited.
     """
 
     max_queued_interactive: int = 256
@@ -132,6 +141,7 @@ class RoutingTuning:
     preempt_batch: bool = True
     batch_on_interactive: bool = True
     interactive_reserve_slots: int = 8
+    batch_prefills_per_pod: int = 2
 
 
 @dataclass(frozen=True, slots=True)

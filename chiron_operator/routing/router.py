@@ -16,7 +16,11 @@ The order (DESIGN.md section 2a), for every driver (the gateway, the simulator):
   Lent slots are the warm capacity a backlog due within a cold start can use: a 70B pool's
   idle interactive pod met 99.9% of such a backlog's deadlines where waiting 12 minutes for
   batch pods met 55% (docs/BENCHMARKS.md). An interactive request that finds its pods full
-  cuts lent batch work off like batch work on a mixed pod.
+  cuts lent batch work off like batch work on a mixed pod. A mixed or interactive pod takes
+  batch work only while it holds fewer than `batch_prefills_per_pod` batch requests still
+  waiting for their first token (the driver reports first tokens with `started`): their
+  prefills share every step with the interactive decodes beside them, and a backlog landing on
+  the mixed pods at once stalled the interactive answers there.
 - A slot is one request in flight; a pod never has more of this router's requests in flight
   than its cap (`PodSlots.cap_seqs`), except after its cap was lowered, when it takes nothing
   new until it is below the new cap.
@@ -140,6 +144,18 @@ class PoolRouter:
         )
         return [*placed, *self._fill()] if placed else [self._wait_or_refuse(ticket, now_s)]
 
+    def started(self, ticket: Ticket) -> list[Action]:
+        """The pod sent `ticket`'s first token: a batch request no longer counts as a prefill
+        on its pod, which may take more batch work."""
+        pod = self.pods.get(ticket.pod) if ticket.pod is not None else None
+        if ticket.started or pod is None:
+            return []
+        ticket.started = True
+        if ticket.interactive or ticket not in pod.batch:
+            return []
+        pod.batch_prefilling -= 1
+        return self._fill() if pod.role is not Role.BATCH else []
+
     def requeue(self, ticket: Ticket) -> list[Action]:
         """A batch request cut off mid-stream (a lost pod): back to its place in the queue."""
         self._release(ticket)
@@ -232,31 +248,35 @@ class PoolRouter:
         return actions
 
     def _batch_slot(self, *, mixed_allowed: bool) -> PodSlots | None:
-        """Batch pods first, then spare mixed slots, then spare interactive slots (lent)."""
+        """Batch pods first, then spare mixed slots, then spare interactive slots (lent); on
+        mixed and interactive pods only while their batch prefills are under the limit."""
         own = _least_loaded(self._by_role[Role.BATCH], None, 0)
         if own is not None or not mixed_allowed:
             return own
         tuning = self.tuning
-        spare = _least_loaded(self._by_role[Role.MIXED], None, tuning.mixed_reserve_slots)
+        prefills = tuning.batch_prefills_per_pod
+        spare = _least_loaded(self._by_role[Role.MIXED], None, tuning.mixed_reserve_slots, prefills)
         # Without cut-offs lent work could not give a slot back to an interactive request.
         if spare is not None or not (tuning.batch_on_interactive and tuning.preempt_batch):
             return spare
         return _least_loaded(
-            self._by_role[Role.INTERACTIVE], None, tuning.interactive_reserve_slots
+            self._by_role[Role.INTERACTIVE], None, tuning.interactive_reserve_slots, prefills
         )
 
     def _send(self, ticket: Ticket, pod: PodSlots, reason: RouteReason) -> Send:
         ticket.pod = pod.name
+        ticket.started = False
         if ticket.interactive:
             pod.interactive.add(ticket)
         else:
             pod.batch.append(ticket)
+            pod.batch_prefilling += 1
         pod.in_flight += 1
         return Send(ticket, pod.name, reason)
 
     def _release(self, ticket: Ticket) -> None:
         pod = self.pods.get(ticket.pod) if ticket.pod is not None else None
-        ticket.pod = None
+        started, ticket.pod, ticket.started = ticket.started, None, False
         if pod is None:
             return
         if ticket.interactive:
@@ -266,6 +286,8 @@ class PoolRouter:
         elif ticket in pod.batch:
             pod.batch.remove(ticket)
             pod.in_flight -= 1
+            if not started:
+                pod.batch_prefilling -= 1
 
     def _wait_or_refuse(self, ticket: Ticket, now_s: float) -> Action:
         if len(self.waiting) >= self.tuning.max_queued_interactive:
@@ -287,14 +309,19 @@ class PoolRouter:
         return Refuse(ticket, 429, reason, message, retry_after_s)
 
 
-def _least_loaded(pods: list[PodSlots], avoid: str | None, reserve: int) -> PodSlots | None:
-    """The ready pod with more than `reserve` free slots and the fewest requests in flight;
-    the first one in order among equals (deterministic)."""
+def _least_loaded(
+    pods: list[PodSlots], avoid: str | None, reserve: int, max_prefilling: int = 0
+) -> PodSlots | None:
+    """The ready pod with more than `reserve` free slots (and, with `max_prefilling`, fewer
+    batch requests awaiting their first token) and the fewest requests in flight; the first one
+    in order among equals (deterministic)."""
     best: PodSlots | None = None
     best_load = 0
     for pod in pods:
         load = pod.in_flight
         fits = pod.ready and load + reserve < pod.cap_seqs and pod.name != avoid
+        if max_prefilling and pod.batch_prefilling >= max_prefilling:
+            fits = False
         if fits and (best is None or load < best_load):
             best, best_load = pod, load
     return best

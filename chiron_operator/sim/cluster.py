@@ -92,6 +92,7 @@ class Cluster:
             routing, routing_tuning or RoutingTuning(), routing_rng, deadline_bucket_s
         )
         self._tracks_completions = self.router.tracks_completions
+        self._tracks_first_tokens = self.router.tracks_first_tokens
         # Cut-off requests whose abort takes effect at their pod's next boundary -> the pod the
         # router has sent them to since, if it has.
         self._held: dict[LiveRequest, Instance | None] = {}
@@ -180,6 +181,10 @@ class Cluster:
         completed = pod.end_segment(now)
         if pod.released:
             self._release(pod, now)
+        started = pod.first_batch_tokens
+        if started:
+            pod.first_batch_tokens = []
+            self.router.on_first_tokens(pod, started, now)
         if completed:
             self.completed += len(completed)
             self._completed_requests.extend(completed)  # for `output_lengths`, when read
@@ -231,6 +236,8 @@ class Cluster:
             exact=self._exact,
             max_num_batched_tokens=self._max_num_batched_tokens,
         )
+        if self._tracks_first_tokens and role is not Role.BATCH:
+            pod.first_batch_tokens = []
         self.instances.append(pod)
         return pod
 

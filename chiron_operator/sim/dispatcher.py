@@ -51,6 +51,7 @@ class GatewayRouter:
     __slots__ = ("_actions", "_pods", "_request_of", "_targets", "_ticket_of", "_timer_s", "core")
 
     tracks_completions = True
+    tracks_first_tokens = True
 
     def __init__(
         self, tuning: RoutingTuning, actions: PodActions, *, deadline_bucket_s: float
@@ -80,6 +81,15 @@ class GatewayRouter:
         for ticket in tickets:
             del self._request_of[ticket]
         self._execute(self.core.finish_many(tickets), now)
+
+    def on_first_tokens(self, pod: Instance, started: list[LiveRequest], now: float) -> None:
+        # As the gateway sees a streamed batch request's first chunk.
+        actions = []
+        for request in started:
+            ticket = self._ticket_of.get(request)
+            if ticket is not None:
+                actions.extend(self.core.started(ticket))
+        self._execute(actions, now)
 
     def on_ready(self, pod: Instance, now: float) -> None:
         self._pods[pod.name] = pod

@@ -263,6 +263,10 @@ class Instance(PodScheduler):
         # Until that first completion; after a preemption the next boundary may admit (an
         # interactive request that now fits, say), so it must be a real one.
         single = self.exact or blocked or (preempted and self.n_waiting > 0)
+        if not single and self.first_batch_tokens is not None:
+            # The gateway hears of a batch request's first token as it streams back: the
+            # segment ends with the head that produces one, so the router hears of it then.
+            single = any(not r.is_interactive and r.generated == 0 for r in self._prefilling)
         end = self._begin_segment(now, finish_iter, single)
         self.version += 1
         self.scheduled_s = end

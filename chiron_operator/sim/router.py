@@ -71,6 +71,10 @@ class Router(Protocol):
     def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
         """Requests completed on `pod` (called only when `tracks_completions`)."""
 
+    def on_first_tokens(self, pod: Instance, started: list[LiveRequest], now: float) -> None:
+        """Batch requests on `pod` produced their first token (called only when
+        `tracks_first_tokens`, for mixed and interactive pods)."""
+
     def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
         """`pod` left the Services; `waiting` were queued inside it and must go elsewhere."""
 
@@ -92,6 +96,9 @@ class Router(Protocol):
 
     @property
     def tracks_completions(self) -> bool: ...
+
+    @property
+    def tracks_first_tokens(self) -> bool: ...
 
     @property
     def pool_queued(self) -> int:
@@ -123,6 +130,7 @@ class PodQueuingRouter(ABC):
     __slots__ = ()
 
     tracks_completions = False
+    tracks_first_tokens = False
     batch_queued = 0
 
     @abstractmethod
@@ -130,6 +138,10 @@ class PodQueuingRouter(ABC):
 
     def on_completed(self, pod: Instance, done: list[LiveRequest], now: float) -> None:
         """Nothing waits for a slot: pods queue their own requests."""
+        return None
+
+    def on_first_tokens(self, pod: Instance, started: list[LiveRequest], now: float) -> None:
+        """Nothing paces batch prefills."""
         return None
 
     def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:

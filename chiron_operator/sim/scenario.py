@@ -120,6 +120,7 @@ class ScenarioPool(SpecModel):
             preempt_batch=gateway.preempt_batch,
             batch_on_interactive=gateway.batch_on_interactive,
             interactive_reserve_slots=gateway.interactive_reserve_slots,
+            batch_prefills_per_pod=gateway.batch_prefills_per_pod,
         )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from chiron_operator.core.enums import Role
 from chiron_operator.gateway.config import BatchCapacity, PodInfo
+from chiron_operator.routing import RoutingTuning
 from tests.gateway.batchkit import (
     ENDPOINT,
     client,
@@ -22,7 +23,7 @@ from tests.gateway.batchkit import (
     submit,
     wait_status,
 )
-from tests.gateway.gatekit import PodSpec, RunningGateway, gateway, pods, until
+from tests.gateway.gatekit import MODEL, PodSpec, RunningGateway, gateway, pods, until
 
 FAST = ("--time-scale", "20")
 
@@ -256,3 +257,61 @@ async def test_requests_on_a_lost_pod_go_back_to_their_place(store_url: str) -> 
         assert 'chiron_gateway_requests_total{class="batch",outcome="requeued"}' in (
             await gw.metrics()
         )
+
+
+async def test_streamed_batch_answers_are_the_whole_bodies_vllm_returns(store_url: str) -> None:
+    """The gateway streams batch requests (to see their first token) and writes the body the
+    pod answers the same request unstreamed: same choices, same usage."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    line = {"custom_id": "chat-0", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    async with (
+        pods(PodSpec(Role.MIXED, 4, FAST)) as p,
+        batch_gateway(store_url, p.infos) as gw,
+    ):
+        api = client(gw.url)
+        uploaded = await api.files.create(
+            file=("chat.jsonl", (json.dumps(line) + "\n").encode()), purpose="batch"
+        )
+        batch = await api.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await wait_status(api, batch.id, {"completed"})
+        (answer,) = await lines_of(api, done.output_file_id)
+        async with gw.session.post(p.infos[0].url + "/v1/chat/completions", json=body) as direct:
+            whole = await direct.json()
+    streamed = answer["response"]["body"]
+    assert streamed["object"] == "chat.completion"
+    assert streamed["id"].startswith("chatcmpl-")
+    for key in ("id", "created"):
+        streamed.pop(key)
+        whole.pop(key)
+    assert streamed == whole
+    assert whole["usage"]["completion_tokens"] == 5
+
+
+async def test_a_mixed_pod_takes_batch_work_one_prefill_at_a_time(store_url: str) -> None:
+    """With `batch_prefills_per_pod` 1, a mixed pod with room holds one batch request before its
+    first token: the rest wait in the gateway's queue until that token streams back."""
+    tuning = RoutingTuning(batch_prefills_per_pod=1)
+    long_prompt = " ".join(["hello"] * 3000)  # a prefill long enough to be seen
+    lines = (request_line(f"long-{i}", max_tokens=3, prompt=long_prompt) for i in range(6))
+    async with (
+        pods(PodSpec(Role.MIXED, 8)) as p,
+        batch_gateway(store_url, p.infos, tuning=tuning) as gw,
+    ):
+        api = client(gw.url)
+        _, batch = await submit(api, ("\n".join(lines) + "\n").encode(), "1h")
+        router = gw.gateway.dispatcher.router
+        pod = router.pods[p.infos[0].name]
+        seen: list[tuple[int, int, int]] = []
+
+        async def paced() -> bool:
+            seen.append((pod.batch_prefilling, pod.in_flight, len(router.batch)))
+            return (
+                pod.batch_prefilling == 1 and pod.in_flight < pod.cap_seqs and len(router.batch) > 0
+            )
+
+        await until(paced, "one batch prefill on the mixed pod, the rest queued beside its room")
+        done = await wait_status(api, batch.id, {"completed"})
+        assert done.request_counts is not None and done.request_counts.completed == 6
+    assert max(prefilling for prefilling, _, _ in seen) <= 1

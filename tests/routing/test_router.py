@@ -237,6 +237,52 @@ def test_replicas_share_a_cap_exactly(cap: int, replicas: int) -> None:
     assert pod_cap_seqs(cap, cap + 5, 1, 0) == cap
 
 
+def test_shared_pods_take_batch_work_only_while_few_batch_prefills_run() -> None:
+    """Batch prefills stall the interactive decodes beside them: a mixed or interactive pod
+    holds at most `batch_prefills_per_pod` batch requests before their first token."""
+    router = pool(("m1", Role.MIXED, 16), ("i1", Role.INTERACTIVE, 16), batch_prefills_per_pod=2)
+    tickets = [batch() for _ in range(8)]
+    placed = [s for t in tickets for s in sends(router.submit(t, 0.0))]
+    # Two on the mixed pod, then two lent on the interactive pod; the rest wait in the queue.
+    assert [(pod, reason) for _, pod, reason in placed] == [
+        ("m1", RouteReason.BATCH_TO_MIXED),
+        ("m1", RouteReason.BATCH_TO_MIXED),
+        ("i1", RouteReason.BATCH_TO_INTERACTIVE),
+        ("i1", RouteReason.BATCH_TO_INTERACTIVE),
+    ]
+    assert len(router.batch) == 4
+    # The first token of one on m1 lets the next batch request in there.
+    assert sends(router.started(tickets[0]))[0][1] == "m1"
+    assert router.pods["m1"].batch_prefilling == 2
+    assert router.started(tickets[0]) == []  # reported twice: nothing more
+    # A cut-off or finished request that never started frees its prefill too.
+    assert sends(router.finish(tickets[1]))[0][1] == "m1"
+    assert router.pods["m1"].batch_prefilling == 2
+    assert router.started(interactive()) == []  # not on any pod: nothing
+
+
+def test_batch_pods_and_a_zero_limit_pace_nothing() -> None:
+    router = pool(("b1", Role.BATCH, 8), batch_prefills_per_pod=1)
+    placed = [sends(router.submit(batch(), 0.0)) for _ in range(5)]
+    assert all(p[0][1] == "b1" for p in placed)
+    unpaced = pool(("m1", Role.MIXED, 8), batch_prefills_per_pod=0)
+    placed = [sends(unpaced.submit(batch(), 0.0)) for _ in range(5)]
+    assert all(p[0][1] == "m1" for p in placed)
+
+
+def test_a_resent_batch_request_prefills_again() -> None:
+    router = pool(("m1", Role.MIXED, 8), batch_prefills_per_pod=1)
+    first, second = batch(), batch()
+    router.submit(first, 0.0)
+    router.submit(second, 0.0)
+    assert second.pod is None  # m1 holds one prefill already
+    assert sends(router.started(first)) == [(second.request_id, "m1", RouteReason.BATCH_TO_MIXED)]
+    assert first.started and not second.started
+    router.requeue(first)  # lost mid-stream: queued again, its first token to come again
+    assert not first.started and first.pod is None
+    assert router.pods["m1"].batch_prefilling == 1
+
+
 # Properties --------------------------------------------------------------------------------
 
 PODS = ("i1", "i2", "m1", "m2", "b1")
@@ -270,6 +316,7 @@ events = st.one_of(
     st.tuples(st.just("finish"), st.integers(0, 1000)),
     st.tuples(st.just("retry"), st.integers(0, 1000)),
     st.tuples(st.just("pin"), st.integers(0, 1000)),
+    st.tuples(st.just("started"), st.integers(0, 1000)),
     st.tuples(st.just("abandon"), st.integers(0, 1000)),
     st.tuples(st.just("tick"), st.floats(0.0, 20.0)),
 )
@@ -313,6 +360,8 @@ def _on_ticket(world: World, event: tuple[object, ...]) -> list[Action]:
         return []
     if kind == "retry":
         return world.router.retry(target, world.now_s)
+    if kind == "started":
+        return world.router.started(target)
     world.live.discard(target)
     if kind == "finish":
         return world.router.finish(target)
@@ -327,6 +376,7 @@ HANDLERS = {
     "finish": _on_ticket,
     "retry": _on_ticket,
     "pin": _on_ticket,
+    "started": _on_ticket,
     "abandon": _on_ticket,
 }
 
@@ -361,23 +411,37 @@ def check(world: World, before: dict[str, int], actions: list[Action]) -> None:
         if isinstance(action, Refuse):
             world.live.discard(action.ticket)
             assert action.status in (429, 503) and action.message
+    limit = tuning.batch_prefills_per_pod
+    for pod in router.pods.values():
+        unstarted = sum(not t.started for t in pod.batch)
+        assert pod.batch_prefilling == unstarted, f"{pod.name} miscounts its batch prefills"
+        if limit and pod.role is not Role.BATCH:
+            assert unstarted <= limit, f"{pod.name} took batch work past its prefill limit"
     for ticket in world.live:
         assert world.place_of(ticket) != "nowhere", f"{ticket.request_id} lost"
+        assert ticket.pod is not None or not ticket.started
         if ticket.pod is not None:
             pod = router.pods[ticket.pod]
             assert ticket in pod.interactive or ticket in pod.batch
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(events, max_size=60), st.booleans(), st.booleans(), st.integers(0, 2))
+@given(
+    st.lists(events, max_size=60),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2),
+    st.integers(0, 2),
+)
 def test_no_sequence_of_events_breaks_the_rules(
-    script: list[tuple[object, ...]], preempt: bool, lend: bool, reserve: int
+    script: list[tuple[object, ...]], preempt: bool, lend: bool, reserve: int, prefills: int
 ) -> None:
     tuning = RoutingTuning(
         max_queued_interactive=5,
         preempt_batch=preempt,
         batch_on_interactive=lend,
         interactive_reserve_slots=reserve,
+        batch_prefills_per_pod=prefills,
     )
     world = World(PoolRouter(tuning))
     for event in script:

@@ -3,6 +3,7 @@ hand-backs (CHIRON), plain Services (SERVICES), and resends held until an abort 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -89,6 +90,27 @@ def test_an_interactive_request_cuts_off_batch_work_on_a_full_mixed_pod() -> Non
     # Sent again once the urgent request finished, from scratch.
     assert new.completion_s > new.first_token_s > urgent.completion_s
     assert cluster.completed == 4
+
+
+def test_a_mixed_pod_takes_the_next_batch_request_at_the_last_ones_first_token() -> None:
+    """The simulated pods report batch first tokens to the gateway's router, which paces batch
+    prefills on mixed and interactive pods (`batch_prefills_per_pod`)."""
+    cluster, queue = make_cluster(tuning=RoutingTuning(batch_prefills_per_pod=1))
+    cluster.bootstrap({MIX: 1}, {MIX: 8})
+    backlog = [live(i, 2000, 20, BATCH) for i in range(3)]
+    for request in backlog:
+        cluster.router.submit(request, 0.0)
+    assert gateway(cluster).batch_queued == 2  # room for 8, one prefill at a time
+    drive_cluster(cluster, queue, 60.0)
+    assert cluster.completed == 3
+    for before, after in itertools.pairwise(backlog):
+        assert after.pod_dispatch_s == before.first_token_s > 0.0
+    # Without the limit the pod takes all three at once.
+    cluster, queue = make_cluster(tuning=RoutingTuning(batch_prefills_per_pod=0))
+    cluster.bootstrap({MIX: 1}, {MIX: 8})
+    for request in [live(i, 2000, 20, BATCH) for i in range(3)]:
+        cluster.router.submit(request, 0.0)
+    assert gateway(cluster).batch_queued == 0
 
 
 def test_the_gateway_refuses_beyond_its_queue() -> None:

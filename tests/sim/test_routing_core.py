@@ -45,7 +45,7 @@ INT, MIX, BAT = Role.INTERACTIVE, Role.MIXED, Role.BATCH
 INTERACTIVE, BATCH = RequestClass.INTERACTIVE, RequestClass.BATCH
 TUNING = RoutingTuning(max_queued_interactive=2, max_queue_wait_s=10.0)
 POD_ROLES = {"interactive-0": INT, "mixed-1": MIX, "batch-2": BAT, "mixed-3": MIX}
-CLASSES = {n: INTERACTIVE for n in range(1, 7)} | {n: BATCH for n in range(11, 15)}
+CLASSES = {n: INTERACTIVE for n in range(1, 7)} | {n: BATCH for n in range(11, 16)}
 DEADLINES = {11: 100.0, 12: 100.0, 13: 50.0, 14: 30.0}
 
 Decision = tuple[str, int, str]
@@ -79,6 +79,10 @@ TABLE: list[Row] = [
     (19.0, "expire", None, [("refuse", 3, f"{REFUSED}:QueueWaitExceeded")]),
     (21.0, "arrive", 14, []),  # no batch slot anywhere
     (22.0, "ready", ("mixed-3", 4), [("send", 14, "mixed-3"), ("send", 12, "mixed-3")]),
+    # mixed-3 has room, but already two batch requests before their first token.
+    (23.0, "arrive", 15, []),
+    (24.0, "first", (14, "mixed-3"), [("send", 15, "mixed-3")]),
+    (25.0, "first", (14, "mixed-3"), []),  # told twice: nothing more
 ]
 
 
@@ -131,6 +135,8 @@ class GatewayPlayer:
             self.pending[arg] = d.open(ticket)
         elif event == "complete":
             d.finish(self.pending[arg[0]])
+        elif event == "first":  # a streamed batch answer's first chunk with output
+            d.started(self.pending[arg[0]])
         else:  # what `expire_forever` runs every period
             d._execute(d.router.expire(d.clock()))
 
@@ -198,6 +204,9 @@ class SimPlayer:
         elif event == "complete":
             rid, name = arg
             r.on_completed(self.pods[name], [self.requests[rid]], at_s)
+        elif event == "first":
+            rid, name = arg
+            r.on_first_tokens(self.pods[name], [self.requests[rid]], at_s)
         else:
             r.on_timer(at_s)
 

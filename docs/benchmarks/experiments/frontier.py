@@ -16,7 +16,6 @@ import json
 import math
 import sys
 import tempfile
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -27,8 +26,6 @@ from chiron_operator.control import chiron, global_scaling, interactive_scaling
 from chiron_operator.control.pool_view import fresh_pods, hold_all, interactive_load, mean_itl_s
 from chiron_operator.core.decision import Verdict
 from chiron_operator.core.enums import Reason, Role
-from chiron_operator.routing import router
-from chiron_operator.sim import dispatcher
 from chiron_operator.sim.harness import runs
 from chiron_operator.sim.harness.generator import generate, write_scenarios
 from chiron_operator.sim.harness.policies import PolicySpec
@@ -138,40 +135,6 @@ def _busy_level_from_startup(fast_ratio: float, fast_s: float, slow_s: float) ->
     global_scaling.decide_global = chiron.decide_global = decide
 
 
-def _pace_batch_prefill(per_pod: int) -> None:
-    """Batch work goes to a mixed or interactive pod only while fewer than `per_pod` of that
-    pod's batch requests wait for their first token (the simulator knows when it comes; the
-    gateway would have to stream batch requests to know it)."""
-    requests_of: dict[int, Any] = {}
-    original_init = dispatcher.GatewayRouter.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        requests_of[id(self.core)] = self._request_of
-
-    def prefilling(core: Any, pod: Any) -> int:
-        known = requests_of.get(id(core), {})
-        return sum(1 for t in pod.batch if t in known and math.isnan(known[t].first_token_s))
-
-    def batch_slot(self: Any, *, mixed_allowed: bool) -> Any:
-        own = router._least_loaded(self._by_role[Role.BATCH], None, 0)
-        if own is not None or not mixed_allowed:
-            return own
-
-        def paced(role: Role, reserve: int) -> Any:
-            pods = [p for p in self._by_role[role] if prefilling(self, p) < per_pod]
-            return router._least_loaded(pods, None, reserve)
-
-        tuning = self.tuning
-        spare = paced(Role.MIXED, tuning.mixed_reserve_slots)
-        if spare is not None or not (tuning.batch_on_interactive and tuning.preempt_batch):
-            return spare
-        return paced(Role.INTERACTIVE, tuning.interactive_reserve_slots)
-
-    dispatcher.GatewayRouter.__init__ = init
-    router.PoolRouter._batch_slot = batch_slot
-
-
 # --- variants --------------------------------------------------------------------------------
 
 Overrides = tuple[tuple[str, Any], ...]
@@ -199,7 +162,7 @@ VARIANTS: dict[str, tuple[Overrides, Callable[[], None] | None]] = {
     "busy judged at role max": ((), lambda: _busy_against_role_max(64)),
     "scale-out needs pressure": ((), lambda: _scale_out_needs_pressure(0.5)),
     "busy level from start-up time": ((), lambda: _busy_level_from_startup(0.6, 60.0, 180.0)),
-    "batch prefill paced (2/pod)": ((), lambda: _pace_batch_prefill(2)),
+    "batch prefills not paced": ((("gateway.batchPrefillsPerPod", 0),), None),
 }
 
 
