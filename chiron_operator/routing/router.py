@@ -147,14 +147,17 @@ class PoolRouter:
     def started(self, ticket: Ticket) -> list[Action]:
         """The pod sent `ticket`'s first token: a batch request no longer counts as a prefill
         on its pod, which may take more batch work."""
-        pod = self.pods.get(ticket.pod) if ticket.pod is not None else None
-        if ticket.started or pod is None:
+        if ticket.started or ticket.pod is None:
             return []
         ticket.started = True
-        if ticket.interactive or ticket not in pod.batch:
+        pod = self.pods.get(ticket.pod)
+        if pod is None or ticket.interactive:  # a ticket's pod has it in its books
             return []
+        limit = self.tuning.batch_prefills_per_pod
+        held_back = 0 < limit <= pod.batch_prefilling and pod.role is not Role.BATCH
         pod.batch_prefilling -= 1
-        return self._fill() if pod.role is not Role.BATCH else []
+        # Only a pod that batch work skipped for its prefills can take more now.
+        return self._fill() if held_back and self.batch else []
 
     def requeue(self, ticket: Ticket) -> list[Action]:
         """A batch request cut off mid-stream (a lost pod): back to its place in the queue."""
@@ -319,9 +322,12 @@ def _least_loaded(
     best_load = 0
     for pod in pods:
         load = pod.in_flight
-        fits = pod.ready and load + reserve < pod.cap_seqs and pod.name != avoid
-        if max_prefilling and pod.batch_prefilling >= max_prefilling:
-            fits = False
+        fits = (
+            pod.ready
+            and load + reserve < pod.cap_seqs
+            and pod.name != avoid
+            and not (max_prefilling and pod.batch_prefilling >= max_prefilling)
+        )
         if fits and (best is None or load < best_load):
             best, best_load = pod, load
     return best

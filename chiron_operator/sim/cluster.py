@@ -181,10 +181,6 @@ class Cluster:
         completed = pod.end_segment(now)
         if pod.released:
             self._release(pod, now)
-        started = pod.first_batch_tokens
-        if started:
-            pod.first_batch_tokens = []
-            self.router.on_first_tokens(pod, started, now)
         if completed:
             self.completed += len(completed)
             self._completed_requests.extend(completed)  # for `output_lengths`, when read
@@ -194,9 +190,19 @@ class Cluster:
             self._terminate(pod, [], now)
             return None
         end = pod.start_segment(now)
+        version = pod.version
+        started = pod.first_batch_tokens
+        if started:
+            # The router hears of the first tokens the planned head produces now, not when it
+            # ends: the next batch request then waits in the pod's queue for that head, as the
+            # gateway's would arrive just after the token streamed back (a step later at most),
+            # and FAST mode, with no boundary there, agrees with EXACT. A send to this pod
+            # replans its segment (a newer version): the event below is then stale.
+            pod.first_batch_tokens = []
+            self.router.on_first_tokens(pod, started, now)
         if end is None:
             return None
-        return (end, _ITERATION, self._next_sequence(), pod, pod.version)
+        return (end, _ITERATION, self._next_sequence(), pod, version)
 
     def _handed_back(self, requests: list[LiveRequest]) -> list[LiveRequest]:
         for request in requests:

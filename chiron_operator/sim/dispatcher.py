@@ -84,12 +84,12 @@ class GatewayRouter:
 
     def on_first_tokens(self, pod: Instance, started: list[LiveRequest], now: float) -> None:
         # As the gateway sees a streamed batch request's first chunk.
-        actions = []
         for request in started:
             ticket = self._ticket_of.get(request)
             if ticket is not None:
-                actions.extend(self.core.started(ticket))
-        self._execute(actions, now)
+                actions = self.core.started(ticket)
+                if actions:
+                    self._execute(actions, now)
 
     def on_ready(self, pod: Instance, now: float) -> None:
         self._pods[pod.name] = pod

@@ -236,6 +236,13 @@ class Instance(PodScheduler):
         self.context_tokens -= freed
         return done
 
+    def _note_first_batch_tokens(self, started: list[LiveRequest]) -> None:
+        """Batch requests whose first token the head just planned produces, for the gateway's
+        router (told when the head is planned, in FAST and EXACT mode alike: see `cluster`)."""
+        for request in self._prefilling:
+            if not request.is_interactive and not request.generated:
+                started.append(request)
+
     def start_segment(self, now: float) -> float | None:
         """Schedule at the boundary `now`: preempt, evict, admit, then start the next segment.
         Returns the segment's end time, or None when the pod has nothing to run."""
@@ -263,11 +270,9 @@ class Instance(PodScheduler):
         # Until that first completion; after a preemption the next boundary may admit (an
         # interactive request that now fits, say), so it must be a real one.
         single = self.exact or blocked or (preempted and self.n_waiting > 0)
-        if not single and self.first_batch_tokens is not None:
-            # The gateway hears of a batch request's first token as it streams back: the
-            # segment ends with the head that produces one, so the router hears of it then.
-            single = any(not r.is_interactive and r.generated == 0 for r in self._prefilling)
         end = self._begin_segment(now, finish_iter, single)
+        if self.first_batch_tokens is not None:
+            self._note_first_batch_tokens(self.first_batch_tokens)
         self.version += 1
         self.scheduled_s = end
         return end

@@ -50,8 +50,9 @@ class IterationClock:
     `_partial` is the sequence whose prompt continues past the current head, if any (at most
     one: a prompt is cut only when it exhausts the budget, after which nothing else is admitted);
     `_partial_done` counts its prompt tokens computed so far. `first_batch_tokens`, when a
-    list, collects the batch requests whose first token came, for the gateway's router (which
-    paces batch prefills on mixed and interactive pods); None when nobody asks.
+    list, collects the batch requests whose first token a planned head produces, for the
+    gateway's router (which paces batch prefills on mixed and interactive pods); None when
+    nobody asks.
     """
 
     __slots__ = (
@@ -351,13 +352,10 @@ class IterationClock:
         if decode_seqs:
             itl_buckets[bisect_left(ITL_BUCKETS_S, end_s - self._seg_t0)] += decode_seqs
         ttft_buckets = counters.ttft_buckets
-        started = self.first_batch_tokens
         for request in admitted:
             if request.generated == 0:
                 request.first_token_s = end_s
                 ttft_buckets[bisect_left(TTFT_BUCKETS_S, end_s - request.pod_dispatch_s)] += 1
-                if started is not None and not request.is_interactive:
-                    started.append(request)
             else:
                 itl_buckets[bisect_left(ITL_BUCKETS_S, end_s - request.last_token_s)] += 1
         counters.prompt_tokens += self._prefill_tokens

@@ -72,8 +72,8 @@ class Router(Protocol):
         """Requests completed on `pod` (called only when `tracks_completions`)."""
 
     def on_first_tokens(self, pod: Instance, started: list[LiveRequest], now: float) -> None:
-        """Batch requests on `pod` produced their first token (called only when
-        `tracks_first_tokens`, for mixed and interactive pods)."""
+        """Batch requests on `pod` get their first token from the head it just planned (called
+        only when `tracks_first_tokens`, for mixed and interactive pods)."""
 
     def on_draining(self, pod: Instance, waiting: list[LiveRequest], now: float) -> None:
         """`pod` left the Services; `waiting` were queued inside it and must go elsewhere."""

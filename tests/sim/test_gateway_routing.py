@@ -3,7 +3,6 @@ hand-backs (CHIRON), plain Services (SERVICES), and resends held until an abort 
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 
 import numpy as np
@@ -92,9 +91,11 @@ def test_an_interactive_request_cuts_off_batch_work_on_a_full_mixed_pod() -> Non
     assert cluster.completed == 4
 
 
-def test_a_mixed_pod_takes_the_next_batch_request_at_the_last_ones_first_token() -> None:
-    """The simulated pods report batch first tokens to the gateway's router, which paces batch
-    prefills on mixed and interactive pods (`batch_prefills_per_pod`)."""
+def test_a_mixed_pod_prefills_batch_requests_one_at_a_time_under_a_limit_of_one() -> None:
+    """The simulated pods tell the gateway's router which batch requests the head they plan
+    gives a first token, and the router paces batch prefills on mixed and interactive pods by
+    it (`batch_prefills_per_pod`): the next request goes as that head is planned and waits in
+    the pod's queue for it, so the prefills follow one another."""
     cluster, queue = make_cluster(tuning=RoutingTuning(batch_prefills_per_pod=1))
     cluster.bootstrap({MIX: 1}, {MIX: 8})
     backlog = [live(i, 2000, 20, BATCH) for i in range(3)]
@@ -103,14 +104,19 @@ def test_a_mixed_pod_takes_the_next_batch_request_at_the_last_ones_first_token()
     assert gateway(cluster).batch_queued == 2  # room for 8, one prefill at a time
     drive_cluster(cluster, queue, 60.0)
     assert cluster.completed == 3
-    for before, after in itertools.pairwise(backlog):
-        assert after.pod_dispatch_s == before.first_token_s > 0.0
-    # Without the limit the pod takes all three at once.
+    first, second, third = backlog
+    assert first.pod_dispatch_s == second.pod_dispatch_s == 0.0  # as the first head is planned
+    assert third.pod_dispatch_s == first.first_token_s  # as the second one's head is
+    assert 0.0 < first.first_token_s < second.first_token_s < third.first_token_s
+    # Without the limit the pod takes all three at once, and prefills them in one head.
     cluster, queue = make_cluster(tuning=RoutingTuning(batch_prefills_per_pod=0))
     cluster.bootstrap({MIX: 1}, {MIX: 8})
-    for request in [live(i, 2000, 20, BATCH) for i in range(3)]:
+    unpaced = [live(i, 2000, 20, BATCH) for i in range(3)]
+    for request in unpaced:
         cluster.router.submit(request, 0.0)
     assert gateway(cluster).batch_queued == 0
+    drive_cluster(cluster, queue, 60.0)
+    assert len({r.first_token_s for r in unpaced}) == 1
 
 
 def test_the_gateway_refuses_beyond_its_queue() -> None:
