@@ -318,16 +318,13 @@ def _least_loaded(
     """The ready pod with more than `reserve` free slots (and, with `max_prefilling`, fewer
     batch requests awaiting their first token) and the fewest requests in flight; the first one
     in order among equals (deterministic)."""
+    if max_prefilling:
+        pods = [pod for pod in pods if pod.batch_prefilling < max_prefilling]
     best: PodSlots | None = None
     best_load = 0
     for pod in pods:
         load = pod.in_flight
-        fits = (
-            pod.ready
-            and load + reserve < pod.cap_seqs
-            and pod.name != avoid
-            and not (max_prefilling and pod.batch_prefilling >= max_prefilling)
-        )
+        fits = pod.ready and load + reserve < pod.cap_seqs and pod.name != avoid
         if fits and (best is None or load < best_load):
             best, best_load = pod, load
     return best

@@ -84,10 +84,11 @@ class GatewayRouter:
 
     def on_first_tokens(self, pod: Instance, started: list[LiveRequest], now: float) -> None:
         # As the gateway sees a streamed batch request's first chunk.
+        ticket_of, core = self._ticket_of, self.core
         for request in started:
-            ticket = self._ticket_of.get(request)
+            ticket = ticket_of.get(request)
             if ticket is not None:
-                actions = self.core.started(ticket)
+                actions = core.started(ticket)
                 if actions:
                     self._execute(actions, now)
 
