@@ -120,8 +120,8 @@ async def _streamed(
             chunk = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return Answer(None, None, f"{pod.name} sent an unreadable event: {data[:200]!r}")
-        if not isinstance(chunk, dict) or "error" in chunk:
-            error = chunk.get("error") if isinstance(chunk, dict) else chunk
+        if not isinstance(chunk, dict) or "error" in chunk or chunk.get("object") == "error":
+            error = chunk.get("error", chunk.get("message")) if isinstance(chunk, dict) else chunk
             return Answer(None, None, f"{pod.name} ended the stream with an error: {error}")
         if completion.add(chunk) and on_first_token is not None:
             on_first_token()

@@ -1,10 +1,18 @@
-"""Streamed completions put back together as the whole body vLLM returns unstreamed."""
+"""Streamed completions put back together as the whole body vLLM returns unstreamed, and a
+batch request's upstream call reading the stream (`batch_upstream.call`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
+from chiron_operator.core.enums import Role
 from chiron_operator.gateway.batch_stream import Completion
+from chiron_operator.gateway.batch_upstream import Answer, Verdict, call, upstream_payload
+from chiron_operator.gateway.config import PodInfo
 
 ENVELOPE = {"id": "chatcmpl-1", "created": 7, "model": "m", "system_fingerprint": None}
 
@@ -123,3 +131,79 @@ def test_a_text_completion_with_two_choices() -> None:
 def test_an_empty_stream_is_a_completion_with_no_choices() -> None:
     completion, _ = fold([])
     assert completion.body() == {"object": "chat.completion", "choices": [], "usage": None}
+
+
+# --- `batch_upstream.call` against a pod that streams as given --------------------------------
+
+
+async def _answering(events: list[bytes], status: int = 200) -> tuple[web.AppRunner, PodInfo]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        if status != 200:
+            return web.json_response({"error": {"message": "bad model"}}, status=status)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            await response.write(event)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, PodInfo("pod-0", Role.MIXED, f"http://127.0.0.1:{port}", 8)
+
+
+def _event(chunk: dict[str, Any] | str) -> bytes:
+    return f"data: {chunk if isinstance(chunk, str) else json.dumps(chunk)}\n\n".encode()
+
+
+TEXT = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m"}
+
+
+async def _call(events: list[bytes], status: int = 200) -> tuple[Answer, list[str]]:
+    runner, pod = await _answering(events, status)
+    firsts: list[str] = []
+    payload = upstream_payload(json.dumps({"model": "m", "prompt": "hi", "stream": False}))
+    try:
+        async with aiohttp.ClientSession() as session:
+            answer = await call(
+                session, pod, "/v1/completions", payload, 10.0,
+                on_first_token=lambda: firsts.append("first"),
+            )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    return answer, firsts
+
+
+async def test_a_whole_stream_is_one_answer_and_one_first_token() -> None:
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    events = [
+        _event({**TEXT, "choices": [{"index": 0, "text": "a", "finish_reason": None}]}),
+        _event({**TEXT, "choices": [{"index": 0, "text": "b", "finish_reason": "length"}]}),
+        _event({**TEXT, "choices": [], "usage": usage}),
+        _event("[DONE]"),
+    ]
+    answer, firsts = await _call(events)
+    assert answer.verdict is Verdict.DONE and firsts == ["first"]
+    assert answer.body["choices"][0]["text"] == "ab" and answer.body["usage"] == usage
+
+
+async def test_a_stream_cut_short_or_ending_in_an_error_is_tried_again() -> None:
+    token = _event({**TEXT, "choices": [{"index": 0, "text": "a"}]})
+    cut, _ = await _call([token])
+    assert cut.verdict is Verdict.RETRY and "before [DONE]" in cut.describe()
+    error = _event({"object": "error", "message": "engine died", "type": "InternalError"})
+    failed, firsts = await _call([token, error])
+    assert failed.verdict is Verdict.RETRY and "engine died" in failed.describe()
+    assert firsts == ["first"]
+
+
+async def test_an_error_status_is_read_whole() -> None:
+    answer, firsts = await _call([], status=404)
+    assert answer.verdict is Verdict.FAILED and "bad model" in answer.describe()
+    assert firsts == []
