@@ -20,6 +20,7 @@ from chiron_operator.routing import PoolRouter
 
 IN_FLIGHT: Final = "chiron_gateway_in_flight_requests"
 POD_CAP: Final = "chiron_gateway_pod_cap_seqs"
+BATCH_PREFILLING: Final = "chiron_gateway_batch_prefilling_requests"
 QUEUED_INTERACTIVE: Final = "chiron_gateway_queued_interactive_requests"
 QUEUE_WAIT: Final = "chiron_gateway_queue_wait_seconds"
 REQUESTS: Final = "chiron_gateway_requests"
@@ -44,7 +45,8 @@ WAIT_BUCKETS_S: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 class RouterGauges(Collector):
     """The router's state as gauges, read when Prometheus scrapes: in flight per pod and class,
-    each pod's cap, the interactive queue, the batch queue per deadline group.
+    each pod's cap, its batch requests before their first token (what `batchPrefillsPerPod`
+    paces), the interactive queue, the batch queue per deadline group.
 
     Read at scrape time rather than set on every routing action: a busy gateway routes
     thousands of times a second and is scraped every few seconds, and a pod that is gone simply
@@ -66,13 +68,20 @@ class RouterGauges(Collector):
             "This gateway's share of the pod's cap: min(--max-num-seqs, the role's target).",
             labels=("target_pod", "target_role"),
         )
+        prefilling = GaugeMetricFamily(
+            BATCH_PREFILLING,
+            "Batch requests on the pod whose first token has not come back yet.",
+            labels=("target_pod", "target_role"),
+        )
         for pod in router.pods.values():
             role = pod.role.value
             in_flight.add_metric((pod.name, role, "interactive"), len(pod.interactive))
             in_flight.add_metric((pod.name, role, "batch"), len(pod.batch))
             cap.add_metric((pod.name, role), pod.cap_seqs)
+            prefilling.add_metric((pod.name, role), pod.batch_prefilling)
         yield in_flight
         yield cap
+        yield prefilling
         yield GaugeMetricFamily(
             QUEUED_INTERACTIVE,
             "Interactive requests waiting at the pool level for a slot.",
