@@ -56,6 +56,7 @@ class Instance(PodScheduler):
         "_aborting",
         "created_s",
         "exact",
+        "first_batch_tokens",
         "gpus",
         "instance_id",
         "name",
@@ -110,6 +111,9 @@ class Instance(PodScheduler):
         # are `released`, for the cluster to collect (a resend waits for it: see `cluster`).
         self._aborting: list[LiveRequest] = []
         self.released: list[LiveRequest] = []
+        # Batch requests whose first token the head just planned produces, for the gateway's
+        # router (which paces batch prefills); None when nobody asks (set by the cluster).
+        self.first_batch_tokens: list[LiveRequest] | None = None
 
     # -- load, as the routers and the scrapes see it -----------------------------------------
 
@@ -237,8 +241,8 @@ class Instance(PodScheduler):
         return done
 
     def _note_first_batch_tokens(self, started: list[LiveRequest]) -> None:
-        """Batch requests whose first token the head just planned produces, for the gateway's
-        router (told when the head is planned, in FAST and EXACT mode alike: see `cluster`)."""
+        """Add the batch requests whose first token the head just planned produces (the
+        router is told when the head is planned, in FAST and EXACT mode alike: see `cluster`)."""
         for request in self._prefilling:
             if not request.is_interactive and not request.generated:
                 started.append(request)

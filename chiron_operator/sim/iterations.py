@@ -49,10 +49,7 @@ class IterationClock:
     one head, each charged `LatencyModel.prefill_s`, the simulator's original behaviour).
     `_partial` is the sequence whose prompt continues past the current head, if any (at most
     one: a prompt is cut only when it exhausts the budget, after which nothing else is admitted);
-    `_partial_done` counts its prompt tokens computed so far. `first_batch_tokens`, when a
-    list, collects the batch requests whose first token a planned head produces, for the
-    gateway's router (which paces batch prefills on mixed and interactive pods); None when
-    nobody asks.
+    `_partial_done` counts its prompt tokens computed so far.
     """
 
     __slots__ = (
@@ -87,7 +84,6 @@ class IterationClock:
         "_step_s",
         "context_tokens",
         "counters",
-        "first_batch_tokens",
         "iteration",
         "kv_capacity_tokens",
         "n_running",
@@ -104,7 +100,6 @@ class IterationClock:
         self._pc = latency.prefill_c_ms_per_token2
         self._pf = latency.prefill_floor_ms
         self.counters = PodCounters()
-        self.first_batch_tokens: list[LiveRequest] | None = None
         self.n_running = 0
         self.context_tokens = 0
         self.iteration = 0
